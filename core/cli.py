@@ -1,0 +1,132 @@
+"""``visual-anomaly``: the command line, a thin caller of :class:`core.collection.Collection`.
+
+Every command takes ``--json`` and then prints exactly one JSON object on stdout; progress and
+messages go to stderr. Errors a user can fix (configuration, an unreachable server, missing
+weights) end with one sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from core.collection import Collection, CollectionStatus
+from core.embedding import ModelUnavailable
+from core.ingest import IngestReport
+from core.settings import Settings, SettingsError
+from core.storage.errors import StorageError
+
+USER_ERRORS = (SettingsError, ModelUnavailable, StorageError, FileNotFoundError)
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=None, default=str)
+    sys.stdout.write("\n")
+
+
+def _progress_bar(total_hint: str, enabled: bool) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar on stderr (only on a terminal), as a progress callback and a closer."""
+    if not enabled:
+        return (lambda _done, _total: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(desc=total_hint, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def cmd_ingest(collection: Collection, args: argparse.Namespace) -> int:
+    update, close = _progress_bar("ingest", sys.stderr.isatty() and not args.json)
+    try:
+        report = collection.ingest(args.paths, source=args.source, uploader=args.uploader, progress=update)
+    finally:
+        close()
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        _print_ingest_summary(report)
+    return 1 if report.error else 0
+
+
+def _print_ingest_summary(report: IngestReport) -> None:
+    total = len(report.outcomes)
+    print(
+        f"{total} files in {report.seconds:.1f} s: {report.ingested} ingested, "
+        f"{report.already_present} already present (same bytes), {len(report.rejected)} rejected"
+        + (f", {len(report.failed)} failed" if report.failed else "")
+    )
+    for outcome in report.rejected:
+        print(f"  rejected {outcome.file}: {outcome.reason}")
+    if report.error:
+        print(f"Stopped: {report.error}. Nothing of the failed batch was kept; fix the store and run the same command again.")
+
+
+def cmd_status(collection: Collection, args: argparse.Namespace) -> int:
+    status = collection.status()
+    if args.json:
+        _print_json(status.to_json())
+    else:
+        _print_status(status)
+    return 0
+
+
+def _print_status(status: CollectionStatus) -> None:
+    print(f"images   {status.images}" + (f"  ({status.pending} pending: re-run the ingest or `visual-anomaly repair`)" if status.pending else ""))
+    print(f"vectors  {status.vectors}")
+    print(f"blobs    {status.blobs} originals, {status.thumbnails} thumbnails")
+    print(f"version  {status.version}   consistent: {'yes' if status.consistent else 'NO'}")
+    for store, where in status.backends.items():
+        print(f"{store:8} {where}")
+    model = status.model
+    print(f"model    {model['name']}, weights: {model['weights']}, device: {model['device']}, precision: {model['precision']}")
+
+
+def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
+    removed = collection.repair()
+    if args.json:
+        _print_json({"removed_pending": removed})
+    else:
+        print(f"Removed {removed} half-ingested image(s).")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visual-anomaly", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="ingest image files and folders (recursively)")
+    ingest.add_argument("paths", nargs="+", help="files or folders")
+    ingest.add_argument("--source", help="a label for this batch, e.g. batch-2026-11 (default: 'default')")
+    ingest.add_argument("--uploader", help="who uploads (default: the current user)")
+    ingest.set_defaults(run=cmd_ingest)
+
+    status = commands.add_parser("status", help="counts per store, backends and model in use")
+    status.set_defaults(run=cmd_status)
+
+    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind")
+    repair.set_defaults(run=cmd_repair)
+
+    for sub in (ingest, status, repair):
+        sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with Collection.open(Settings.from_env()) as collection:
+            return int(args.run(collection, args))
+    except USER_ERRORS as exc:
+        print(f"visual-anomaly: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

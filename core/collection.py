@@ -1,0 +1,201 @@
+"""The facade: one object that the app, the CLI and notebooks call, over every store and the model.
+
+    from core.collection import Collection
+    with Collection.open() as collection:          # settings from the environment
+        report = collection.ingest(["./photos"], source="batch-2026-11")
+        print(collection.status())
+
+Nothing above this class knows which backends are in use; nothing below it knows about the UI.
+The model is loaded on first use, so ``status()`` and browsing stay instant.
+"""
+
+from __future__ import annotations
+
+import getpass
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from os import PathLike
+
+from core.backends import Backends, open_backends
+from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
+from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.settings import Settings
+from core.storage.blobs import original_key, thumbnail_key
+from core.storage.catalog import ImageName, ImageRecord
+
+OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
+OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    images: int  # visible (ready) images
+    pending: int  # started but not completed ingests (invisible; re-run the ingest or repair)
+    vectors: int
+    blobs: int
+    thumbnails: int
+    version: int
+    backends: dict[str, str]
+    model: dict[str, object]
+
+    @property
+    def consistent(self) -> bool:
+        """Every store agrees and no ingest was left half done."""
+        return self.pending == 0 and self.images == self.vectors == self.blobs == self.thumbnails
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"consistent": self.consistent}
+
+
+class Collection:
+    """An image collection over its stores and model (see the module docstring)."""
+
+    def __init__(self, settings: Settings, backends: Backends, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.backends = backends
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, embedder: Embedder | None = None) -> Collection:
+        """Open the collection the settings describe (the environment's by default)."""
+        settings = settings or Settings.from_env()
+        dim = embedder.dim if embedder is not None else resolve_embedding_dim(settings.model_name)
+        return cls(settings, open_backends(settings, dim), embedder)
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backends.close()
+
+    # model --------------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The model, loaded once on first use (seconds), shared by every caller of this collection."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.settings)
+            return self._embedder
+
+    def model_info(self) -> ModelInfo | None:
+        """What the model is, if it has been loaded."""
+        return None if self._embedder is None else self._embedder.info
+
+    def model_config(self) -> dict[str, object]:
+        """What the model is or will be, without loading it."""
+        info = self.model_info()
+        if info is not None:
+            return asdict(info) | {"loaded": True}
+        s = self.settings
+        weights = (
+            f"checkpoint {s.model_checkpoint}"
+            if s.model_checkpoint
+            else ("random (MODEL_PRETRAINED=none)" if s.random_weights else f"pretrained {s.model_pretrained}")
+        )
+        return {
+            "name": s.model_name,
+            "weights": weights,
+            "random_weights": s.random_weights,
+            "device": s.device,
+            "precision": s.precision,
+            "loaded": False,
+        }
+
+    # ingest -------------------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: Iterable[str | PathLike[str]],
+        *,
+        source: str | None = None,
+        uploader: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders (recursively). Same bytes already stored are reported, not redone."""
+        return self._ingest(items_from_paths(paths), source, uploader, progress)
+
+    def ingest_uploads(
+        self,
+        uploads: Iterable[tuple[str, bytes]],
+        *,
+        source: str | None = None,
+        uploader: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Ingest in-memory files (name, bytes), e.g. from the browser's upload widget."""
+        return self._ingest(items_from_uploads(uploads), source, uploader, progress)
+
+    def _ingest(
+        self, items: Sequence[IngestItem], source: str | None, uploader: str | None, progress: Progress | None
+    ) -> IngestReport:
+        ingestor = Ingestor(self.settings, self.backends, self.embedder)
+        report = ingestor.run(
+            items, source=source or "default", uploader=uploader or _current_user(), progress=progress
+        )
+        if report.ingested:
+            self._index_if_grown()
+        return report
+
+    def _index_if_grown(self) -> None:
+        """Build the vector index when the collection has grown enough since it was last built."""
+        catalog = self.backends.catalog
+        count = self.backends.vectors.count()
+        indexed = int(catalog.get_meta("indexed_count") or 0)
+        if count >= OPTIMIZE_MIN_POINTS and count - indexed >= OPTIMIZE_GROWTH * count:
+            self.backends.vectors.optimize()
+            catalog.set_meta("indexed_count", str(count))
+
+    def repair(self) -> int:
+        """Remove what interrupted ingests left behind (pending rows and their blobs and vectors)."""
+        pending = self.backends.catalog.pending_ids()
+        if pending:
+            self.backends.vectors.delete(pending)
+            for image_id in pending:
+                self.backends.blobs.delete(original_key(image_id))
+                self.backends.blobs.delete(thumbnail_key(image_id))
+            self.backends.catalog.remove_pending(pending)
+        return len(pending)
+
+    # browse -------------------------------------------------------------------------------------
+    def status(self) -> CollectionStatus:
+        counts = self.backends.catalog.counts()
+        return CollectionStatus(
+            images=counts["ready"],
+            pending=counts["pending"],
+            vectors=self.backends.vectors.count(),
+            blobs=self.backends.blobs.count("originals/"),
+            thumbnails=self.backends.blobs.count("thumbnails/"),
+            version=self.backends.catalog.version(),
+            backends=self.backends.describe(),
+            model=self.model_config(),
+        )
+
+    def images(self, ids: Sequence[str]) -> list[ImageRecord]:
+        return self.backends.catalog.get(ids)
+
+    def names(self, image_id: str) -> list[ImageName]:
+        return self.backends.catalog.names(image_id)
+
+    def thumbnail(self, image_id: str) -> bytes:
+        return self.backends.blobs.get(thumbnail_key(image_id))
+
+    def original(self, image_id: str) -> bytes:
+        return self.backends.blobs.get(original_key(image_id))
+
+    def thumbnail_url(self, image_id: str) -> str | None:
+        """A URL the browser can load directly (S3 presigned), or ``None`` to serve the bytes."""
+        return self.backends.blobs.url(thumbnail_key(image_id))
+
+    def sources(self) -> list[str]:
+        return self.backends.catalog.sources()
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

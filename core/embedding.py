@@ -1,0 +1,248 @@
+"""OpenCLIP image and text embeddings, built once per process.
+
+Weights come from a local checkpoint (``MODEL_CHECKPOINT``), a pretrained tag (``MODEL_PRETRAINED``,
+fetched once into the Hugging Face cache), or are random (``MODEL_PRETRAINED=none``: the real
+architecture with deterministic random weights, for tests and offline trials). When a pretrained
+tag is neither cached nor reachable we fail within seconds with the fix, instead of letting the hub
+client retry for a minute.
+
+Lower precision is used only where it is measured, at load time on this machine, to be faster than
+fp32 *and* to agree with it (cosine >= 0.999): bf16 wins by several times on CPUs with AMX and loses
+on AVX2-only ones, so no fixed choice is right everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.settings import Settings
+
+RANDOM_SEED = 0
+AGREEMENT_MIN_COSINE = 0.999
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured weights cannot be loaded; the message says how to fix the configuration."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the app shows on screen about the model in use."""
+
+    name: str
+    weights: str  # "random (MODEL_PRETRAINED=none)", a pretrained tag, or a checkpoint path
+    random_weights: bool
+    device: str
+    precision: str
+    dim: int
+    precision_note: str  # the measurement that chose the precision
+
+
+def _reachable(host: str, port: int = 443, timeout_s: float = 3.0) -> bool:
+    """Whether ``host`` accepts a TCP connection within ``timeout_s`` (DNS included, which can hang)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return bool(result and result[0])
+
+
+def _cached_pretrained_file(cfg: dict) -> str | None:
+    """The local file for a pretrained config if an earlier run downloaded it, else ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        model_id, filename = os.path.split(hub)
+        filename = filename or "open_clip_pytorch_model.bin"
+        stem = filename.rsplit(".", 1)[0]
+        for candidate in (f"{stem}.safetensors", "open_clip_model.safetensors", filename):
+            found = try_to_load_from_cache(model_id, candidate)
+            if isinstance(found, str):
+                return found
+    url = cfg.get("url", "")
+    if url:
+        local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if local.is_file():
+            return str(local)
+    return None
+
+
+def resolve_weights(settings: Settings) -> tuple[str | None, str]:
+    """``(path or None for random, description)``, downloading a pretrained tag only when reachable."""
+    import open_clip
+
+    if settings.model_checkpoint is not None:
+        return str(settings.model_checkpoint), f"checkpoint {settings.model_checkpoint}"
+    tag = settings.model_pretrained
+    if tag.lower() == "none":
+        return None, "random (MODEL_PRETRAINED=none)"
+    cfg = open_clip.get_pretrained_cfg(settings.model_name, tag)
+    if not cfg:
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(settings.model_name)) or "none"
+        raise ModelUnavailable(
+            f"MODEL_PRETRAINED={tag!r} is not a pretrained tag for MODEL_NAME={settings.model_name!r}. "
+            f"Known tags: {known}."
+        )
+    cached = _cached_pretrained_file(cfg)
+    if cached:
+        return cached, f"pretrained {tag}"
+    host = "huggingface.co" if cfg.get("hf_hub") else cfg["url"].split("/")[2]
+    if not _reachable(host):
+        raise ModelUnavailable(
+            f"The pretrained weights {settings.model_name}/{tag} are not in the local cache and {host} "
+            "cannot be reached. Set MODEL_CHECKPOINT to a local weights file, or MODEL_PRETRAINED=none "
+            "to try the product with random weights (search and analysis quality will be poor)."
+        )
+    try:
+        return open_clip.download_pretrained(cfg), f"pretrained {tag}"
+    except Exception as exc:  # the hub client raises many types; all mean the same to the user
+        raise ModelUnavailable(f"Downloading {settings.model_name}/{tag} failed: {exc}") from exc
+
+
+def resolve_embedding_dim(model_name: str) -> int:
+    """The embedding size of an architecture, read from its config without building the model."""
+    import open_clip
+
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise ModelUnavailable(f"MODEL_NAME={model_name!r} is not an OpenCLIP architecture.")
+    return int(config["embed_dim"])
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable("DEVICE=cuda but no CUDA device is available. Use DEVICE=auto or DEVICE=cpu.")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _probe_batch(size: int, batch: int) -> torch.Tensor:
+    """Deterministic image-like input (smooth gradients plus noise) for precision checks."""
+    generator = torch.Generator().manual_seed(RANDOM_SEED)
+    ramp = torch.linspace(-1.5, 1.5, size)
+    base = (ramp[None, :] + ramp[:, None])[None, None].expand(batch, 3, size, size)
+    return base + 0.5 * torch.randn(batch, 3, size, size, generator=generator)
+
+
+class Embedder:
+    """The OpenCLIP model, its preprocessing and tokenizer. Thread-safe for inference calls."""
+
+    def __init__(self, settings: Settings) -> None:
+        import open_clip
+
+        weights, description = resolve_weights(settings)
+        self.device = pick_device(settings.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)  # random weights must be the same in every process
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    settings.model_name, pretrained=weights, device=self.device
+                )
+            except RuntimeError as exc:
+                raise ModelUnavailable(
+                    f"Loading {settings.model_name} with {description} failed: {exc}. Check that "
+                    "MODEL_CHECKPOINT matches MODEL_NAME."
+                ) from exc
+        model.eval()
+        self._fp32 = model
+        self._model = model
+        self._dtype = torch.float32
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(settings.model_name)
+        self.image_size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
+        self.dim = int(model.text_projection.shape[1] if model.text_projection is not None else 512)
+        self._mutex = threading.Lock()
+        self.precision, note = self._choose_precision(settings.precision)
+        self.info = ModelInfo(
+            name=settings.model_name,
+            weights=description,
+            random_weights=weights is None,
+            device=self.device,
+            precision=self.precision,
+            dim=self.dim,
+            precision_note=note,
+        )
+
+    # precision ----------------------------------------------------------------------------------
+    def _encode(self, model: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        with torch.inference_mode():
+            features = model.encode_image(batch.to(self.device, dtype=dtype))
+            return torch.nn.functional.normalize(features.float(), dim=-1)
+
+    def _timed(self, model: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype) -> tuple[float, torch.Tensor]:
+        self._encode(model, batch[:2], dtype)  # warm-up: first calls pick kernels
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = self._encode(model, batch, dtype)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, out
+
+    def _choose_precision(self, requested: str) -> tuple[str, str]:
+        low = "fp16" if self.device == "cuda" else "bf16"
+        if requested == "fp32":
+            return "fp32", "fp32 as configured (PRECISION=fp32)"
+        if requested in ("bf16", "fp16"):
+            self._use_low_precision(requested)
+            return requested, f"{requested} as configured (PRECISION={requested})"
+        dtype = torch.float16 if low == "fp16" else torch.bfloat16
+        if low == "bf16" and not torch.backends.mkldnn.is_available():
+            return "fp32", "fp32: no oneDNN for bf16 on this CPU"
+        batch = _probe_batch(self.image_size, 8)
+        low_model = copy.deepcopy(self._fp32).to(dtype)
+        fp32_s, reference = self._timed(self._fp32, batch, torch.float32)
+        low_s, candidate = self._timed(low_model, batch, dtype)
+        agreement = float((reference * candidate).sum(dim=-1).min())
+        note = f"{low} {fp32_s / low_s:.2f}x fp32 speed, min cosine to fp32 {agreement:.5f}"
+        if low_s < 0.9 * fp32_s and agreement >= AGREEMENT_MIN_COSINE:
+            self._model, self._dtype = low_model, dtype
+            return low, f"{low} chosen: {note}"
+        return "fp32", f"fp32 chosen: {note}"
+
+    def _use_low_precision(self, name: str) -> None:
+        dtype = torch.float16 if name == "fp16" else torch.bfloat16
+        self._model, self._dtype = copy.deepcopy(self._fp32).to(dtype), dtype
+
+    # inference ----------------------------------------------------------------------------------
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        """The model's input tensor for one RGB image; cheap, safe to call from worker threads."""
+        return self.preprocess(image)
+
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """L2-normalised float32 embeddings for a preprocessed batch."""
+        with self._mutex:
+            return self._encode(self._model, batch, self._dtype).cpu().numpy()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_tensors(torch.stack([self.preprocess_image(i) for i in images]))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings in the image space (for search by text)."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._mutex, torch.inference_mode():
+            features = self._fp32.encode_text(tokens)
+            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()

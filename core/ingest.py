@@ -1,0 +1,379 @@
+"""The ingest pipeline and its consistency protocol.
+
+Files are read, hashed and decoded by a small thread pool while the main thread runs inference, so
+the model never waits on I/O. Each batch is committed in this order:
+
+1. catalog rows written ``pending`` (with every name the image arrived under);
+2. original and thumbnail written to the blob store;
+3. vectors upserted (durable when the call returns);
+4. catalog rows turned ``ready`` in one transaction: only now is the image visible.
+
+If any step fails, the batch is rolled back in every store (vectors, blobs, pending rows), so no
+store holds half of an image; if the process dies instead, the ``pending`` rows stay invisible and
+running the same ingest again completes them (every write is idempotent, keyed by content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.backends import Backends
+from core.embedding import Embedder
+from core.images import ImageRejected, PreparedImage, image_id, prepare_image
+from core.settings import Settings
+from core.storage.blobs import original_key, thumbnail_key
+from core.storage.catalog import READY, ImageName, ImageRecord
+
+INGESTED = "ingested"
+ALREADY_PRESENT = "already_present"
+REJECTED = "rejected"
+FAILED = "failed"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One file to ingest: a display name and a way to read its bytes (from disk or an upload)."""
+
+    name: str
+    read: Callable[[], bytes]
+    size: int | None = None  # known size, checked against the limit before reading
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one input file."""
+
+    file: str
+    status: str  # ingested | already_present | rejected | failed
+    image_id: str | None = None
+    reason: str | None = None  # rejected: why; failed: the store error
+    reason_code: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    outcomes: tuple[FileOutcome, ...]
+    seconds: float
+    error: str | None = None  # a store failure that stopped the run
+
+    def _with(self, status: str) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def ingested(self) -> int:
+        return len(self._with(INGESTED))
+
+    @property
+    def already_present(self) -> int:
+        return len(self._with(ALREADY_PRESENT))
+
+    @property
+    def rejected(self) -> list[FileOutcome]:
+        return self._with(REJECTED)
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return self._with(FAILED)
+
+    def to_json(self) -> dict:
+        return {
+            "ingested": self.ingested,
+            "already_present": self.already_present,
+            "rejected": [{"file": o.file, "reason": o.reason, "code": o.reason_code} for o in self.rejected],
+            "failed": [{"file": o.file, "reason": o.reason} for o in self.failed],
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "files": [o.to_json() for o in self.outcomes],
+        }
+
+
+def items_from_paths(paths: Iterable[str | os.PathLike]) -> list[IngestItem]:
+    """Expand folders recursively (sorted, hidden files skipped) and drop repeated paths."""
+    seen: set[Path] = set()
+    items: list[IngestItem] = []
+
+    def add(path: Path) -> None:
+        resolved = path.resolve()
+        if resolved in seen:
+            return
+        seen.add(resolved)
+        items.append(IngestItem(name=str(path), read=resolved.read_bytes, size=resolved.stat().st_size))
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        add(Path(root) / name)
+        elif path.is_file():
+            add(path)
+        else:
+            raise FileNotFoundError(f"{path} is neither a file nor a folder.")
+    return items
+
+
+def items_from_uploads(uploads: Iterable[tuple[str, bytes]]) -> list[IngestItem]:
+    return [IngestItem(name=name, read=lambda data=data: data, size=len(data)) for name, data in uploads]
+
+
+@dataclass
+class _Prepared:
+    item: IngestItem
+    data: bytes
+    image: PreparedImage
+    tensor: torch.Tensor
+
+
+@dataclass
+class _Known:
+    """An input whose bytes are already stored (earlier run) or earlier in this batch."""
+
+    item: IngestItem
+    sha256: str
+    image_id: str
+
+
+@dataclass
+class _Rejected:
+    item: IngestItem
+    sha256: str | None
+    error: ImageRejected
+
+
+@dataclass
+class _Batch:
+    """Accepted inputs in input order, and where each came in the whole run."""
+
+    entries: list[_Prepared | _Known] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)
+
+    @property
+    def prepared(self) -> list[_Prepared]:
+        return [e for e in self.entries if isinstance(e, _Prepared)]
+
+    @property
+    def known(self) -> list[_Known]:
+        return [e for e in self.entries if isinstance(e, _Known)]
+
+
+class Ingestor:
+    """Runs one ingest over the collection's backends with the collection's model."""
+
+    def __init__(self, settings: Settings, backends: Backends, embedder: Embedder) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.embedder = embedder
+
+    def run(
+        self,
+        items: Sequence[IngestItem],
+        *,
+        source: str,
+        uploader: str,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        start = time.perf_counter()
+        now = time.time()
+        outcomes: dict[int, FileOutcome] = {}
+        seen: dict[str, str] = {}
+        seen_lock = threading.Lock()
+        batch = _Batch()
+        error: str | None = None
+        done = 0
+
+        rejected_by_sha: dict[str, _Rejected] = {}
+
+        def prepare(item: IngestItem) -> _Prepared | _Known | _Rejected:
+            if item.size is not None and item.size > self.settings.max_upload_bytes:
+                return _Rejected(item, None, too_large(item.size, self.settings.max_upload_mb))
+            data = item.read()
+            sha = hashlib.sha256(data).hexdigest()
+            with seen_lock:
+                if sha in seen:
+                    return _Known(item, sha, seen[sha])
+                seen[sha] = image_id(sha)
+            state = self.backends.catalog.states_by_sha([sha]).get(sha)
+            if state is not None and state[1] == READY:
+                return _Known(item, sha, state[0])
+            try:
+                image = prepare_image(
+                    data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
+                )
+            except ImageRejected as exc:
+                return _Rejected(item, sha, exc)
+            return _Prepared(item, data, image, self.embedder.preprocess_image(image.model_image))
+
+        def flush() -> None:
+            nonlocal batch, error
+            results = self._commit(batch, source=source, uploader=uploader, now=now)
+            outcomes.update(zip(batch.indexes, results, strict=True))
+            failed = [o for o in results if o.status == FAILED]
+            if failed and error is None:
+                error = failed[0].reason
+            batch = _Batch()
+
+        with ThreadPoolExecutor(max_workers=self._workers(), thread_name_prefix="ingest-decode") as pool:
+            for index, future in self._ordered(pool, prepare, items):
+                item = items[index]
+                if error is not None:
+                    future.cancel()
+                    outcomes[index] = FileOutcome(item.name, FAILED, reason=f"not processed: {error}")
+                    continue
+                try:
+                    result = future.result()
+                except OSError as exc:
+                    result = _Rejected(item, None, ImageRejected("unreadable", f"The file cannot be read: {exc}"))
+                if isinstance(result, _Known) and result.sha256 in rejected_by_sha:
+                    result = _Rejected(item, result.sha256, rejected_by_sha[result.sha256].error)
+                if isinstance(result, _Rejected):
+                    if result.sha256 is not None:
+                        rejected_by_sha[result.sha256] = result
+                    error_ = result.error
+                    outcomes[index] = FileOutcome(item.name, REJECTED, reason=str(error_), reason_code=error_.reason)
+                else:
+                    batch.entries.append(result)
+                    batch.indexes.append(index)
+                    if len(batch.entries) >= self.settings.embed_batch_size:
+                        flush()
+                done += 1
+                if progress is not None:
+                    progress(done, len(items))
+            if batch.entries:
+                flush()
+        ordered = tuple(outcomes[i] for i in range(len(items)))
+        return IngestReport(outcomes=ordered, seconds=time.perf_counter() - start, error=error)
+
+    def _workers(self) -> int:
+        return max(2, min(4, os.cpu_count() or 2))
+
+    def _ordered(
+        self, pool: ThreadPoolExecutor, work: Callable[[IngestItem], object], items: Sequence[IngestItem]
+    ) -> Iterator[tuple[int, Future]]:
+        """Futures in input order with a bounded number in flight, so memory stays flat."""
+        window = 2 * self.settings.embed_batch_size
+        pending: list[tuple[int, Future]] = []
+        for index, item in enumerate(items):
+            pending.append((index, pool.submit(work, item)))
+            if len(pending) >= window:
+                yield pending.pop(0)
+        yield from pending
+
+    def _commit(self, batch: _Batch, *, source: str, uploader: str, now: float) -> list[FileOutcome]:
+        """Store one batch following the protocol in the module docstring; outcomes in batch order."""
+        catalog, blobs, vectors = self.backends.catalog, self.backends.blobs, self.backends.vectors
+        records = [self._record(p, source, uploader, now) for p in batch.prepared]
+        ids = [r.id for r in records]
+        names = [ImageName(r.id, p.item.name, source, uploader, now) for r, p in zip(records, batch.prepared, strict=True)]
+        known_names = [ImageName(k.image_id, k.item.name, source, uploader, now) for k in batch.known]
+        try:
+            catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)])
+            for record, prepared in zip(records, batch.prepared, strict=True):
+                blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
+                blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
+            if records:
+                embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
+                vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
+                catalog.mark_ready(ids)
+            self._record_names(known_names, set(ids))
+        except Exception as exc:  # any store may fail; roll the whole batch back everywhere
+            self._rollback(ids)
+            reason = f"{type(exc).__name__}: {exc}"
+            return [FileOutcome(e.item.name, FAILED, reason=reason) for e in batch.entries]
+        return [
+            FileOutcome(e.item.name, INGESTED, image_id=image_id(e.image.sha256))
+            if isinstance(e, _Prepared)
+            else FileOutcome(e.item.name, ALREADY_PRESENT, image_id=e.image_id)
+            for e in batch.entries
+        ]
+
+    def _record_names(self, names: Sequence[ImageName], new_ids: set[str]) -> None:
+        """Remember new names of stored images and let search filter on their new source labels."""
+        old = [n for n in names if n.image_id not in new_ids]
+        if not old:
+            return
+        catalog = self.backends.catalog
+        catalog.add_names(old)
+        ids = list(dict.fromkeys(n.image_id for n in old))
+        present = {r.id for r in catalog.get(ids)}
+        ids = [i for i in ids if i in present]
+        payloads = []
+        for image in ids:
+            entries = catalog.names(image)
+            payloads.append(
+                {
+                    "sources": sorted({e.source for e in entries}),
+                    "uploaders": sorted({e.uploader for e in entries}),
+                }
+            )
+        self.backends.vectors.set_payload(ids, payloads)
+
+    def _rollback(self, ids: Sequence[str]) -> None:
+        """Best effort: remove every trace of a failed batch, store by store, never raising."""
+        steps: list[Callable[[], None]] = [lambda: self.backends.vectors.delete(ids)]
+        for image in ids:
+            steps += [
+                lambda i=image: self.backends.blobs.delete(original_key(i)),
+                lambda i=image: self.backends.blobs.delete(thumbnail_key(i)),
+            ]
+        steps.append(lambda: self.backends.catalog.remove_pending(ids))
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                continue
+
+    @staticmethod
+    def _record(prepared: _Prepared, source: str, uploader: str, now: float) -> ImageRecord:
+        image = prepared.image
+        return ImageRecord(
+            id=image_id(image.sha256),
+            sha256=image.sha256,
+            pixel_sha256=image.pixel_sha256,
+            phash=image.phash,
+            phash_mirror=image.phash_mirror,
+            dhash=image.dhash,
+            width=image.width,
+            height=image.height,
+            format=image.format,
+            size_bytes=image.size_bytes,
+            file_name=prepared.item.name,
+            source=source,
+            uploader=uploader,
+            created_at=now,
+        )
+
+
+def too_large(size: int, limit_mb: int) -> ImageRejected:
+    return ImageRejected(
+        "too_large", f"The file is {size / 1e6:.1f} MB, over the {limit_mb} MB limit (MAX_UPLOAD_MB)."
+    )
+
+
+def payload(record: ImageRecord, sources: Sequence[str], uploaders: Sequence[str]) -> dict:
+    """The vector payload: every field that search filters on."""
+    return {
+        "sources": list(sources),
+        "uploaders": list(uploaders),
+        "format": record.format,
+        "size_bytes": record.size_bytes,
+        "width": record.width,
+        "height": record.height,
+        "created_at": record.created_at,
+    }
+

@@ -1,0 +1,159 @@
+"""One settings object, read from the environment in one place and passed down.
+
+No other module reads ``os.environ``: the facade, the CLI and the app build a :class:`Settings` once
+and hand it to whatever needs it, so tests can build any configuration without touching the process
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value the product cannot use; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one environment variable maps to a field: the table in the README is generated from these."""
+
+    env: str
+    default: str | None
+    help: str
+
+
+SETTINGS_TABLE: tuple[Setting, ...] = (
+    Setting("DATA_DIR", "./data", "Home of the embedded default: vector shard, blob files, SQLite catalog."),
+    Setting("DATABASE_URL", None, "Catalog on PostgreSQL (`postgresql://user:pass@host/db`); unset: SQLite in DATA_DIR."),
+    Setting("QDRANT_URL", None, "Vectors on a Qdrant server (`http://host:6333`); unset: a Qdrant Edge shard in DATA_DIR."),
+    Setting("QDRANT_API_KEY", None, "API key for QDRANT_URL."),
+    Setting("QDRANT_COLLECTION", "images", "Collection name on the Qdrant server."),
+    Setting("S3_ENDPOINT", None, "Blobs on MinIO/S3 (`http://host:9000`); unset: files under DATA_DIR."),
+    Setting("S3_ACCESS_KEY", None, "Access key for S3_ENDPOINT."),
+    Setting("S3_SECRET_KEY", None, "Secret key for S3_ENDPOINT."),
+    Setting("S3_BUCKET", "images", "Bucket for originals and thumbnails (created if missing)."),
+    Setting("REDIS_URL", None, "Cache on Redis (`redis://host:6379/0`); unset: an in-process cache."),
+    Setting("MODEL_NAME", "ViT-B-32", "OpenCLIP architecture."),
+    Setting("MODEL_PRETRAINED", "laion2b_s34b_b79k", "OpenCLIP pretrained tag; `none` runs random weights (tests, offline trials)."),
+    Setting("MODEL_CHECKPOINT", None, "Local weights file for MODEL_NAME; overrides MODEL_PRETRAINED."),
+    Setting("DEVICE", "auto", "`auto` (CUDA when present, else CPU), `cpu` or `cuda`."),
+    Setting("PRECISION", "auto", "`auto` (bf16/fp16 only where measured faster and in agreement with fp32), `fp32`, `bf16`, `fp16`."),
+    Setting("EMBED_BATCH_SIZE", "32", "Images per inference batch."),
+    Setting("MAX_UPLOAD_MB", "10", "Largest accepted file, in MB."),
+    Setting("MAX_IMAGE_PIXELS", "100000000", "Largest accepted width x height (decompression-bomb guard)."),
+    Setting("LOCK_TIMEOUT_S", "60", "How long to wait for another process holding the embedded vector shard."),
+)
+
+_DEFAULTS = {s.env: s.default for s in SETTINGS_TABLE}
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int = 1) -> int:
+    raw = env.get(name) or _DEFAULTS[name]
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or _DEFAULTS[name] or "").strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, typed. Unset server variables select the embedded default backends."""
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)
+    qdrant_collection: str = "images"
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = field(default=None, repr=False)
+    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_bucket: str = "images"
+    redis_url: str | None = None
+    model_name: str = "ViT-B-32"
+    model_pretrained: str = "laion2b_s34b_b79k"
+    model_checkpoint: Path | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    embed_batch_size: int = 32
+    max_upload_mb: int = 10
+    max_image_pixels: int = 100_000_000
+    lock_timeout_s: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (the process environment by default) and validate it."""
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or _DEFAULTS[name]
+
+        checkpoint = text("MODEL_CHECKPOINT")
+        settings = cls(
+            data_dir=Path(text("DATA_DIR") or "./data"),
+            database_url=text("DATABASE_URL"),
+            qdrant_url=text("QDRANT_URL"),
+            qdrant_api_key=text("QDRANT_API_KEY"),
+            qdrant_collection=text("QDRANT_COLLECTION") or "images",
+            s3_endpoint=text("S3_ENDPOINT"),
+            s3_access_key=text("S3_ACCESS_KEY"),
+            s3_secret_key=text("S3_SECRET_KEY"),
+            s3_bucket=text("S3_BUCKET") or "images",
+            redis_url=text("REDIS_URL"),
+            model_name=text("MODEL_NAME") or "ViT-B-32",
+            model_pretrained=(text("MODEL_PRETRAINED") or "none"),
+            model_checkpoint=Path(checkpoint) if checkpoint else None,
+            device=_choice(env, "DEVICE", ("auto", "cpu", "cuda")),
+            precision=_choice(env, "PRECISION", ("auto", "fp32", "bf16", "fp16")),
+            embed_batch_size=_int(env, "EMBED_BATCH_SIZE"),
+            max_upload_mb=_int(env, "MAX_UPLOAD_MB"),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS"),
+            lock_timeout_s=_int(env, "LOCK_TIMEOUT_S", minimum=0),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject configurations that are half set, before any heavy work starts."""
+        if self.s3_endpoint and not (self.s3_access_key and self.s3_secret_key):
+            raise SettingsError("S3_ENDPOINT is set but S3_ACCESS_KEY or S3_SECRET_KEY is missing.")
+        if self.model_checkpoint is not None and not self.model_checkpoint.is_file():
+            raise SettingsError(
+                f"MODEL_CHECKPOINT={self.model_checkpoint} is not a file. Point it at a local OpenCLIP "
+                "weights file, or unset it to use MODEL_PRETRAINED."
+            )
+
+    @property
+    def random_weights(self) -> bool:
+        return self.model_checkpoint is None and self.model_pretrained.lower() == "none"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    def public(self) -> dict[str, str | None]:
+        """Settings as shown to users and logs: secrets and credentials in URLs never appear."""
+        shown: dict[str, str | None] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.repr:
+                value = "***" if value else None
+            elif isinstance(value, str) and "://" in value and "@" in value:
+                scheme, rest = value.split("://", 1)
+                value = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+            shown[f.name] = None if value is None else str(value)
+        return shown

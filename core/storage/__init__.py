@@ -1,0 +1,1 @@
+"""Storage interfaces (blobs, catalog, vectors, cache), one module per backend beneath each."""

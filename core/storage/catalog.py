@@ -1,0 +1,346 @@
+"""The catalog: one row per image, every name it arrived under, review labels, and the collection's
+version. One code path (SQLAlchemy Core) over SQLite, the embedded default, and PostgreSQL through
+psycopg 3 with SQLAlchemy's connection pool.
+
+An image row is written ``pending`` before its blob and vector exist and turned ``ready`` after both
+do; only ``ready`` rows are visible. That is the commit point of the ingest protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from core.storage.errors import StorageError
+
+PENDING = "pending"
+READY = "ready"
+LABELS = ("anomaly", "normal")
+
+metadata = sa.MetaData()
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("pixel_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("phash", sa.String(16), nullable=False),
+    sa.Column("phash_mirror", sa.String(16), nullable=False),
+    sa.Column("dhash", sa.String(16), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("format", sa.String(8), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("uploader", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("state", sa.String(10), nullable=False, index=True),
+)
+
+image_names = sa.Table(
+    "image_names",
+    metadata,
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("file_name", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("uploader", sa.Text, nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+)
+
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("label", sa.String(16), nullable=False),
+    sa.Column("labelled_by", sa.Text, nullable=False),
+    sa.Column("labelled_at", sa.Float, nullable=False),
+)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+def _create_v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1,)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as the catalog knows it; ``file_name``/``source`` are the first it arrived under."""
+
+    id: str
+    sha256: str
+    pixel_sha256: str
+    phash: str
+    phash_mirror: str
+    dhash: str
+    width: int
+    height: int
+    format: str
+    size_bytes: int
+    file_name: str
+    source: str
+    uploader: str
+    created_at: float
+    state: str = PENDING
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """A name an image arrived under: the same bytes may come from many files and batches."""
+
+    image_id: str
+    file_name: str
+    source: str
+    uploader: str
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Label:
+    image_id: str
+    label: str
+    labelled_by: str
+    labelled_at: float
+
+
+def engine_url(url: str) -> str:
+    """Route plain ``postgresql://`` URLs to psycopg 3, the driver this project ships."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Catalog:
+    """Image metadata in SQL. Safe for several processes (SQLite in WAL mode waits on locks; PostgreSQL
+    is a server) and several threads (one pooled connection per operation)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = engine_url(url)
+        kwargs: dict = {"future": True}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._migrate()
+        except sa.exc.OperationalError as exc:
+            self.engine.dispose()
+            raise StorageError(f"Cannot open the catalog at {self.describe()}: {exc.orig}") from exc
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def describe(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # schema -----------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # One migrator at a time when several app replicas start together.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(715517)"))
+            meta.create(conn, checkfirst=True)
+            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
+            current = int(row[0]) if row else 0
+            if current > len(MIGRATIONS):
+                raise StorageError(
+                    f"The catalog at {self.describe()} has schema version {current}, newer than this "
+                    f"program knows ({len(MIGRATIONS)}). Upgrade the program."
+                )
+            for migration in MIGRATIONS[current:]:
+                migration(conn)
+            self._put_meta(conn, "schema_version", str(len(MIGRATIONS)))
+            if self._get_meta(conn, "version") is None:
+                self._put_meta(conn, "version", "0")
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(self._get_meta(conn, "schema_version") or 0)
+
+    def _insert(self, table: sa.Table) -> sa.Insert:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _put_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self._insert(meta).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value}))
+
+    @staticmethod
+    def _get_meta(conn: Connection, key: str) -> str | None:
+        row = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).first()
+        return row[0] if row else None
+
+    def _bump_version(self, conn: Connection) -> int:
+        conn.execute(
+            meta.update()
+            .where(meta.c.key == "version")
+            .values(value=sa.cast(sa.cast(meta.c.value, sa.Integer) + 1, sa.Text))
+        )
+        return int(self._get_meta(conn, "version") or 0)
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return self._get_meta(conn, key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            self._put_meta(conn, key, value)
+
+    def version(self) -> int:
+        """Changes whenever the set of visible images changes: the key for cached analysis."""
+        with self.engine.connect() as conn:
+            return int(self._get_meta(conn, "version") or 0)
+
+    # writes -----------------------------------------------------------------------------------
+    def add_pending(self, records: Sequence[ImageRecord], names: Sequence[ImageName]) -> None:
+        """Record images about to be stored (existing rows are left as they are) and their names."""
+        if not records and not names:
+            return
+        with self.engine.begin() as conn:
+            if records:
+                rows = [asdict(r) | {"state": PENDING} for r in records]
+                conn.execute(self._insert(images).on_conflict_do_nothing(index_elements=[images.c.id]), rows)
+            self._add_names(conn, names)
+
+    def add_names(self, names: Sequence[ImageName]) -> None:
+        """Record more names for images already in the catalog (re-uploads of the same bytes)."""
+        with self.engine.begin() as conn:
+            self._add_names(conn, names)
+
+    def _add_names(self, conn: Connection, names: Sequence[ImageName]) -> None:
+        if names:
+            stmt = self._insert(image_names).on_conflict_do_nothing(
+                index_elements=[image_names.c.image_id, image_names.c.file_name, image_names.c.source]
+            )
+            conn.execute(stmt, [asdict(n) for n in names])
+
+    def mark_ready(self, ids: Sequence[str]) -> int:
+        """Make images visible, in one transaction; returns the new collection version."""
+        with self.engine.begin() as conn:
+            conn.execute(images.update().where(images.c.id.in_(list(ids))).values(state=READY))
+            return self._bump_version(conn)
+
+    def remove_pending(self, ids: Sequence[str]) -> None:
+        """Undo :meth:`add_pending` for images that did not become ready (their names go too)."""
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            pending = sa.and_(images.c.id.in_(list(ids)), images.c.state == PENDING)
+            doomed = sa.select(images.c.id).where(pending)
+            conn.execute(image_names.delete().where(image_names.c.image_id.in_(doomed)))
+            conn.execute(images.delete().where(pending))
+
+    def set_label(self, image_id: str, label: str | None, labelled_by: str) -> None:
+        """Store an analyst's review label; ``None`` clears it."""
+        if label is not None and label not in LABELS:
+            raise ValueError(f"Label {label!r} is not one of {', '.join(LABELS)}.")
+        with self.engine.begin() as conn:
+            conn.execute(labels.delete().where(labels.c.image_id == image_id))
+            if label is not None:
+                if conn.execute(sa.select(images.c.id).where(images.c.id == image_id)).first() is None:
+                    raise KeyError(image_id)
+                conn.execute(
+                    labels.insert().values(
+                        image_id=image_id, label=label, labelled_by=labelled_by, labelled_at=time.time()
+                    )
+                )
+
+    # reads ------------------------------------------------------------------------------------
+    def states_by_sha(self, sha256s: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """``{sha256: (image id, state)}`` for the hashes already known."""
+        found: dict[str, tuple[str, str]] = {}
+        wanted = list(dict.fromkeys(sha256s))
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                query = sa.select(images.c.sha256, images.c.id, images.c.state).where(images.c.sha256.in_(chunk))
+                found.update({sha: (image_id, state) for sha, image_id, state in conn.execute(query)})
+        return found
+
+    def get(self, ids: Sequence[str], *, ready_only: bool = True) -> list[ImageRecord]:
+        """Records for ``ids`` in the order given; unknown (or not yet ready) ids are left out."""
+        by_id: dict[str, ImageRecord] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(images).where(images.c.id.in_(list(ids[start : start + 500])))
+                if ready_only:
+                    query = query.where(images.c.state == READY)
+                by_id.update({row.id: ImageRecord(**row._asdict()) for row in conn.execute(query)})
+        return [by_id[i] for i in ids if i in by_id]
+
+    def names(self, image_id: str) -> list[ImageName]:
+        with self.engine.connect() as conn:
+            query = sa.select(image_names).where(image_names.c.image_id == image_id).order_by(image_names.c.added_at)
+            return [ImageName(**row._asdict()) for row in conn.execute(query)]
+
+    def sources(self) -> list[str]:
+        """Every source label that a visible image arrived under."""
+        with self.engine.connect() as conn:
+            query = (
+                sa.select(image_names.c.source)
+                .join(images, images.c.id == image_names.c.image_id)
+                .where(images.c.state == READY)
+                .distinct()
+                .order_by(image_names.c.source)
+            )
+            return [row[0] for row in conn.execute(query)]
+
+    def ready_frame(self) -> pd.DataFrame:
+        """Every visible image as one table (ordered by arrival), for analysis and exports."""
+        query = sa.select(images).where(images.c.state == READY).order_by(images.c.created_at, images.c.id)
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in images.columns])
+
+    def pending_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(sa.select(images.c.id).where(images.c.state == PENDING))]
+
+    def counts(self) -> dict[str, int]:
+        """``{"ready": n, "pending": n}``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(images.c.state, sa.func.count()).group_by(images.c.state)).all()
+        found = dict(rows)
+        return {READY: int(found.get(READY, 0)), PENDING: int(found.get(PENDING, 0))}
+
+    def labels(self) -> dict[str, Label]:
+        with self.engine.connect() as conn:
+            return {row.image_id: Label(**row._asdict()) for row in conn.execute(sa.select(labels))}

@@ -1,0 +1,87 @@
+"""The vector store interface: one L2-normalised embedding per visible image, with the payload that
+search filters on. Implementations: a Qdrant Edge shard in DATA_DIR (default), a Qdrant server."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Payload fields every backend stores and indexes, so the same filters work everywhere.
+KEYWORD_FIELDS = ("sources", "uploaders", "format")
+FLOAT_FIELDS = ("created_at",)
+INTEGER_FIELDS = ("size_bytes", "width", "height")
+
+
+@dataclass(frozen=True)
+class VectorFilter:
+    """Restrictions on a search; empty fields do not restrict. Lists match when any value matches."""
+
+    sources: tuple[str, ...] = ()
+    uploaders: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()
+    created_from: float | None = None
+    created_to: float | None = None
+    min_size_bytes: int | None = None
+    max_size_bytes: int | None = None
+
+    def is_empty(self) -> bool:
+        return self == VectorFilter()
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    id: str
+    score: float
+
+
+class VectorStore(ABC):
+    """Vectors by image id (a UUID string)."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+        """Write vectors durably: when this returns they survive a crash."""
+
+    @abstractmethod
+    def set_payload(self, ids: Sequence[str], payloads: Sequence[dict]) -> None:
+        """Replace the given payload fields of existing points (other fields stay)."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        flt: VectorFilter | None = None,
+        *,
+        exact: bool = False,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[VectorHit]:
+        """The ``k`` most cosine-similar points, best first."""
+
+    @abstractmethod
+    def fetch(self, ids: Sequence[str]) -> np.ndarray:
+        """Vectors for ``ids`` in that order; :class:`KeyError` names the first missing id."""
+
+    @abstractmethod
+    def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every stored point, in batches of (ids, vectors)."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    def optimize(self) -> None:
+        """Build or refresh the search index where the backend does not do it by itself."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def close(self) -> None:
+        """Flush and release the store."""

@@ -1,0 +1,286 @@
+"""Vectors in a Qdrant Edge shard under ``DATA_DIR/vectors``: the embedded default.
+
+Qdrant Edge is Qdrant's engine in-process (HNSW, payload indexes, filters, a write-ahead log) but
+only one process may open a shard folder at a time. The app and a ``visual-anomaly ingest`` in a
+shell both want it, so the shard is held on a *lease*: a process opens it when it needs it, keeps it
+open while it keeps using it, and closes it (after a flush) once it has been idle for a moment or as
+soon as another process signals that it is waiting. A waiter blocks for at most ``lock_timeout_s``
+and then gets a :class:`StoreBusy` that says who holds the shard. Both processes keep working.
+
+Edge runs nothing in the background: :meth:`optimize` builds the HNSW index, and is called by the
+ingest pipeline when enough new points have arrived.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TypeVar
+
+import numpy as np
+import qdrant_edge as qe
+
+from core.storage.errors import StorageError, StoreBusy
+from core.storage.vectors import (
+    FLOAT_FIELDS,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    VectorFilter,
+    VectorHit,
+    VectorStore,
+)
+
+VECTOR_NAME = "image"
+T = TypeVar("T")
+
+
+def edge_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> qe.Filter | None:
+    """The Qdrant Edge filter for a :class:`VectorFilter`."""
+    must: list = []
+    if flt is not None:
+        for key, values in (("sources", flt.sources), ("uploaders", flt.uploaders), ("format", flt.formats)):
+            if values:
+                must.append(qe.FieldCondition(key=key, match=qe.MatchAny(any=list(values))))
+        if flt.created_from is not None or flt.created_to is not None:
+            must.append(qe.FieldCondition(key="created_at", range=qe.RangeFloat(gte=flt.created_from, lte=flt.created_to)))
+        if flt.min_size_bytes is not None or flt.max_size_bytes is not None:
+            low = None if flt.min_size_bytes is None else float(flt.min_size_bytes)
+            high = None if flt.max_size_bytes is None else float(flt.max_size_bytes)
+            must.append(qe.FieldCondition(key="size_bytes", range=qe.RangeFloat(gte=low, lte=high)))
+    must_not = [qe.HasIdCondition(point_ids={uuid.UUID(i) for i in exclude_ids})] if exclude_ids else None
+    if not must and not must_not:
+        return None
+    return qe.Filter(must=must or None, must_not=must_not)
+
+
+class EdgeVectorStore(VectorStore):
+    """A Qdrant Edge shard held on a lease shared between processes (see the module docstring)."""
+
+    name = "qdrant-edge"
+
+    def __init__(
+        self,
+        path: Path,
+        dim: int,
+        *,
+        lock_timeout_s: float = 60.0,
+        idle_release_s: float = 1.0,
+        hnsw_ef: int = 128,
+    ) -> None:
+        self.path = path
+        self.dim = dim
+        self.lock_timeout_s = lock_timeout_s
+        self.idle_release_s = idle_release_s
+        self.hnsw_ef = hnsw_ef
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._shard_dir = path / "shard"
+        self._mutex = threading.RLock()
+        self._shard: qe.EdgeShard | None = None
+        self._lock_file: IO[str] | None = None
+        self._last_used = 0.0
+        self._busy = 0
+        self._closed = False
+        self._watcher: threading.Thread | None = None
+
+    # lease --------------------------------------------------------------------------------------
+    def _holder(self) -> str:
+        try:
+            return (self.path / "holder.json").read_text()
+        except OSError:
+            return "unknown"
+
+    def _acquire(self) -> None:
+        lock_file = open(self.path / "shard.lock", "a+")  # noqa: SIM115 (held for the lease's life)
+        want_file = open(self.path / "want.lock", "a+")  # noqa: SIM115
+        deadline = time.monotonic() + self.lock_timeout_s
+        waiting = False
+        try:
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waiting:
+                        fcntl.flock(want_file, fcntl.LOCK_SH)  # tells the holder someone waits
+                        waiting = True
+                    if time.monotonic() >= deadline:
+                        lock_file.close()
+                        raise StoreBusy(
+                            f"The vector shard at {self._shard_dir} is held by another process "
+                            f"({self._holder()}) and was not released within {self.lock_timeout_s:g} s. "
+                            "Wait for it to finish, or raise LOCK_TIMEOUT_S."
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            want_file.close()  # closing drops the shared lock
+        self._lock_file = lock_file
+        holder = {"pid": os.getpid(), "since": time.time()}
+        (self.path / "holder.json").write_text(json.dumps(holder))
+
+    def _open(self) -> qe.EdgeShard:
+        if self._closed:
+            raise StorageError("The vector store was closed.")
+        if self._shard is not None:
+            return self._shard
+        self._acquire()
+        try:
+            if (self._shard_dir / "edge_config.json").exists():
+                shard = qe.EdgeShard.load(str(self._shard_dir))
+            else:
+                self._shard_dir.mkdir(parents=True, exist_ok=True)
+                shard = qe.EdgeShard.create(str(self._shard_dir), self._config())
+                for key in KEYWORD_FIELDS:
+                    shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+                for key in FLOAT_FIELDS + INTEGER_FIELDS:
+                    shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Float))
+        except Exception as exc:
+            self._release_lock()
+            raise StorageError(f"Cannot open the vector shard at {self._shard_dir}: {exc}") from exc
+        self._shard = shard
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch, name="edge-lease", daemon=True)
+            self._watcher.start()
+        return shard
+
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+        )
+
+    def _someone_waits(self) -> bool:
+        with open(self.path / "want.lock", "a+") as want_file:
+            try:
+                fcntl.flock(want_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(want_file, fcntl.LOCK_UN)
+            return False
+
+    def _watch(self) -> None:
+        """Hand the shard back when idle, or at once when another process is waiting for it."""
+        while True:
+            time.sleep(0.05)
+            with self._mutex:
+                if self._shard is None:
+                    return
+                if self._busy:
+                    continue
+                idle = time.monotonic() - self._last_used
+                if idle >= self.idle_release_s or (idle >= 0.01 and self._someone_waits()):
+                    self._release()
+                    return
+
+    def _release(self) -> None:
+        if self._shard is not None:
+            try:
+                self._shard.flush()
+            finally:
+                self._shard.close()
+                self._shard = None
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    @contextmanager
+    def _session(self) -> Iterator[qe.EdgeShard]:
+        with self._mutex:
+            shard = self._open()
+            self._busy += 1
+        try:
+            yield shard
+        finally:
+            with self._mutex:
+                self._busy -= 1
+                self._last_used = time.monotonic()
+
+    def _run(self, work: Callable[[qe.EdgeShard], T]) -> T:
+        """Run ``work`` on the open shard; shard calls are serialised within this process."""
+        with self._mutex, self._session() as shard:
+            return work(shard)
+
+    # interface ----------------------------------------------------------------------------------
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"Expected {len(ids)} vectors of size {self.dim}, got shape {vectors.shape}.")
+        points = [
+            qe.Point(str(i), {VECTOR_NAME: v.tolist()}, dict(p)) for i, v, p in zip(ids, vectors, payloads, strict=True)
+        ]
+        self._run(lambda shard: shard.update(qe.UpdateOperation.upsert_points(points)))
+
+    def set_payload(self, ids: Sequence[str], payloads: Sequence[dict]) -> None:
+        def work(shard: qe.EdgeShard) -> None:
+            for i, payload in zip(ids, payloads, strict=True):
+                shard.update(qe.UpdateOperation.set_payload([str(i)], dict(payload)))
+
+        self._run(work)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._run(lambda shard: shard.update(qe.UpdateOperation.delete_points([str(i) for i in ids])))
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        flt: VectorFilter | None = None,
+        *,
+        exact: bool = False,
+        exclude_ids: Sequence[str] = (),
+    ) -> list[VectorHit]:
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=VECTOR_NAME),
+            filter=edge_filter(flt, exclude_ids),
+            with_payload=False,
+            params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), exact=exact),
+        )
+        points = self._run(lambda shard: shard.query(request))
+        return [VectorHit(str(p.id), float(p.score)) for p in points]
+
+    def fetch(self, ids: Sequence[str]) -> np.ndarray:
+        records = self._run(lambda shard: shard.retrieve([str(i) for i in ids], False, True))
+        by_id = {str(r.id): r.vector[VECTOR_NAME] for r in records}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise KeyError(missing[0])
+        return np.asarray([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
+
+    def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
+        offset = None
+        while True:
+            request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=False, with_vector=True)
+            records, offset = self._run(lambda shard, r=request: shard.scroll(r))
+            if records:
+                yield (
+                    [str(r.id) for r in records],
+                    np.asarray([r.vector[VECTOR_NAME] for r in records], dtype=np.float32),
+                )
+            if offset is None:
+                return
+
+    def count(self) -> int:
+        return int(self._run(lambda shard: shard.count(qe.CountRequest(exact=True))))
+
+    def optimize(self) -> None:
+        self._run(lambda shard: shard.optimize())
+
+    def describe(self) -> str:
+        return f"Qdrant Edge shard at {self._shard_dir}"
+
+    def close(self) -> None:
+        with self._mutex:
+            self._release()
+            self._closed = True
