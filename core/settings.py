@@ -36,6 +36,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("S3_ACCESS_KEY", None, "Access key for S3_ENDPOINT."),
     Setting("S3_SECRET_KEY", None, "Secret key for S3_ENDPOINT."),
     Setting("S3_BUCKET", "images", "Bucket for originals and thumbnails (created if missing)."),
+    Setting("S3_REGION", "us-east-1", "Region of S3_ENDPOINT (MinIO ignores it; AWS needs the bucket's)."),
+    Setting("S3_PUBLIC_ENDPOINT", None, "Endpoint browsers reach for presigned gallery URLs, when not S3_ENDPOINT (e.g. behind compose)."),
     Setting("REDIS_URL", None, "Cache on Redis (`redis://host:6379/0`); unset: an in-process cache."),
     Setting("MODEL_NAME", "ViT-B-32", "OpenCLIP architecture."),
     Setting("MODEL_PRETRAINED", "laion2b_s34b_b79k", "OpenCLIP pretrained tag; `none` runs random weights (tests, offline trials)."),
@@ -46,6 +48,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MAX_UPLOAD_MB", "10", "Largest accepted file, in MB."),
     Setting("MAX_IMAGE_PIXELS", "100000000", "Largest accepted width x height (decompression-bomb guard)."),
     Setting("LOCK_TIMEOUT_S", "60", "How long to wait for another process holding the embedded vector shard."),
+    Setting("METRICS_PORT", None, "Serve Prometheus metrics on this port (`/metrics`); unset: no metrics server."),
+    Setting("LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line (log collectors)."),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS_TABLE}
@@ -82,6 +86,8 @@ class Settings:
     s3_access_key: str | None = field(default=None, repr=False)
     s3_secret_key: str | None = field(default=None, repr=False)
     s3_bucket: str = "images"
+    s3_region: str = "us-east-1"
+    s3_public_endpoint: str | None = None
     redis_url: str | None = None
     model_name: str = "ViT-B-32"
     model_pretrained: str = "laion2b_s34b_b79k"
@@ -92,6 +98,8 @@ class Settings:
     max_upload_mb: int = 10
     max_image_pixels: int = 100_000_000
     lock_timeout_s: int = 60
+    metrics_port: int | None = None
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +121,8 @@ class Settings:
             s3_access_key=text("S3_ACCESS_KEY"),
             s3_secret_key=text("S3_SECRET_KEY"),
             s3_bucket=text("S3_BUCKET") or "images",
+            s3_region=text("S3_REGION") or "us-east-1",
+            s3_public_endpoint=text("S3_PUBLIC_ENDPOINT"),
             redis_url=text("REDIS_URL"),
             model_name=text("MODEL_NAME") or "ViT-B-32",
             model_pretrained=(text("MODEL_PRETRAINED") or "none"),
@@ -123,6 +133,8 @@ class Settings:
             max_upload_mb=_int(env, "MAX_UPLOAD_MB"),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS"),
             lock_timeout_s=_int(env, "LOCK_TIMEOUT_S", minimum=0),
+            metrics_port=_int(env, "METRICS_PORT") if text("METRICS_PORT") else None,
+            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         )
         settings.check()
         return settings
