@@ -101,6 +101,12 @@ class Settings:
     metrics_port: int | None = None
     log_format: str = "text"
 
+    def __post_init__(self) -> None:
+        # Notebook users pass plain strings for paths.
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.model_checkpoint is not None:
+            object.__setattr__(self, "model_checkpoint", Path(self.model_checkpoint))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``env`` (the process environment by default) and validate it."""

@@ -1,0 +1,47 @@
+"""What every page shares: the collection (built once per process) and the model banner."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.collection import Collection
+from core.embedding import ModelUnavailable
+from core.settings import SettingsError
+from core.storage.errors import StorageError
+
+
+@st.cache_resource(show_spinner="Opening the collection…")
+def collection() -> Collection:
+    """One collection (stores and model) per server process, shared by every session."""
+    return Collection.open()
+
+
+def open_collection() -> Collection:
+    """The collection, or a clear error on the page (and a stop) when it cannot be opened."""
+    try:
+        return collection()
+    except (SettingsError, StorageError) as exc:
+        st.error(f"The collection cannot be opened: {exc}")
+        st.stop()
+        raise
+
+
+def model_banner(current: Collection) -> None:
+    """Say on every page which weights the model runs: random weights give poor results."""
+    model = current.model_config()
+    text = f"Model **{model['name']}**, weights: **{model['weights']}**"
+    if model.get("random_weights"):
+        st.warning(text + ". Random weights: search and analysis quality is poor; set MODEL_PRETRAINED or MODEL_CHECKPOINT.")
+    else:
+        st.caption(text)
+
+
+def load_model(current: Collection) -> bool:
+    """Load the model (once per process); show the fix on screen if its weights are unavailable."""
+    try:
+        with st.spinner("Loading the model…"):
+            current.embedder  # noqa: B018 (loads and caches the model)
+    except ModelUnavailable as exc:
+        st.error(str(exc))
+        return False
+    return True

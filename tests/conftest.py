@@ -1,0 +1,109 @@
+"""Shared fixtures: a real model (random weights), real stores in temporary folders, real servers.
+
+PostgreSQL and Redis run on every machine (CI's too); tests that need them use them for real and
+fail, not skip, when they are down, with the command that starts them.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.collection import Collection
+from core.embedding import Embedder
+from core.settings import Settings
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real ViT-B-32 architecture with deterministic random weights, loaded once per session."""
+    return Embedder(Settings(model_pretrained="none"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", model_pretrained="none", embed_batch_size=8, lock_timeout_s=20)
+
+
+@pytest.fixture
+def collection(settings: Settings, embedder: Embedder) -> Iterator[Collection]:
+    with Collection.open(settings, embedder=embedder) as opened:
+        yield opened
+
+
+def _require_port(port: int, what: str, start: str) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        pytest.fail(f"{what} is not running on 127.0.0.1:{port}; start it with: {start}")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the local PostgreSQL `test` database, dropped afterwards."""
+    import psycopg
+
+    _require_port(5432, "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    _require_port(
+        6379,
+        "Redis",
+        'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no '
+        "--dir /var/lib/redis --logfile /var/log/redis/ci.log",
+    )
+    return REDIS_URL
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A distinct, smooth, photo-like RGB image (random blobs of colour), reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    canvas = np.zeros((h, w, 3), dtype=np.float32) + rng.uniform(0, 255, 3)
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, max(w, h) / 2)
+        mask = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
+        canvas = canvas * (1 - mask) + mask * rng.uniform(0, 255, 3)
+    return Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """Writes ``count`` distinct JPEGs (optionally in subfolders) and returns the folder."""
+
+    def make(count: int, name: str = "photos", start: int = 0) -> Path:
+        folder = tmp_path / name
+        for i in range(start, start + count):
+            target = folder / (f"sub{i % 3}" if i % 2 else "") / f"img_{i:04d}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(encode(photo(i)))
+        return folder
+
+    return make

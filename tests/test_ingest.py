@@ -1,0 +1,217 @@
+"""Ingest end to end on the embedded default: counts, idempotence, consistency after failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.cli import main as cli_main
+from core.collection import Collection
+from core.settings import Settings
+from core.storage.vectors import VectorFilter
+from tests.conftest import encode, photo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ingest_folder_recursively_reports_every_file(collection: Collection, image_folder: Callable[..., Path]) -> None:
+    folder = image_folder(12)
+    (folder / "notes.png").write_text("not an image at all")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "copy_of_first.jpg").write_bytes((folder / "img_0000.jpg").read_bytes())
+
+    report = collection.ingest([folder], source="batch-1")
+
+    assert report.ingested == 12
+    assert report.already_present == 1
+    assert {Path(o.file).name: o.reason_code for o in report.rejected} == {"notes.png": "not_an_image", "empty.jpg": "empty"}
+    status = collection.status()
+    assert (status.images, status.vectors, status.blobs, status.thumbnails, status.pending) == (12, 12, 12, 12, 0)
+    assert status.consistent
+
+
+def test_reingest_same_bytes_is_noop(collection: Collection, image_folder: Callable[..., Path]) -> None:
+    folder = image_folder(6)
+    collection.ingest([folder], source="first")
+    version = collection.status().version
+
+    again = collection.ingest([folder, folder / "img_0000.jpg"], source="second")
+
+    assert again.ingested == 0
+    assert again.already_present == 6  # the repeated path is ingested once
+    assert collection.status().images == 6
+    assert collection.status().version == version
+    image_id = again.outcomes[0].image_id
+    assert image_id is not None
+    assert {n.source for n in collection.names(image_id)} == {"first", "second"}
+    vector = collection.backends.vectors.fetch([image_id])[0]
+    hits = collection.backends.vectors.search(vector, 1, VectorFilter(sources=("second",)))
+    assert [h.id for h in hits] == [image_id]  # search can filter on the new source label
+
+
+def test_same_bytes_twice_in_one_batch_are_stored_once(collection: Collection) -> None:
+    data = encode(photo(1))
+    report = collection.ingest_uploads([("a.jpg", data), ("b.jpg", data), ("c.jpg", encode(photo(2)))])
+    assert [o.status for o in report.outcomes] == ["ingested", "already_present", "ingested"]
+    assert report.outcomes[0].image_id == report.outcomes[1].image_id
+    assert collection.status().images == 2
+    assert {n.file_name for n in collection.names(report.outcomes[0].image_id)} == {"a.jpg", "b.jpg"}
+
+
+def test_duplicate_of_a_rejected_file_is_rejected_too(collection: Collection) -> None:
+    truncated = encode(photo(3))[:500]
+    report = collection.ingest_uploads([("a.jpg", truncated), ("b.jpg", truncated)])
+    assert [o.status for o in report.outcomes] == ["rejected", "rejected"]
+    assert collection.status().consistent
+
+
+def test_stored_image_keeps_bytes_thumbnail_and_metadata(collection: Collection) -> None:
+    data = encode(photo(4, size=(640, 480)))
+    report = collection.ingest_uploads([("x.jpg", data)], source="s", uploader="ana")
+    image_id = report.outcomes[0].image_id
+    [record] = collection.images([image_id])
+    assert collection.original(image_id) == data
+    assert collection.thumbnail(image_id)[:2] == b"\xff\xd8"
+    assert (record.width, record.height, record.format, record.size_bytes) == (640, 480, "JPEG", len(data))
+    assert (record.source, record.uploader, record.file_name) == ("s", "ana", "x.jpg")
+    vector = collection.backends.vectors.fetch([image_id])[0]
+    assert vector.shape == (512,)
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_vector_store_failure_rolls_back_batch_and_rerun_completes(
+    collection: Collection, image_folder: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = image_folder(20)  # batches of 8: the second batch fails
+    real_upsert = collection.backends.vectors.upsert
+    calls = {"n": 0}
+
+    def failing_upsert(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("vector store went away")
+        real_upsert(*args, **kwargs)
+
+    monkeypatch.setattr(collection.backends.vectors, "upsert", failing_upsert)
+    report = collection.ingest([folder])
+
+    assert report.error is not None and "vector store went away" in report.error
+    assert report.ingested == 8
+    assert len(report.failed) == 12  # the failed batch and everything after it
+    status = collection.status()
+    assert (status.images, status.vectors, status.blobs, status.thumbnails, status.pending) == (8, 8, 8, 8, 0)
+
+    monkeypatch.setattr(collection.backends.vectors, "upsert", real_upsert)
+    rerun = collection.ingest([folder])
+    assert (rerun.ingested, rerun.already_present) == (12, 8)
+    assert collection.status().consistent and collection.status().images == 20
+
+
+def test_process_killed_mid_ingest_leaves_nothing_visible_and_rerun_completes(
+    settings: Settings, image_folder: Callable[..., Path]
+) -> None:
+    folder = image_folder(20)
+    script = textwrap.dedent(
+        f"""
+        import os
+        from core.collection import Collection
+        from core.settings import Settings
+        from core.storage.catalog import Catalog
+        settings = Settings(data_dir={str(settings.data_dir)!r}, model_pretrained="none", embed_batch_size=8)
+        real = Catalog.mark_ready
+        calls = []
+        def mark_ready_then_die(self, ids):
+            calls.append(1)
+            if len(calls) == 2:
+                os._exit(9)  # killed after blobs and vectors were written, before the commit point
+            return real(self, ids)
+        Catalog.mark_ready = mark_ready_then_die
+        Collection.open(settings).ingest([{str(folder)!r}])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=300)
+    assert done.returncode == 9, done.stderr.decode()[-2000:]
+
+    with Collection.open(settings) as collection:
+        status = collection.status()
+        assert status.images == 8 and status.pending == 8 and not status.consistent
+        ready_ids = set(collection.backends.catalog.ready_frame()["id"])
+        assert len(ready_ids) == 8
+        rerun = collection.ingest([folder])
+        assert (rerun.ingested, rerun.already_present) == (12, 8)
+        status = collection.status()
+        assert status.consistent and status.images == 20
+
+
+def test_repair_removes_what_an_interrupted_ingest_left(collection: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.ingest import Ingestor
+
+    monkeypatch.setattr(Ingestor, "_rollback", lambda self, ids: None)  # as if the process had died
+    monkeypatch.setattr(collection.backends.catalog, "mark_ready", lambda ids: (_ for _ in ()).throw(OSError("disk")))
+    collection.ingest_uploads([("a.jpg", encode(photo(7)))])
+    assert collection.status().pending == 1 and collection.status().vectors == 1
+    assert collection.repair() == 1
+    status = collection.status()
+    assert (status.pending, status.vectors, status.blobs, status.thumbnails) == (0, 0, 0, 0)
+
+
+def test_cli_ingest_and_status_print_one_json_object(
+    settings: Settings, image_folder: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = image_folder(4)
+    (folder / "bad.png").write_text("text")
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MODEL_PRETRAINED", "none")
+
+    assert cli_main(["ingest", str(folder), "--source", "cli", "--json"]) == 0
+    ingest = json.loads(capsys.readouterr().out)
+    assert ingest["ingested"] == 4 and ingest["already_present"] == 0
+    assert [Path(r["file"]).name for r in ingest["rejected"]] == ["bad.png"]
+    assert ingest["rejected"][0]["reason"]
+
+    assert cli_main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["images"], status["vectors"], status["blobs"]) == (4, 4, 4)
+    assert status["backends"]["vectors"].startswith("Qdrant Edge")
+    assert status["model"]["random_weights"] is True
+
+
+def test_cli_reports_configuration_errors_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMBED_BATCH_SIZE", "lots")
+    assert cli_main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert "EMBED_BATCH_SIZE" in err and "Traceback" not in err
+
+
+def test_cli_ingest_and_app_process_share_the_embedded_shard(settings: Settings, image_folder: Callable[..., Path]) -> None:
+    """An analyst runs `visual-anomaly ingest` while another process (the app) keeps using the store."""
+    folder = image_folder(40)
+    env = os.environ | {"DATA_DIR": str(settings.data_dir), "MODEL_PRETRAINED": "none", "EMBED_BATCH_SIZE": "4"}
+    with Collection.open(settings) as app_side:
+        app_side.ingest_uploads([("seed.jpg", encode(photo(999)))])
+        seen_counts = []
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "ingest", str(folder), "--json"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 240
+        while cli.poll() is None and time.monotonic() < deadline:
+            seen_counts.append(app_side.backends.vectors.count())  # the app keeps answering
+            time.sleep(0.2)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 0, err.decode()[-2000:]
+        assert json.loads(out)["ingested"] == 40
+        assert app_side.status().images == 41 and app_side.status().consistent
+        assert len(seen_counts) >= 3 and seen_counts == sorted(seen_counts)
