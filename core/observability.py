@@ -1,0 +1,254 @@
+"""Metrics and structured logs: what operators of the production stack watch.
+
+Metrics are Prometheus collectors in this process, served on ``METRICS_PORT`` by
+:func:`start_metrics_server` (the app starts it once; a short CLI run has nothing worth scraping).
+Logs go to the ``visual_anomaly`` logger; with ``LOG_FORMAT=json`` each record is one JSON object on
+one line: ``time``, ``level``, ``event`` and the event's fields. Fields pass through :func:`redact`
+first, so a secret-looking field, a credential inside a URL or raw bytes never reach a log line.
+
+Instrumented code uses three small tools: :func:`timed` around an image processing step,
+:func:`observe_search` around a vector search and :func:`log_event` for anything worth a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import IO, TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from core.ingest import IngestReport
+    from core.settings import Settings
+
+LOGGER_NAME = "visual_anomaly"
+logger = logging.getLogger(LOGGER_NAME)
+
+PROCESSING_OPERATIONS = ("read", "hash", "decode", "embed", "store")
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _collector(kind: type, name: str, documentation: str, labels: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """Register a collector once per process, even if this module is imported again (Streamlit
+    re-executes changed modules; a second registration under the same name would raise)."""
+    existing = REGISTRY._names_to_collectors.get(name)  # no public lookup exists
+    if existing is not None:
+        return existing
+    return kind(name, documentation, labels, **kwargs)
+
+
+HTTP_REQUESTS = _collector(
+    Counter, "http_requests", "Requests served; for Streamlit, page views by page.", ("method", "endpoint", "status")
+)
+IMAGE_PROCESSING = _collector(
+    Histogram,
+    "image_processing_duration_seconds",
+    "Seconds per call of an ingest step: read, hash and decode per image; embed and store per batch.",
+    ("operation",),
+    buckets=_SECONDS,
+)
+VECTOR_SEARCH = _collector(
+    Histogram, "vector_search_duration_seconds", "Seconds per vector search.", ("search_type",), buckets=_SECONDS
+)
+ANALYSIS = _collector(
+    Histogram, "analysis_duration_seconds", "Seconds per analysis run.", ("analysis",), buckets=(*_SECONDS, 60.0, 300.0)
+)
+IMAGES_INGESTED = _collector(Counter, "images_ingested", "Images stored and made visible.")
+IMAGES_ALREADY_PRESENT = _collector(Counter, "images_already_present", "Files whose bytes were already stored.")
+IMAGES_REJECTED = _collector(Counter, "images_rejected", "Files refused, by reason.", ("reason",))
+IMAGES_FAILED = _collector(Counter, "images_failed", "Files not stored because a store failed (re-run the ingest).")
+BACKEND_UP = _collector(Gauge, "backend_up", "1 when the store answered the last startup check.", ("store", "backend"))
+
+
+# logs -------------------------------------------------------------------------------------------
+_SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|authorization|cookie|credential", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def redact(value: Any, name: str = "") -> Any:
+    """A log-safe copy: secret-named fields masked, URL credentials masked, bytes replaced by a size."""
+    if name and _SECRET_NAME.search(name):
+        return "***" if value else value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub(r"\g<scheme>***@", value)
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact(v) for v in value]
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``event``, then the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["error"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level event key=value ...`` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
+        return f"{stamp} {record.levelname.lower():7} {record.getMessage()} {fields}".rstrip()
+
+
+_handler: logging.Handler | None = None
+
+
+def configure_logging(log_format: str = "text", stream: IO[str] | None = None, level: int = logging.INFO) -> logging.Handler:
+    """Send the product's log events to ``stream`` (stderr) in ``text`` or ``json``; calling it again
+    replaces the previous set-up, so it is safe on every Streamlit rerun."""
+    global _handler
+    if log_format not in ("text", "json"):
+        raise ValueError(f"Log format {log_format!r} is not one of text, json.")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if _handler is not None:
+        logger.removeHandler(_handler)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    _handler = handler
+    return handler
+
+
+def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event with its fields (redacted)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": redact(fields)})
+
+
+# timing -----------------------------------------------------------------------------------------
+@contextmanager
+def timed(operation: str) -> Iterator[None]:
+    """Time one ingest step into ``image_processing_duration_seconds{operation}``, failed or not."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        IMAGE_PROCESSING.labels(operation=operation).observe(time.perf_counter() - start)
+
+
+@contextmanager
+def observe_search(search_type: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    """Time a search into ``vector_search_duration_seconds{search_type}`` and log a ``search`` event;
+    fields added to the yielded dict (e.g. ``hits``) join the log line."""
+    extra: dict[str, Any] = {}
+    start = time.perf_counter()
+    try:
+        yield extra
+    finally:
+        seconds = time.perf_counter() - start
+        VECTOR_SEARCH.labels(search_type=search_type).observe(seconds)
+        log_event("search", search_type=search_type, duration_ms=round(seconds * 1000, 2), **fields, **extra)
+
+
+@contextmanager
+def observe_analysis(analysis: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    """Time an analysis (duplicates, anomalies, projection) and log an ``analysis`` event."""
+    extra: dict[str, Any] = {}
+    start = time.perf_counter()
+    try:
+        yield extra
+    finally:
+        seconds = time.perf_counter() - start
+        ANALYSIS.labels(analysis=analysis).observe(seconds)
+        log_event("analysis", analysis=analysis, duration_ms=round(seconds * 1000, 2), **fields, **extra)
+
+
+def record_ingest(report: IngestReport, *, source: str, uploader: str) -> None:
+    """Count an ingest's outcomes and log one event per file and one summary."""
+    IMAGES_INGESTED.inc(report.ingested)
+    IMAGES_ALREADY_PRESENT.inc(report.already_present)
+    IMAGES_FAILED.inc(len(report.failed))
+    for outcome in report.rejected:
+        IMAGES_REJECTED.labels(reason=outcome.reason_code or "unknown").inc()
+    for outcome in report.outcomes:
+        level = logging.WARNING if outcome.status in ("rejected", "failed") else logging.INFO
+        log_event(
+            f"image_{outcome.status}",
+            level,
+            image_id=outcome.image_id,
+            file=outcome.file,
+            source=source,
+            reason=outcome.reason_code or outcome.reason,
+        )
+    log_event(
+        "ingest_finished",
+        logging.ERROR if report.error else logging.INFO,
+        source=source,
+        uploader=uploader,
+        files=len(report.outcomes),
+        ingested=report.ingested,
+        already_present=report.already_present,
+        rejected=len(report.rejected),
+        failed=len(report.failed),
+        duration_s=round(report.seconds, 3),
+        error=report.error,
+    )
+
+
+def record_page_view(page: str, *, method: str = "GET", status: int = 200) -> None:
+    """Count a Streamlit page view as ``http_requests_total{method,endpoint,status}``."""
+    HTTP_REQUESTS.labels(method=method, endpoint=page, status=str(status)).inc()
+
+
+def record_login(user: str, *, success: bool) -> None:
+    """Log a login attempt (the user name, never the password)."""
+    log_event("login", logging.INFO if success else logging.WARNING, user=user, success=success)
+
+
+# metrics server -----------------------------------------------------------------------------------
+_server_lock = threading.Lock()
+_server_port: int | None = None
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve ``/metrics`` on ``port`` (0 picks a free one) once per process; returns the port.
+
+    A second call returns the running server's port: Streamlit re-runs the app script on every
+    interaction, and only the first run may bind the port.
+    """
+    global _server_port
+    with _server_lock:
+        if _server_port is None:
+            try:
+                server, _thread = start_http_server(port, addr=addr)
+            except OSError as exc:
+                raise OSError(
+                    f"Cannot serve metrics on {addr}:{port} ({exc}). Another process holds the port: "
+                    "pick another METRICS_PORT, or unset it."
+                ) from exc
+            _server_port = int(server.server_port)
+            log_event("metrics_server_started", port=_server_port)
+        return _server_port
+
+
+def setup(settings: Settings) -> int | None:
+    """What a long-running process (the app) does once at start: logs in ``LOG_FORMAT`` and, when
+    ``METRICS_PORT`` is set, the metrics server. Returns the metrics port, if any."""
+    configure_logging(settings.log_format)
+    log_event("startup", settings=settings.public())
+    if settings.metrics_port is None:
+        return None
+    return start_metrics_server(settings.metrics_port)
