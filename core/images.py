@@ -37,7 +37,7 @@ from PIL import (
 )
 
 REJECTION_REASONS = frozenset(
-    {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels"}
+    {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels", "unreadable"}
 )
 
 _DECODERS: dict[str, type[ImageFile.ImageFile]] = {

@@ -6,19 +6,17 @@ fail, not skip, when they are down, with the command that starts them.
 
 from __future__ import annotations
 
-import io
 import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from core.collection import Collection
 from core.embedding import Embedder
 from core.settings import Settings
+from core.synthetic import encode, photo
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -73,25 +71,6 @@ def redis_url() -> str:
         "--dir /var/lib/redis --logfile /var/log/redis/ci.log",
     )
     return REDIS_URL
-
-
-def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
-    """A distinct, smooth, photo-like RGB image (random blobs of colour), reproducible by seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    canvas = np.zeros((h, w, 3), dtype=np.float32) + rng.uniform(0, 255, 3)
-    for _ in range(6):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, max(w, h) / 2)
-        mask = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
-        canvas = canvas * (1 - mask) + mask * rng.uniform(0, 255, 3)
-    return Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from core.cli import main as cli_main
 from core.collection import Collection
 from core.settings import Settings
 from core.storage.vectors import VectorFilter
-from tests.conftest import encode, photo
+from core.synthetic import encode, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,3 +215,15 @@ def test_cli_ingest_and_app_process_share_the_embedded_shard(settings: Settings,
         assert json.loads(out)["ingested"] == 40
         assert app_side.status().images == 41 and app_side.status().consistent
         assert len(seen_counts) >= 3 and seen_counts == sorted(seen_counts)
+
+
+def test_unreadable_file_is_rejected_and_the_rest_go_on(collection: Collection) -> None:
+    from core.ingest import IngestItem, Ingestor
+
+    def vanished() -> bytes:
+        raise FileNotFoundError("gone.jpg was removed before it could be read")
+
+    items = [IngestItem("gone.jpg", vanished), IngestItem("ok.jpg", lambda: encode(photo(8)))]
+    report = Ingestor(collection.settings, collection.backends, collection.embedder).run(items, source="s", uploader="u")
+    assert [o.status for o in report.outcomes] == ["rejected", "ingested"]
+    assert report.outcomes[0].reason_code == "unreadable" and "removed" in (report.outcomes[0].reason or "")
