@@ -73,7 +73,7 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Everything configurable, typed. Unset server variables select the embedded default backends."""
 
@@ -162,6 +162,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.public().items())
+        return f"Settings({shown})"
 
     def public(self) -> dict[str, str | None]:
         """Settings as shown to users and logs: secrets and credentials in URLs never appear."""

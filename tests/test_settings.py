@@ -1,0 +1,92 @@
+"""Settings: read from the environment in one place, validated early, documented, never leaking secrets."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from core import embedding
+from core.cli import build_parser
+from core.embedding import Embedder, ModelUnavailable
+from core.settings import SETTINGS_TABLE, Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unset_server_variables_mean_the_embedded_default() -> None:
+    settings = Settings.from_env({"DATA_DIR": "/tmp/x"})
+    assert settings.data_dir == Path("/tmp/x")
+    assert (settings.database_url, settings.qdrant_url, settings.s3_endpoint, settings.redis_url) == (None,) * 4
+    assert settings.model_pretrained == "laion2b_s34b_b79k" and not settings.random_weights
+    assert Settings.from_env({"MODEL_PRETRAINED": "none"}).random_weights
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EMBED_BATCH_SIZE": "lots"}, "EMBED_BATCH_SIZE"),
+        ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB"),
+        ({"DEVICE": "tpu"}, "DEVICE"),
+        ({"PRECISION": "int4"}, "PRECISION"),
+        ({"S3_ENDPOINT": "http://127.0.0.1:9000"}, "S3_ACCESS_KEY"),
+        ({"MODEL_CHECKPOINT": "/nonexistent/weights.pt"}, "MODEL_CHECKPOINT"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_public_view_hides_secrets_and_url_passwords() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://app:hunter2@db:5432/images",
+            "S3_ENDPOINT": "http://minio:9000",
+            "S3_ACCESS_KEY": "AKIAEXAMPLE",
+            "S3_SECRET_KEY": "s3cr3t",
+            "QDRANT_API_KEY": "qk",
+            "REDIS_URL": "redis://:redispw@cache:6379/0",
+        }
+    )
+    shown = str(settings.public()) + repr(settings)
+    for secret in ("hunter2", "AKIAEXAMPLE", "s3cr3t", "qk'", "redispw"):
+        assert secret not in shown
+    assert "db:5432/images" in shown
+
+
+def test_readme_documents_every_setting_and_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.M))
+    assert documented == {s.env for s in SETTINGS_TABLE}
+    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+    for command in commands:
+        assert f"`{command}`" in readme or f"visual-anomaly {command}" in readme, command
+
+
+def test_unreachable_pretrained_weights_fail_fast_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedding, "_cached_pretrained_file", lambda cfg: None)
+    monkeypatch.setattr(embedding, "_reachable", lambda host, port=443, timeout_s=3.0: False)
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailable) as raised:
+        Embedder(Settings(model_pretrained="laion2b_s34b_b79k"))
+    assert time.monotonic() - start < 10
+    assert "MODEL_CHECKPOINT" in str(raised.value) and "MODEL_PRETRAINED=none" in str(raised.value)
+
+
+def test_unknown_pretrained_tag_lists_the_known_ones() -> None:
+    with pytest.raises(ModelUnavailable, match="laion2b_s34b_b79k"):
+        Embedder(Settings(model_pretrained="no-such-tag"))
+
+
+def test_random_weights_are_identical_in_every_process(embedder: Embedder) -> None:
+    """Random weights must not change between the CLI and the app, or their vectors would disagree."""
+    from core.synthetic import photo
+
+    other = Embedder(Settings(model_pretrained="none", precision=embedder.precision))
+    images = [photo(1), photo(2)]
+    same = (embedder.embed_images(images) * other.embed_images(images)).sum(axis=1)
+    assert same.min() > 0.999
+    assert embedder.info.random_weights and "random" in embedder.info.weights
