@@ -1,0 +1,94 @@
+"""The embedded shard's lease: one process at a time, handed over on request, bounded waits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.storage.errors import StoreBusy
+from core.storage.vectors_edge import EdgeVectorStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _unit(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _holder_process(path: Path, hold_s: float) -> subprocess.Popen:
+    """Another process that opens the shard and stays inside one long operation."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from core.storage.vectors_edge import EdgeVectorStore
+        store = EdgeVectorStore(Path({str(path)!r}), 8)
+        with store._session():
+            print("holding", flush=True)
+            time.sleep({hold_s})
+        store.close()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_waiter_gets_store_busy_naming_the_holder_after_its_timeout(tmp_path: Path) -> None:
+    holder = _holder_process(tmp_path / "v", hold_s=30)
+    try:
+        waiter = EdgeVectorStore(tmp_path / "v", 8, lock_timeout_s=1)
+        start = time.monotonic()
+        with pytest.raises(StoreBusy, match=f"pid.{{0,4}}{holder.pid}") as raised:
+            waiter.count()
+        assert 0.9 <= time.monotonic() - start < 5
+        assert "LOCK_TIMEOUT_S" in str(raised.value)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_idle_holder_hands_the_shard_over_to_a_waiting_process(tmp_path: Path) -> None:
+    first = EdgeVectorStore(tmp_path / "v", 8, idle_release_s=3600)  # would keep it for an hour
+    ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(5)]
+    first.upsert(ids, _unit(5), [{} for _ in ids])
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from core.storage.vectors_edge import EdgeVectorStore
+        print(EdgeVectorStore(Path({str(tmp_path / "v")!r}), 8, lock_timeout_s=10).count())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "5"  # the other process saw every acknowledged point
+    assert first.count() == 5  # and the first one takes the shard back when it needs it
+    first.close()
+
+
+def test_points_survive_a_killed_process(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, numpy as np
+        from pathlib import Path
+        from core.storage.vectors_edge import EdgeVectorStore
+        store = EdgeVectorStore(Path({str(tmp_path / "v")!r}), 8)
+        v = np.eye(8, dtype=np.float32)
+        store.upsert([f"00000000-0000-0000-0000-{{i:012d}}" for i in range(8)], v, [{{}}] * 8)
+        os.kill(os.getpid(), 9)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode == -9
+    store = EdgeVectorStore(tmp_path / "v", 8)
+    assert store.count() == 8
+    hit = store.search(np.eye(8, dtype=np.float32)[3], 1)[0]
+    assert hit.id.endswith("000000000003") and hit.score == pytest.approx(1.0)
+    store.close()
