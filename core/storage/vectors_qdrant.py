@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -65,6 +65,16 @@ def qdrant_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> 
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not)
+
+
+def collection_config(dim: int) -> dict[str, Any]:
+    """How a new collection is made: the embedded shard's index settings, plus a memmap threshold
+    (deprecated since Qdrant 1.15 in favour of per-vector storage settings, still honoured)."""
+    return {
+        "vectors_config": {VECTOR_NAME: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+        "hnsw_config": models.HnswConfigDiff(m=16, ef_construct=100, full_scan_threshold=10_000),
+        "optimizers_config": models.OptimizersConfigDiff(memmap_threshold=MEMMAP_THRESHOLD_KB),
+    }
 
 
 def _payload_schemas() -> dict[str, models.PayloadSchemaType]:
@@ -137,12 +147,7 @@ class QdrantVectorStore(VectorStore):
     def _ensure_collection(self) -> None:
         if not self.client.collection_exists(self.collection):
             try:
-                self.client.create_collection(
-                    self.collection,
-                    vectors_config={VECTOR_NAME: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
-                    hnsw_config=models.HnswConfigDiff(m=16, ef_construct=100, full_scan_threshold=10_000),
-                    optimizers_config=models.OptimizersConfigDiff(memmap_threshold=MEMMAP_THRESHOLD_KB),
-                )
+                self.client.create_collection(self.collection, **collection_config(self.dim))
             except (UnexpectedResponse, ValueError):
                 # Another replica created it between our check and our call: fine if it exists now.
                 if not self.client.collection_exists(self.collection):
