@@ -20,9 +20,11 @@ from os import PathLike
 from core.backends import Backends, open_backends
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
 from core.storage.catalog import ImageName, ImageRecord
+from core.storage.vectors import VectorFilter
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -159,6 +161,35 @@ class Collection:
                 self.backends.blobs.delete(thumbnail_key(image_id))
             self.backends.catalog.remove_pending(pending)
         return len(pending)
+
+    # search -------------------------------------------------------------------------------------
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        image_id: str | None = None,
+        k: int = 20,
+        min_score: float | None = None,
+        filters: VectorFilter | None = None,
+    ) -> SearchResponse:
+        """Images nearest to a text, an uploaded image, or an image in the collection (exactly one)."""
+        given = [q for q in (text, image, image_id) if q is not None]
+        if len(given) != 1:
+            raise ValueError("Search by exactly one of: text, image, image_id.")
+        exclude: tuple[str, ...] = ()
+        if text is not None:
+            vector, query = text_vector(text, self.embedder, self.backends), f"text: {text}"
+        elif image is not None:
+            vector, query = image_vector(image, self.embedder, self.settings), "image: uploaded"
+        else:
+            if not self.images([image_id]):
+                raise KeyError(f"No image with id {image_id} in the collection.")
+            vector, query = self.backends.vectors.fetch([image_id])[0], f"similar to: {image_id}"
+            exclude = (image_id,)
+        return nearest(
+            self.backends, vector, query=query, k=k, min_score=min_score, flt=filters, exclude_ids=exclude
+        )
 
     # browse -------------------------------------------------------------------------------------
     def status(self) -> CollectionStatus:

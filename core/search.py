@@ -1,0 +1,103 @@
+"""Search by text, by an uploaded image, or by an image already in the collection.
+
+All three embed the query into the image space and ask the vector store for the nearest images,
+with the same filters. Text embeddings are cached (through the cache backend) because analysts
+repeat and refine the same queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.backends import Backends
+from core.embedding import Embedder
+from core.images import prepare_image
+from core.settings import Settings
+from core.storage.blobs import thumbnail_key
+from core.storage.vectors import VectorFilter
+
+TEXT_CACHE_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit, with what a gallery needs to show it."""
+
+    image_id: str
+    score: float  # cosine similarity to the query, in [-1, 1]
+    file_name: str
+    source: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    created_at: float
+    thumbnail_key: str
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    results: tuple[SearchResult, ...]
+    query: str  # what was searched, for display ("text: …", "image: …", "similar to: …")
+    seconds: float  # vector search time, without encoding the query
+
+
+def text_vector(text: str, embedder: Embedder, backends: Backends) -> np.ndarray:
+    """The text's embedding, from the cache when an earlier query computed it."""
+    if not text.strip():
+        raise ValueError("The search text is empty; type what the images should show.")
+    key = "text:" + hashlib.sha256(f"{embedder.info.name}|{embedder.info.weights}|{text}".encode()).hexdigest()
+    cached = backends.cache.get(key)
+    if cached is not None:
+        return np.frombuffer(cached, dtype=np.float32)
+    vector = embedder.embed_texts([text])[0].astype(np.float32)
+    backends.cache.set(key, vector.tobytes(), ttl_s=TEXT_CACHE_TTL_S)
+    return vector
+
+
+def image_vector(data: bytes, embedder: Embedder, settings: Settings) -> np.ndarray:
+    """The embedding of an uploaded query image (validated like any upload; not stored)."""
+    image = prepare_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    return embedder.embed_images([image.model_image])[0]
+
+
+def nearest(
+    backends: Backends,
+    vector: np.ndarray,
+    *,
+    query: str,
+    k: int = 20,
+    min_score: float | None = None,
+    flt: VectorFilter | None = None,
+    exclude_ids: tuple[str, ...] = (),
+) -> SearchResponse:
+    """The ``k`` visible images nearest to ``vector`` that pass the filter and the score threshold."""
+    if k < 1:
+        raise ValueError("k must be at least 1.")
+    start = time.perf_counter()
+    hits = backends.vectors.search(vector, k, flt, exclude_ids=exclude_ids)
+    seconds = time.perf_counter() - start
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
+    records = {r.id: r for r in backends.catalog.get([h.id for h in hits])}  # ready images only
+    results = tuple(
+        SearchResult(
+            image_id=h.id,
+            score=h.score,
+            file_name=records[h.id].file_name,
+            source=records[h.id].source,
+            format=records[h.id].format,
+            width=records[h.id].width,
+            height=records[h.id].height,
+            size_bytes=records[h.id].size_bytes,
+            created_at=records[h.id].created_at,
+            thumbnail_key=thumbnail_key(h.id),
+        )
+        for h in hits
+        if h.id in records
+    )
+    return SearchResponse(results=results, query=query, seconds=seconds)
