@@ -29,6 +29,7 @@ import torch
 from core.backends import Backends
 from core.embedding import Embedder
 from core.images import ImageRejected, PreparedImage, image_id, prepare_image
+from core.observability import record_ingest, timed
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
 from core.storage.catalog import READY, ImageName, ImageRecord
@@ -202,8 +203,10 @@ class Ingestor:
         def prepare(item: IngestItem) -> _Prepared | _Known | _Rejected:
             if item.size is not None and item.size > self.settings.max_upload_bytes:
                 return _Rejected(item, None, too_large(item.size, self.settings.max_upload_mb))
-            data = item.read()
-            sha = hashlib.sha256(data).hexdigest()
+            with timed("read"):
+                data = item.read()
+            with timed("hash"):
+                sha = hashlib.sha256(data).hexdigest()
             with seen_lock:
                 if sha in seen:
                     return _Known(item, sha, seen[sha])
@@ -212,9 +215,10 @@ class Ingestor:
             if state is not None and state[1] == READY:
                 return _Known(item, sha, state[0])
             try:
-                image = prepare_image(
-                    data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
-                )
+                with timed("decode"):
+                    image = prepare_image(
+                        data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels
+                    )
             except ImageRejected as exc:
                 return _Rejected(item, sha, exc)
             return _Prepared(item, data, image, self.embedder.preprocess_image(image.model_image))
@@ -257,7 +261,9 @@ class Ingestor:
             if batch.entries:
                 flush()
         ordered = tuple(outcomes[i] for i in range(len(items)))
-        return IngestReport(outcomes=ordered, seconds=time.perf_counter() - start, error=error)
+        report = IngestReport(outcomes=ordered, seconds=time.perf_counter() - start, error=error)
+        record_ingest(report, source=source, uploader=uploader)
+        return report
 
     def _workers(self) -> int:
         return max(2, min(4, os.cpu_count() or 2))
@@ -282,14 +288,17 @@ class Ingestor:
         names = [ImageName(r.id, p.item.name, source, uploader, now) for r, p in zip(records, batch.prepared, strict=True)]
         known_names = [ImageName(k.image_id, k.item.name, source, uploader, now) for k in batch.known]
         try:
-            catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)])
-            for record, prepared in zip(records, batch.prepared, strict=True):
-                blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
-                blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
+            with timed("store"):
+                catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)])
+                for record, prepared in zip(records, batch.prepared, strict=True):
+                    blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
+                    blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
             if records:
-                embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
-                vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
-                catalog.mark_ready(ids)
+                with timed("embed"):
+                    embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
+                with timed("store"):
+                    vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
+                    catalog.mark_ready(ids)
             self._record_names(known_names, set(ids))
         except Exception as exc:  # any store may fail; roll the whole batch back everywhere
             self._rollback(ids)

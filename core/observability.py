@@ -51,7 +51,9 @@ HTTP_REQUESTS = _collector(
 IMAGE_PROCESSING = _collector(
     Histogram,
     "image_processing_duration_seconds",
-    "Seconds per call of an ingest step: read, hash and decode per image; embed and store per batch.",
+    "Seconds per ingest step. Per image: read (the bytes), hash (SHA-256), decode (decode, validate, "
+    "normalise, perceptual hashes, thumbnail). Per batch: embed; store twice (catalog rows and blobs "
+    "before embedding, vectors and the visibility commit after).",
     ("operation",),
     buckets=_SECONDS,
 )
