@@ -76,7 +76,9 @@ def _check_postgres(settings: Settings, timeout_s: float) -> None:
 def _check_qdrant(settings: Settings, timeout_s: float) -> None:
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=max(1, int(timeout_s)))
+    client = QdrantClient(
+        url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=max(1, int(timeout_s)), check_compatibility=False
+    )
     try:
         client.get_collections()
     finally:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,6 +114,11 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def open_on_servers() -> Callable[[Settings, Embedder, QdrantClient], Collection]:
+    return open_server_collection
 
 
 def open_server_collection(settings: Settings, embedder: Embedder, qdrant_client: QdrantClient) -> Collection:
