@@ -23,8 +23,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/ingest.py
-	$(PY) benchmarks/analysis.py
+	$(PY) -m benchmarks.ingest
+	$(PY) -m benchmarks.search
+	$(PY) -m benchmarks.analysis
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -139,6 +139,7 @@ class Collection:
             items, source=source or "default", uploader=uploader or _current_user(), progress=progress
         )
         if report.ingested:
+            self.backends.vectors.flush()
             self._index_if_grown()
         return report
 

@@ -77,6 +77,9 @@ class VectorStore(ABC):
     @abstractmethod
     def count(self) -> int: ...
 
+    def flush(self) -> None:
+        """Persist buffered state so a reopen is fast; servers do this themselves."""
+
     def optimize(self) -> None:
         """Build or refresh the search index where the backend does not do it by itself."""
 
