@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 LOGGER_NAME = "visual_anomaly"
 logger = logging.getLogger(LOGGER_NAME)
+# Silent until configure_logging(): a CLI run prints its own summary, not a log line per file.
+logger.addHandler(logging.NullHandler())
+logger.propagate = False
 
 PROCESSING_OPERATIONS = ("read", "hash", "decode", "embed", "store")
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -16,6 +16,7 @@ import numpy as np
 from core.backends import Backends
 from core.embedding import Embedder
 from core.images import prepare_image
+from core.observability import observe_search
 from core.settings import Settings
 from core.storage.blobs import thumbnail_key
 from core.storage.vectors import VectorFilter
@@ -78,9 +79,12 @@ def nearest(
     """The ``k`` visible images nearest to ``vector`` that pass the filter and the score threshold."""
     if k < 1:
         raise ValueError("k must be at least 1.")
-    start = time.perf_counter()
-    hits = backends.vectors.search(vector, k, flt, exclude_ids=exclude_ids)
-    seconds = time.perf_counter() - start
+    search_type = query.split(":", 1)[0].replace(" ", "_")  # text | image | similar_to
+    with observe_search(search_type, k=k, filtered=flt is not None and not flt.is_empty()) as logged:
+        start = time.perf_counter()
+        hits = backends.vectors.search(vector, k, flt, exclude_ids=exclude_ids)
+        seconds = time.perf_counter() - start
+        logged["hits"] = len(hits)
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     records = {r.id: r for r in backends.catalog.get([h.id for h in hits])}  # ready images only

@@ -66,8 +66,8 @@ def test_metrics_endpoint_counts_an_ingest(collection: Collection, image_folder:
 
     report = collection.ingest([mixed_folder(image_folder)], source="metrics-test")
     observability.record_page_view("Search")
-    with observability.observe_search("text", k=10) as found:
-        found["hits"] = 0
+    collection.search(text="a red car", k=2)
+    collection.search(image_id=collection.backends.catalog.ready_frame()["id"][0], k=2)
 
     after = scrape(port)
     assert (report.ingested, report.already_present, len(report.rejected)) == (3, 1, 1)
@@ -80,13 +80,15 @@ def test_metrics_endpoint_counts_an_ingest(collection: Collection, image_folder:
     }
     assert moved(before, after, "image_processing_duration_seconds_sum", operation="embed") > 0
     assert moved(before, after, "http_requests_total", method="GET", endpoint="Search", status="200") == 1
-    assert moved(before, after, "vector_search_duration_seconds_count", search_type="text") == 1
+    searches = "vector_search_duration_seconds_count"
+    assert moved(before, after, searches, search_type="text") == moved(before, after, searches, search_type="similar_to") == 1
 
 
 def test_ingest_log_lines_are_json_objects_without_bytes(
     collection: Collection, image_folder: Callable[..., Path], json_log: io.StringIO
 ) -> None:
     collection.ingest([mixed_folder(image_folder)], source="logs-test", uploader="ana")
+    collection.search(text="a private query", k=2)
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     assert lines and all({"time", "level", "event"} <= set(line) for line in lines)
     by_event: dict[str, list[dict]] = {}
@@ -99,6 +101,9 @@ def test_ingest_log_lines_are_json_objects_without_bytes(
     (summary,) = by_event["ingest_finished"]
     assert (summary["ingested"], summary["already_present"], summary["rejected"], summary["uploader"]) == (3, 1, 1, "ana")
     assert summary["duration_s"] > 0
+    (search,) = by_event["search"]
+    assert (search["search_type"], search["k"], search["hits"]) == ("text", 2, 2)
+    assert "a private query" not in json_log.getvalue()  # what people search for is theirs
     assert max(len(line) for line in json_log.getvalue().splitlines()) < 2_000  # no image bytes
 
 

@@ -88,6 +88,10 @@ def test_ingest_then_status_and_search_on_the_server_stack(
 
     ids = list(server_collection.backends.catalog.ready_frame()["id"])
     assert all(nearest_is_itself(server_collection, i) for i in ids)
+    similar = server_collection.search(image_id=ids[0], k=3)
+    assert len(similar.results) == 3 and ids[0] not in {r.image_id for r in similar.results}
+    by_text = [r.image_id for r in server_collection.search(text="a red car", k=3).results]
+    assert by_text == [r.image_id for r in server_collection.search(text="a red car", k=3).results]  # cached
     url = server_collection.thumbnail_url(ids[0])
     assert url is not None and "X-Amz-Signature=" in url
 
@@ -123,12 +127,14 @@ def test_redis_stopped_mid_run_the_flow_still_succeeds(
         assert collection.ingest([image_folder(4, "first")]).ingested == 4
         cache.set("query:a red car", b"embedding", ttl_s=60)
         assert cache.get("query:a red car") == b"embedding" and cache.healthy
+        found = [r.image_id for r in collection.search(text="a red car", k=3).results]
 
         redis_process.stop()
         assert cache.get("query:a red car") is None
         cache.set("query:a blue car", b"dropped", ttl_s=60)
         assert cache.healthy is False
         assert "unreachable" in collection.status().backends["cache"]
+        assert [r.image_id for r in collection.search(text="a red car", k=3).results] == found
         report = collection.ingest([image_folder(4, "second", start=4)])
         assert (report.ingested, report.error) == (4, None)
         assert_consistent(collection, 8)
