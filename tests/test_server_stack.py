@@ -20,6 +20,7 @@ from core.embedding import Embedder
 from core.health import check_servers, main, unreachable_message
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
+from core.storage.errors import StorageError
 
 if TYPE_CHECKING:
     from fixtures_servers import RedisProcess
@@ -28,7 +29,7 @@ OpenOnServers = Callable[[Settings, Embedder, QdrantClient], Collection]
 
 pytest_plugins = ("fixtures_servers",)
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*(local Qdrant|Local mode|insecure connection).*:UserWarning"
+    "ignore:.*(local Qdrant|Local mode|insecure connection|obtain server version).*:UserWarning"
 )
 
 
@@ -239,6 +240,21 @@ def test_startup_check_passes_on_the_running_servers(server_settings: Settings) 
         ("cache", "redis", True),
     ]
     assert unreachable_message(checks) is None
+
+
+@pytest.mark.parametrize("server", ["qdrant", "s3"])
+def test_opening_on_an_unreachable_server_names_it_without_secrets(
+    settings: Settings, embedder: Embedder, closed_port: int, server: str
+) -> None:
+    where = f"http://127.0.0.1:{closed_port}"
+    if server == "qdrant":
+        changes = {"qdrant_url": where, "qdrant_api_key": "qdrant-key-w0rd"}
+    else:
+        changes = {"s3_endpoint": where, "s3_access_key": "s3-access-w0rd", "s3_secret_key": "s3-secret-w0rd"}
+    with pytest.raises(StorageError) as failure:
+        Collection.open(Settings(**{**settings.__dict__, **changes}), embedder=embedder)
+    assert where in str(failure.value)
+    assert not [s for s in SECRETS if s in str(failure.value)]
 
 
 def test_health_command_exits_2_and_prints_no_secret(
