@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import observability
 from core.collection import Collection
 from core.embedding import ModelUnavailable
-from core.settings import SettingsError
+from core.settings import Settings, SettingsError
 from core.storage.errors import StorageError
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
 def collection() -> Collection:
-    """One collection (stores and model) per server process, shared by every session."""
-    return Collection.open()
+    """One collection (stores and model) per server process, shared by every session; the logs and
+    the metrics server start with it."""
+    settings = Settings.from_env()
+    observability.setup(settings)
+    return Collection.open(settings)
 
 
-def open_collection() -> Collection:
-    """The collection, or a clear error on the page (and a stop) when it cannot be opened."""
+def open_collection(page: str) -> Collection:
+    """The collection, or a clear error on the page (and a stop) when it cannot be opened. Counts the
+    page view."""
+    observability.record_page_view(page)
     try:
         return collection()
     except (SettingsError, StorageError) as exc:

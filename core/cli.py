@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 
 from core.collection import Collection, CollectionStatus
 from core.embedding import ModelUnavailable
+from core.health import check_servers
 from core.ingest import IngestReport
+from core.observability import configure_logging
 from core.settings import Settings, SettingsError
 from core.storage.errors import StorageError
 
@@ -82,10 +86,21 @@ def _print_status(status: CollectionStatus) -> None:
     print(f"vectors  {status.vectors}")
     print(f"blobs    {status.blobs} originals, {status.thumbnails} thumbnails")
     print(f"version  {status.version}   consistent: {'yes' if status.consistent else 'NO'}")
+    if not status.cache_healthy:
+        print("cache    unreachable: everything works, slower")
     for store, where in status.backends.items():
         print(f"{store:8} {where}")
     model = status.model
     print(f"model    {model['name']}, weights: {model['weights']}, device: {model['device']}, precision: {model['precision']}")
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    checks = check_servers(settings, args.timeout)
+    if args.json:
+        _print_json({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]})
+    else:
+        print("\n".join(c.line() for c in checks))
+    return 0 if all(c.ok for c in checks) else 2
 
 
 def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
@@ -113,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     repair = commands.add_parser("repair", help="remove what interrupted ingests left behind")
     repair.set_defaults(run=cmd_repair)
 
-    for sub in (ingest, status, repair):
+    check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
+    check.set_defaults(run=cmd_check, needs_collection=False)
+
+    for sub in (ingest, status, repair, check):
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
 
@@ -121,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with Collection.open(Settings.from_env()) as collection:
+        settings = Settings.from_env()
+        # Text users read the summary; log collectors (LOG_FORMAT=json) get every event on stderr.
+        configure_logging(settings.log_format, level=logging.INFO if settings.log_format == "json" else logging.WARNING)
+        if not getattr(args, "needs_collection", True):
+            return int(args.run(settings, args))
+        with Collection.open(settings) as collection:
             return int(args.run(collection, args))
     except USER_ERRORS as exc:
         print(f"visual-anomaly: {exc}", file=sys.stderr)

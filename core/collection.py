@@ -40,6 +40,7 @@ class CollectionStatus:
     version: int
     backends: dict[str, str]
     model: dict[str, object]
+    cache_healthy: bool = True  # False while the cache server is unreachable: everything works, slower
 
     @property
     def consistent(self) -> bool:
@@ -204,6 +205,7 @@ class Collection:
             version=self.backends.catalog.version(),
             backends=self.backends.describe(),
             model=self.model_config(),
+            cache_healthy=self.backends.cache.healthy,
         )
 
     def images(self, ids: Sequence[str]) -> list[ImageRecord]:

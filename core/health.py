@@ -1,6 +1,6 @@
 """Startup checks: is every configured server reachable, and if not, which one and how was it set?
 
-``python -m core.health`` prints one line per store and exits 2 when a required server does not
+``visual-anomaly check`` prints one line per store and exits 2 when a required server does not
 answer (Redis is optional: the app runs without it, slower). Nothing printed or logged carries a
 password, API key or secret key: configuration is shown through :meth:`Settings.public` and every
 secret value is scrubbed from error messages, which some drivers echo.
@@ -8,9 +8,6 @@ secret value is scrubbed from error messages, which some drivers echo.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -174,25 +171,3 @@ def unreachable_message(checks: Sequence[ServerCheck]) -> str | None:
         return None
     parts = "; ".join(f"{c.store} ({c.backend}, {c.configured}) {c.detail}" for c in failed)
     return f"Cannot reach {parts}. Start the server or fix the setting, then try again."
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.health", description="Check every configured server.")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"visual-anomaly: {exc}", file=sys.stderr)
-        return 2
-    checks = check_servers(settings, args.timeout)
-    if args.json:
-        print(json.dumps({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}))
-    else:
-        print("\n".join(c.line() for c in checks))
-    return 0 if all(c.ok for c in checks) else 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -130,6 +130,6 @@ def test_dockerfile_installs_cpu_torch_and_runs_unprivileged() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "download.pytorch.org/whl/cpu" in text
     assert re.search(r"^USER (?!root)\S+", text, flags=re.M)
-    assert "python -m core.health" in text and "streamlit run app/Home.py" in text
+    assert "visual-anomaly check" in text and "streamlit run app/Home.py" in text
     for path in ("app", "core", ".streamlit", "pyproject.toml", "README.md"):
         assert (ROOT / path).exists(), path

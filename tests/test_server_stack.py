@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from qdrant_client import QdrantClient
 
 from core.backends import open_backends
+from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
-from core.health import check_servers, main, unreachable_message
+from core.health import check_servers, unreachable_message
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
 from core.storage.errors import StorageError
@@ -268,7 +269,7 @@ def test_health_command_exits_2_and_prints_no_secret(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
-    assert main(["--json", "--timeout", "1"]) == 2
+    assert cli_main(["check", "--json", "--timeout", "1"]) == 2
     out, err = capsys.readouterr()
     answer = json.loads(out)
     assert answer["ok"] is False and len(answer["checks"]) == 4

@@ -61,7 +61,7 @@ def test_readme_documents_every_setting_and_command() -> None:
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.M))
     assert documented == {s.env for s in SETTINGS_TABLE}
-    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+    commands = build_parser()._subparsers._group_actions[0].choices
     for command in commands:
         assert f"`{command}`" in readme or f"visual-anomaly {command}" in readme, command
 

@@ -8,7 +8,7 @@ from shared import load_model, model_banner, open_collection
 
 st.set_page_config(page_title="Upload", layout="wide")
 st.title("Upload images")
-current = open_collection()
+current = open_collection("upload")
 model_banner(current)
 files = st.file_uploader("Images", accept_multiple_files=True, type=None)
 source = st.text_input("Source label", value="upload")

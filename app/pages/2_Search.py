@@ -8,5 +8,5 @@ from shared import model_banner, open_collection
 
 st.set_page_config(page_title="Search", layout="wide")
 st.title("Search")
-model_banner(open_collection())
+model_banner(open_collection("search"))
 st.info("This page arrives with the dashboard issue; the command line has it already (visual-anomaly --help).")

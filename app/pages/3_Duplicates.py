@@ -8,5 +8,5 @@ from shared import model_banner, open_collection
 
 st.set_page_config(page_title="Duplicates", layout="wide")
 st.title("Duplicates")
-model_banner(open_collection())
+model_banner(open_collection("duplicates"))
 st.info("This page arrives with the dashboard issue; the command line has it already (visual-anomaly --help).")

@@ -8,5 +8,5 @@ from shared import model_banner, open_collection
 
 st.set_page_config(page_title="Anomalies", layout="wide")
 st.title("Anomalies")
-model_banner(open_collection())
+model_banner(open_collection("anomalies"))
 st.info("This page arrives with the dashboard issue; the command line has it already (visual-anomaly --help).")
