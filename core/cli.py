@@ -13,16 +13,19 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from core.collection import Collection, CollectionStatus
 from core.embedding import ModelUnavailable
 from core.health import check_servers
+from core.images import ImageRejected
 from core.ingest import IngestReport
 from core.observability import configure_logging
 from core.settings import Settings, SettingsError
 from core.storage.errors import StorageError
+from core.storage.vectors import VectorFilter
 
-USER_ERRORS = (SettingsError, ModelUnavailable, StorageError, FileNotFoundError)
+USER_ERRORS = (SettingsError, ModelUnavailable, StorageError, FileNotFoundError, ImageRejected, KeyError)
 
 
 def _print_json(data: object) -> None:
@@ -94,6 +97,24 @@ def _print_status(status: CollectionStatus) -> None:
     print(f"model    {model['name']}, weights: {model['weights']}, device: {model['device']}, precision: {model['precision']}")
 
 
+def cmd_search(collection: Collection, args: argparse.Namespace) -> int:
+    filters = VectorFilter(
+        sources=tuple(args.source or ()), uploaders=tuple(args.uploader or ()), formats=tuple(f.upper() for f in args.format or ())
+    )
+    image = Path(args.image).read_bytes() if args.image else None
+    response = collection.search(
+        text=args.text, image=image, image_id=args.similar_to, k=args.k, min_score=args.min_score, filters=filters
+    )
+    rows = [asdict(r) for r in response.results]
+    if args.json:
+        _print_json({"query": response.query, "seconds": round(response.seconds, 4), "results": rows})
+    else:
+        print(f"{len(rows)} results for {response.query}")
+        for rank, r in enumerate(response.results, 1):
+            print(f"{rank:3}. {r.score:.4f}  {r.image_id}  {r.file_name}  [{r.source}]")
+    return 0
+
+
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     checks = check_servers(settings, args.timeout)
     if args.json:
@@ -112,6 +133,13 @@ def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visual-anomaly", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,11 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     repair = commands.add_parser("repair", help="remove what interrupted ingests left behind")
     repair.set_defaults(run=cmd_repair)
 
+    search = commands.add_parser("search", help="images nearest to a text, an image file or a stored image")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="what the images should show")
+    query.add_argument("--image", help="an image file to search by (not stored)")
+    query.add_argument("--similar-to", metavar="IMAGE_ID", help="an image already in the collection")
+    search.add_argument("--k", type=_positive, default=20, help="how many results (default 20)")
+    search.add_argument("--min-score", type=float, help="drop results under this cosine similarity")
+    search.add_argument("--source", action="append", help="only these source labels (repeatable)")
+    search.add_argument("--uploader", action="append", help="only these uploaders (repeatable)")
+    search.add_argument("--format", action="append", help="only these formats, e.g. JPEG (repeatable)")
+    search.set_defaults(run=cmd_search)
+
     check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
     check.set_defaults(run=cmd_check, needs_collection=False)
 
-    for sub in (ingest, status, repair, check):
+    for sub in (ingest, status, repair, search, check):
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
 
@@ -148,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Collection.open(settings) as collection:
             return int(args.run(collection, args))
     except USER_ERRORS as exc:
-        print(f"visual-anomaly: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"visual-anomaly: {message}", file=sys.stderr)
         return 2
 
 

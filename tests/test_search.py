@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
 from core.settings import Settings
@@ -93,3 +96,18 @@ def test_search_needs_exactly_one_query(searchable: Collection) -> None:
         searchable.search(text="  ")
     with pytest.raises(KeyError):
         searchable.search(image_id="00000000-0000-0000-0000-000000000000")
+
+
+def test_cli_search_by_image_and_text_prints_json(
+    searchable: Collection, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(searchable.settings.data_dir))
+    monkeypatch.setenv("MODEL_PRETRAINED", "none")
+    query = tmp_path / "q.png"
+    query.write_bytes(encode(photo(101), "PNG"))
+    assert cli_main(["search", "--image", str(query), "--k", "2", "--source", "beta", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["results"][0]["file_name"] == "b1.png"
+    assert all(r["source"] == "beta" for r in answer["results"])
+    assert cli_main(["search", "--similar-to", "00000000-0000-0000-0000-000000000000"]) == 2
+    assert "No image with id" in capsys.readouterr().err
