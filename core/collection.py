@@ -17,6 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from os import PathLike
 
+import numpy as np
+import pandas as pd
+
 from core.backends import Backends, open_backends
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
@@ -28,6 +31,19 @@ from core.storage.vectors import VectorFilter
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
+
+
+@dataclass(frozen=True)
+class VectorSnapshot:
+    """Every visible image at one collection version: catalog rows and vectors in the same order."""
+
+    version: int
+    frame: pd.DataFrame  # catalog rows, ordered by arrival
+    vectors: np.ndarray  # (n, dim) float32, L2-normalised, row i is frame row i
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,8 @@ class Collection:
         self.backends = backends
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
+        self._snapshot: VectorSnapshot | None = None
+        self._snapshot_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, embedder: Embedder | None = None) -> Collection:
@@ -163,6 +181,39 @@ class Collection:
                 self.backends.blobs.delete(thumbnail_key(image_id))
             self.backends.catalog.remove_pending(pending)
         return len(pending)
+
+    # analysis inputs ----------------------------------------------------------------------------
+    def snapshot(self) -> VectorSnapshot:
+        """Rows and vectors of every visible image, kept in memory and refreshed incrementally: after
+        an ingest only the new vectors are fetched from the vector store."""
+        with self._snapshot_lock:
+            version = self.backends.catalog.version()
+            old = self._snapshot
+            if old is not None and old.version == version:
+                return old
+            frame = self.backends.catalog.ready_frame().reset_index(drop=True)
+            ids = frame["id"].tolist()
+            dim = self.backends.vectors.dim
+            if old is None:
+                by_id = dict(zip(*self._all_vectors(), strict=True))
+                vectors = np.stack([by_id[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)
+            else:
+                position = {image_id: row for row, image_id in enumerate(old.ids)}
+                new = [i for i in ids if i not in position]
+                fetched = dict(zip(new, self.backends.vectors.fetch(new), strict=True)) if new else {}
+                vectors = np.zeros((len(ids), dim), np.float32)
+                for row, image_id in enumerate(ids):
+                    vectors[row] = old.vectors[position[image_id]] if image_id in position else fetched[image_id]
+            self._snapshot = VectorSnapshot(version=version, frame=frame, vectors=vectors)
+            return self._snapshot
+
+    def _all_vectors(self) -> tuple[list[str], np.ndarray]:
+        ids: list[str] = []
+        chunks: list[np.ndarray] = []
+        for batch_ids, batch in self.backends.vectors.iter_all():
+            ids += batch_ids
+            chunks.append(batch)
+        return ids, (np.concatenate(chunks) if chunks else np.zeros((0, self.backends.vectors.dim), np.float32))
 
     # search -------------------------------------------------------------------------------------
     def search(

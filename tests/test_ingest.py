@@ -227,3 +227,22 @@ def test_unreadable_file_is_rejected_and_the_rest_go_on(collection: Collection) 
     report = Ingestor(collection.settings, collection.backends, collection.embedder).run(items, source="s", uploader="u")
     assert [o.status for o in report.outcomes] == ["rejected", "ingested"]
     assert report.outcomes[0].reason_code == "unreadable" and "removed" in (report.outcomes[0].reason or "")
+
+
+def test_snapshot_matches_catalog_and_refreshes_only_new_vectors(
+    collection: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection.ingest_uploads([(f"a{i}.jpg", encode(photo(i))) for i in range(5)])
+    first = collection.snapshot()
+    assert first.vectors.shape == (5, 512)
+    for row, image_id in enumerate(first.ids):
+        assert np.allclose(first.vectors[row], collection.backends.vectors.fetch([image_id])[0])
+    assert collection.snapshot() is first  # same version: nothing reloaded
+
+    fetched: list[list[str]] = []
+    real_fetch = collection.backends.vectors.fetch
+    monkeypatch.setattr(collection.backends.vectors, "fetch", lambda ids: fetched.append(list(ids)) or real_fetch(ids))
+    collection.ingest_uploads([("b.jpg", encode(photo(50)))])
+    second = collection.snapshot()
+    assert len(second.ids) == 6 and second.ids[:5] == first.ids
+    assert [len(f) for f in fetched] == [1]  # only the new image's vector was fetched
