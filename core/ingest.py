@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -192,13 +191,10 @@ class Ingestor:
         start = time.perf_counter()
         now = time.time()
         outcomes: dict[int, FileOutcome] = {}
-        seen: dict[str, str] = {}
-        seen_lock = threading.Lock()
+        first_by_sha: dict[str, _Prepared | _Known | _Rejected] = {}  # first occurrence, in input order
         batch = _Batch()
         error: str | None = None
         done = 0
-
-        rejected_by_sha: dict[str, _Rejected] = {}
 
         def prepare(item: IngestItem) -> _Prepared | _Known | _Rejected:
             if item.size is not None and item.size > self.settings.max_upload_bytes:
@@ -207,10 +203,6 @@ class Ingestor:
                 data = item.read()
             with timed("hash"):
                 sha = hashlib.sha256(data).hexdigest()
-            with seen_lock:
-                if sha in seen:
-                    return _Known(item, sha, seen[sha])
-                seen[sha] = image_id(sha)
             state = self.backends.catalog.states_by_sha([sha]).get(sha)
             if state is not None and state[1] == READY:
                 return _Known(item, sha, state[0])
@@ -243,11 +235,8 @@ class Ingestor:
                     result = future.result()
                 except OSError as exc:
                     result = _Rejected(item, None, ImageRejected("unreadable", f"The file cannot be read: {exc}"))
-                if isinstance(result, _Known) and result.sha256 in rejected_by_sha:
-                    result = _Rejected(item, result.sha256, rejected_by_sha[result.sha256].error)
+                result = self._repeat_of_earlier(result, first_by_sha)
                 if isinstance(result, _Rejected):
-                    if result.sha256 is not None:
-                        rejected_by_sha[result.sha256] = result
                     error_ = result.error
                     outcomes[index] = FileOutcome(item.name, REJECTED, reason=str(error_), reason_code=error_.reason)
                 else:
@@ -264,6 +253,22 @@ class Ingestor:
         report = IngestReport(outcomes=ordered, seconds=time.perf_counter() - start, error=error)
         record_ingest(report, source=source, uploader=uploader)
         return report
+
+    @staticmethod
+    def _repeat_of_earlier(
+        result: _Prepared | _Known | _Rejected, first_by_sha: dict[str, _Prepared | _Known | _Rejected]
+    ) -> _Prepared | _Known | _Rejected:
+        """The same bytes met again in this run share the first occurrence's fate: stored once, or
+        rejected for the same reason. Decided in input order, whichever worker finished first."""
+        sha = result.image.sha256 if isinstance(result, _Prepared) else result.sha256
+        if sha is None:
+            return result
+        first = first_by_sha.setdefault(sha, result)
+        if first is result:
+            return result
+        if isinstance(first, _Rejected):
+            return _Rejected(result.item, sha, first.error)
+        return _Known(result.item, sha, image_id(sha))
 
     def _workers(self) -> int:
         return max(2, min(4, os.cpu_count() or 2))

@@ -246,3 +246,14 @@ def test_snapshot_matches_catalog_and_refreshes_only_new_vectors(
     second = collection.snapshot()
     assert len(second.ids) == 6 and second.ids[:5] == first.ids
     assert [len(f) for f in fetched] == [1]  # only the new image's vector was fetched
+
+
+def test_repeats_across_batches_keep_the_first_occurrence_in_input_order(collection: Collection) -> None:
+    """Workers finish in any order; the report must still name the first file as the ingested one."""
+    uploads = []
+    for i in range(12):  # 24 files over several batches of 8, each image twice in a row
+        data = encode(photo(200 + i))
+        uploads += [(f"{i}-first.jpg", data), (f"{i}-again.jpg", data)]
+    report = collection.ingest_uploads(uploads)
+    assert [o.status for o in report.outcomes] == ["ingested", "already_present"] * 12
+    assert collection.status().consistent and collection.status().images == 12
