@@ -1,0 +1,225 @@
+"""A labelled image folder for the analysis benchmark, built from what this machine has.
+
+Normal content is clip art drawn here (RGBA, transparent background) and photo tiles cut from
+scikit-image's bundled colour photos. Some of them get transformed copies (the near duplicates to find,
+one transform kind per copy) and a few get byte-identical or pixel-identical copies. A planted group of
+greyscale texture/microscopy tiles and a handful of loners are the anomalies to find.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+NEAR_KINDS = ("resize", "jpeg", "crop", "brightness", "rotation", "watermark", "flip")
+EXACT_KINDS = ("same_bytes", "same_pixels")
+_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One file of the folder and what it is."""
+
+    file_name: str
+    base: str  # files sharing a base are duplicates of each other
+    kind: str  # clipart | photo | group | loner
+    transform: str  # "original" or one of NEAR_KINDS / EXACT_KINDS
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.truetype(_FONT, size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def clipart(rng: np.random.Generator) -> Image.Image:
+    """A random icon: a few filled shapes and strokes on a transparent canvas."""
+    size = int(rng.choice([192, 256, 320]))
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(3, 7))):
+        colour = (*(int(c) for c in rng.integers(0, 256, 3)), int(rng.integers(200, 256)))
+        x0, y0 = rng.integers(0, size * 3 // 4, 2)
+        w, h = rng.integers(size // 6, size // 2, 2)
+        box = [int(x0), int(y0), int(min(size - 1, x0 + w)), int(min(size - 1, y0 + h))]
+        shape = rng.integers(0, 5)
+        if shape == 0:
+            draw.ellipse(box, fill=colour)
+        elif shape == 1:
+            draw.rectangle(box, fill=colour)
+        elif shape == 2:
+            pts = [(int(x), int(y)) for x, y in rng.integers(0, size, (int(rng.integers(3, 7)), 2))]
+            draw.polygon(pts, fill=colour)
+        elif shape == 3:
+            draw.line([tuple(int(v) for v in p) for p in rng.integers(0, size, (3, 2))], fill=colour,
+                      width=int(rng.integers(4, 14)))
+        else:
+            glyph = chr(int(rng.choice([ord("A"), ord("K"), ord("Q"), ord("#"), ord("@"), ord("&")])) +
+                        int(rng.integers(0, 6)))
+            draw.text((box[0], box[1]), glyph, fill=colour, font=_font(int(rng.integers(size // 5, size // 2))))
+    return img
+
+
+def _photo_sources() -> dict[str, np.ndarray]:
+    import skimage.data as data
+
+    names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "colorwheel"]
+    return {n: getattr(data, n)() for n in names}
+
+
+def _group_sources() -> dict[str, np.ndarray]:
+    import skimage.data as data
+
+    return {n: getattr(data, n)() for n in ("immunohistochemistry", "retina")}
+
+
+def _tiles(sources: dict[str, np.ndarray], tile: int, per_source: int, rng: np.random.Generator,
+           min_std: float = 18.0) -> list[Image.Image]:
+    """Non-overlapping, non-flat tiles, at most `per_source` from each source image."""
+    out: list[Image.Image] = []
+    for arr in sources.values():
+        arr = np.asarray(arr)
+        if arr.dtype != np.uint8:
+            arr = (255 * (arr.astype(np.float64) / max(1e-9, float(arr.max())))).astype(np.uint8)
+        h, w = arr.shape[:2]
+        cells = [(y, x) for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)]
+        rng.shuffle(cells)
+        taken = 0
+        for y, x in cells:
+            crop = arr[y:y + tile, x:x + tile]
+            if crop.std() < min_std:
+                continue
+            img = Image.fromarray(crop)
+            out.append(img.convert("RGBA") if img.mode == "RGBA" else img.convert("RGB"))
+            taken += 1
+            if taken == per_source:
+                break
+    return out
+
+
+def _loners(rng: np.random.Generator) -> list[Image.Image]:
+    import skimage.data as data
+
+    noise = Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8))
+    checker = Image.fromarray(data.checkerboard()).convert("RGB")
+    blobs = Image.fromarray((data.binary_blobs(length=192, rng=1) * 255).astype(np.uint8)).convert("RGB")
+    phantom = Image.fromarray((data.shepp_logan_phantom() * 255).astype(np.uint8)).convert("RGB")
+    page = Image.fromarray(data.page()).convert("RGB")
+    stripes = Image.fromarray(np.tile((np.arange(200) // 10 % 2 * 255).astype(np.uint8), (200, 1))).convert("RGB")
+    return [noise, checker, blobs, phantom, page, stripes]
+
+
+def transform(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """A near-duplicate copy of `img` made by one transform kind (JPEG is applied when saving)."""
+    w, h = img.size
+    if kind == "resize":
+        s = float(rng.choice([rng.uniform(0.4, 0.7), rng.uniform(1.3, 1.6)]))
+        return img.resize((max(16, int(w * s)), max(16, int(h * s))), Image.Resampling.LANCZOS)
+    if kind == "crop":
+        fw, fh = rng.uniform(0.75, 0.9, 2)
+        cw, ch = int(w * fw), int(h * fh)
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        return img.crop((x0, y0, x0 + cw, y0 + ch))
+    if kind == "brightness":
+        factor = float(rng.choice([rng.uniform(0.7, 0.8), rng.uniform(1.2, 1.35)]))
+        rgb = ImageEnhance.Brightness(img.convert("RGB")).enhance(factor)
+        if img.mode == "RGBA":
+            rgb.putalpha(img.getchannel("A"))
+        return rgb
+    if kind == "rotation":
+        angle = float(rng.choice([-1, 1]) * rng.uniform(3, 8))
+        fill = (0, 0, 0, 0) if img.mode == "RGBA" else (255, 255, 255)
+        return img.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
+    if kind == "watermark":
+        out = img.convert("RGBA")
+        layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        draw.text((int(w * 0.05), int(h * rng.uniform(0.6, 0.85))), "© stock 2026",
+                  fill=(255, 255, 255, 170) if rng.random() < 0.5 else (40, 40, 40, 170), font=_font(max(10, h // 9)))
+        out = Image.alpha_composite(out, layer)
+        return out if img.mode == "RGBA" else out.convert("RGB")
+    if kind == "flip":
+        return ImageOps.mirror(img)
+    if kind == "jpeg":
+        return img
+    raise ValueError(f"unknown transform kind {kind!r}")
+
+
+def _encode(img: Image.Image, fmt: str, quality: int = 90, compress_level: int = 6) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        if img.mode == "RGBA":
+            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, img)
+        img.convert("RGB").save(buf, "JPEG", quality=quality)
+    else:
+        img.save(buf, "PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_source: int = 16,
+                 n_group: int = 25, n_with_copies: int = 200, copies_each: int = 3) -> list[LabelledImage]:
+    """Write the labelled folder under `root` (replacing it) and return its labels (also in labels.json)."""
+    rng = np.random.default_rng(seed)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    labels: list[LabelledImage] = []
+    payloads: dict[str, bytes] = {}
+
+    def add(name: str, data: bytes, base: str, kind: str, how: str) -> None:
+        payloads[name] = data
+        labels.append(LabelledImage(name, base, kind, how))
+
+    originals: list[tuple[str, str, Image.Image, str]] = []
+    for i in range(n_clipart):
+        originals.append((f"clip{i:04d}", "clipart", clipart(rng), "PNG"))
+    for i, tile in enumerate(_tiles(_photo_sources(), 128, per_photo_source, rng)):
+        originals.append((f"photo{i:04d}", "photo", tile, "JPEG" if tile.mode == "RGB" else "PNG"))
+    group = _tiles(_group_sources(), 128, 16, rng)
+    rng.shuffle(group)
+    for i, tile in enumerate(group[:n_group]):
+        originals.append((f"micro{i:04d}", "group", tile, "JPEG"))
+    for i, img in enumerate(_loners(rng)):
+        originals.append((f"odd{i:04d}", "loner", img, "PNG"))
+
+    for base, kind, img, fmt in originals:
+        add(f"{base}.{fmt.lower().replace('jpeg', 'jpg')}", _encode(img, fmt), base, kind, "original")
+
+    normal = [o for o in originals if o[1] in ("clipart", "photo")]
+    chosen = rng.choice(len(normal), size=n_with_copies, replace=False)
+    for j in chosen:
+        base, kind, img, fmt = normal[j]
+        for how in rng.choice(NEAR_KINDS, size=copies_each, replace=False):
+            copy = transform(img, str(how), rng)
+            out_fmt = "JPEG" if how == "jpeg" else fmt
+            quality = int(rng.integers(25, 50)) if how == "jpeg" else 90
+            add(f"{base}_{how}.{out_fmt.lower().replace('jpeg', 'jpg')}", _encode(copy, out_fmt, quality),
+                base, kind, str(how))
+    by_base = {o[0]: o for o in originals}
+    exact_sources = [o[0] for o in normal[:20]] + [o[0] for o in originals if o[1] == "loner"][:2]
+    for k, base in enumerate(exact_sources):
+        _, kind, img, fmt = by_base[base]
+        first = next(name for name, lab in zip(payloads, labels, strict=True)
+                     if lab.base == base and lab.transform == "original")
+        if k % 2 == 0 or kind == "loner":
+            add(f"{base}_same_bytes.{first.rsplit('.', 1)[1]}", payloads[first], base, kind, "same_bytes")
+        else:
+            decoded = Image.open(io.BytesIO(payloads[first]))
+            add(f"{base}_same_pixels.png", _encode(decoded, "PNG", compress_level=1), base, kind, "same_pixels")
+
+    for name, data in payloads.items():
+        (root / name).write_bytes(data)
+    (root / "labels.json").write_text(json.dumps([asdict(lab) for lab in labels], indent=1))
+    return labels
+
+
+def load_labels(root: Path) -> list[LabelledImage]:
+    return [LabelledImage(**d) for d in json.loads((root / "labels.json").read_text())]

@@ -1,0 +1,175 @@
+"""How unusual each image is within its collection, by one of several methods.
+
+Methods (`METHODS`), each giving a raw score where higher means more unusual:
+- "combined" (default): the mean percentile rank of "knn" and "mahalanobis". Foreign images often
+  arrive as a batch and are each other's nearest neighbours, which hides them from a local score;
+  a global score sees the batch as far from the bulk of the collection, while the local score
+  catches loners inside it. Neither alone covers both.
+- "knn": mean cosine distance to the k nearest neighbours, skipping the image's own exact
+  duplicates (two copies of an outlier must not hide each other).
+- "mahalanobis": squared distance from the collection mean in whitened coordinates (covariance
+  shrunk towards its largest eigenvalue, so directions of tiny variance do not dominate).
+- "lof": scikit-learn's Local Outlier Factor, on the shared neighbour graph.
+- "iforest": scikit-learn's Isolation Forest, on the embeddings.
+Scores come with percentile ranks; `select_anomalies` picks by score threshold, top N, or an
+expected contamination percentage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+from core.analysis.exact import check_vectors
+from core.analysis.neighbours import NeighbourGraph
+
+METHODS = ("combined", "knn", "mahalanobis", "lof", "iforest")
+DEFAULT_METHOD = "combined"
+SHRINKAGE = 1e-3
+
+
+@dataclass(frozen=True)
+class AnomalyScores:
+    method: str
+    k: int | None  # neighbours used, for the graph-based methods
+    scores: np.ndarray  # (n,) float64, higher = more unusual
+    percentiles: np.ndarray  # (n,) float64 in (0, 100]: share of images scoring the same or lower
+
+    def ranking(self) -> np.ndarray:
+        """Row positions, most unusual first (ties: lower row first)."""
+        return np.lexsort((np.arange(len(self.scores)), -self.scores))
+
+
+def anomaly_scores(vectors: np.ndarray, graph: NeighbourGraph, *, method: str = DEFAULT_METHOD,
+                   k: int | None = None, same_image: np.ndarray | None = None, seed: int = 0) -> AnomalyScores:
+    """Score every row of `vectors` (the rows `graph` was built on).
+
+    `k` defaults to the graph's k and cannot exceed it. `same_image` gives each row a group label
+    (equal labels = exact duplicates, e.g. the same SHA-256) so that "knn" skips those neighbours.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown anomaly method {method!r}; use one of {METHODS}")
+    x = check_vectors(vectors)
+    n = len(x)
+    if graph.n != n:
+        raise ValueError(f"the graph has {graph.n} rows but there are {n} vectors; rebuild or update the graph")
+    if same_image is not None and len(same_image) != n:
+        raise ValueError("same_image needs one group label per row")
+    k = graph.k if k is None else k
+    if not 1 <= k <= graph.k:
+        raise ValueError(f"k must be between 1 and the graph's k ({graph.k}); build the graph with a larger k")
+    if n < 2:
+        return _result(method, k, np.zeros(n))
+    if method == "knn":
+        scores = knn_distance(graph, k, same_image)
+    elif method == "mahalanobis":
+        scores = mahalanobis(x)
+    elif method == "combined":
+        scores = 0.5 * (_percentile(knn_distance(graph, k, same_image)) + _percentile(mahalanobis(x))) / 100.0
+    elif method == "lof":
+        scores = _lof(graph, k)
+    else:
+        scores = _isolation_forest(x, seed)
+    uses_graph = method in ("knn", "combined", "lof")
+    return _result(method, k if uses_graph else None, scores)
+
+
+def _result(method: str, k: int | None, scores: np.ndarray) -> AnomalyScores:
+    scores = np.asarray(scores, dtype=np.float64)
+    return AnomalyScores(method, k, scores, _percentile(scores))
+
+
+def _percentile(scores: np.ndarray) -> np.ndarray:
+    if len(scores) == 0:
+        return np.zeros(0)
+    return rankdata(scores, method="max") / len(scores) * 100.0
+
+
+def knn_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None) -> np.ndarray:
+    """Mean cosine distance to the first k neighbours that are not exact duplicates of the row.
+
+    A row whose listed neighbours are all its own duplicates scores the distance to the farthest
+    listed one (a lower bound).
+    """
+    valid = graph.indices >= 0
+    if same_image is not None:
+        labels = np.asarray(same_image)
+        valid &= labels[np.maximum(graph.indices, 0)] != labels[:, None]
+    taken = valid & (np.cumsum(valid, axis=1) <= k)
+    distance = 1.0 - graph.similarities.astype(np.float64)
+    count = taken.sum(axis=1)
+    total = np.where(taken, distance, 0.0).sum(axis=1)
+    fallback = np.where(graph.indices >= 0, distance, -np.inf).max(axis=1)
+    fallback = np.where(np.isfinite(fallback), fallback, 0.0)
+    return np.where(count > 0, total / np.maximum(count, 1), fallback)
+
+
+def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 65536) -> np.ndarray:
+    """Squared whitened distance of each row from the mean, covariance shrunk by `shrinkage`."""
+    n, d = vectors.shape
+    mean = np.zeros(d)
+    gram = np.zeros((d, d))
+    for s in range(0, n, block):
+        part = vectors[s:s + block].astype(np.float64)
+        mean += part.sum(axis=0)
+        gram += part.T @ part
+    mean /= n
+    cov = gram / n - np.outer(mean, mean)
+    eigval, eigvec = np.linalg.eigh(cov)
+    eigval = np.maximum(eigval, 0.0)
+    weight = 1.0 / (eigval + shrinkage * max(eigval.max(), 1e-12))
+    out = np.empty(n)
+    basis = eigvec.astype(np.float32)
+    shift = (mean @ eigvec).astype(np.float32)
+    for s in range(0, n, block):
+        proj = vectors[s:s + block] @ basis - shift
+        out[s:s + block] = (proj.astype(np.float64) ** 2) @ weight
+    return out
+
+
+def _lof(graph: NeighbourGraph, k: int) -> np.ndarray:
+    from scipy.sparse import csr_matrix
+    from sklearn.neighbors import LocalOutlierFactor
+
+    k = min(k, int((graph.indices >= 0).sum(axis=1).min()))
+    if k < 1:
+        return np.zeros(graph.n)
+    n = graph.n
+    cols = graph.indices[:, :k].ravel()
+    # explicit tiny distances: an implicit zero would read as "no edge" to scikit-learn
+    dist = np.maximum(1.0 - graph.similarities[:, :k].astype(np.float64), 1e-12).ravel()
+    matrix = csr_matrix((dist, cols, np.arange(0, n * k + 1, k)), shape=(n, n))
+    lof = LocalOutlierFactor(n_neighbors=k, metric="precomputed").fit(matrix)
+    return -lof.negative_outlier_factor_
+
+
+def _isolation_forest(x: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.ensemble import IsolationForest
+
+    forest = IsolationForest(n_estimators=100, random_state=seed).fit(x)
+    return -forest.score_samples(x)
+
+
+def select_anomalies(result: AnomalyScores, *, threshold: float | None = None, top: int | None = None,
+                     contamination: float | None = None) -> np.ndarray:
+    """Row positions flagged as anomalies, most unusual first, by exactly one criterion.
+
+    `threshold`: raw score at or above it. `top`: the N highest. `contamination`: the highest
+    `contamination` percent (0-100] of the collection, rounded up.
+    """
+    given = [v is not None for v in (threshold, top, contamination)]
+    if sum(given) != 1:
+        raise ValueError("choose exactly one of threshold, top or contamination")
+    ranked = result.ranking()
+    if threshold is not None:
+        return ranked[result.scores[ranked] >= threshold]
+    if top is not None:
+        if top < 0:
+            raise ValueError(f"top must be zero or more, got {top}")
+        return ranked[:top]
+    if not 0 < contamination <= 100:
+        raise ValueError(f"contamination is a percentage in (0, 100], got {contamination}")
+    return ranked[: math.ceil(len(ranked) * contamination / 100.0)]
