@@ -138,10 +138,11 @@ def _lof(graph: NeighbourGraph, k: int) -> np.ndarray:
     if k < 1:
         return np.zeros(graph.n)
     n = graph.n
-    cols = graph.indices[:, :k].ravel()
-    # explicit tiny distances: an implicit zero would read as "no edge" to scikit-learn
-    dist = np.maximum(1.0 - graph.similarities[:, :k].astype(np.float64), 1e-12).ravel()
-    matrix = csr_matrix((dist, cols, np.arange(0, n * k + 1, k)), shape=(n, n))
+    # each row lists itself first (scikit-learn drops it when scoring the training rows); distances
+    # get a tiny floor because an implicit zero would read as "no edge"
+    cols = np.concatenate([np.arange(n)[:, None], graph.indices[:, :k]], axis=1).ravel()
+    dist = np.concatenate([np.zeros((n, 1)), np.maximum(1.0 - graph.similarities[:, :k], 1e-12)], axis=1)
+    matrix = csr_matrix((dist.ravel(), cols, np.arange(0, n * (k + 1) + 1, k + 1)), shape=(n, n))
     lof = LocalOutlierFactor(n_neighbors=k, metric="precomputed").fit(matrix)
     return -lof.negative_outlier_factor_
 

@@ -116,6 +116,9 @@ class DuplicateThresholds:
         return max(self.hamming, self.agree_hamming) if self.rule == "either" else self.hamming
 
 
+DEFAULT_THRESHOLDS = DuplicateThresholds()
+
+
 @dataclass(frozen=True)
 class DuplicateCandidates:
     """Every pair that some threshold within the floors could call a duplicate, with its evidence."""
@@ -248,7 +251,7 @@ def _check_range(candidates: DuplicateCandidates, thresholds: DuplicateThreshold
 
 
 @dataclass(frozen=True)
-class _Verdicts:
+class PairVerdicts:
     """Per pair: accepted, and which signals did it."""
 
     accepted: np.ndarray
@@ -261,18 +264,19 @@ class _Verdicts:
         return tuple(name for name, hit in zip(SIGNALS, hits, strict=True) if hit)
 
 
-def _verdicts(similarity: np.ndarray, distance: np.ndarray, exact: np.ndarray,
-              t: DuplicateThresholds) -> _Verdicts:
+def judge_pairs(similarity: np.ndarray, distance: np.ndarray, exact: np.ndarray,
+                t: DuplicateThresholds) -> PairVerdicts:
+    """Which pairs the thresholds accept, and by which signals (vectorised over pairs)."""
     by_cosine = similarity >= t.similarity
     by_hash = distance <= t.hamming
     if t.rule == "both":
-        return _Verdicts(exact | (by_cosine & by_hash), by_cosine, by_hash, np.zeros_like(by_hash))
+        return PairVerdicts(exact | (by_cosine & by_hash), by_cosine, by_hash, np.zeros_like(by_hash))
     agreement = (similarity >= t.agree_similarity) & (distance <= t.agree_hamming) & ~by_cosine & ~by_hash
-    return _Verdicts(exact | by_cosine | by_hash | agreement, by_cosine, by_hash, agreement)
+    return PairVerdicts(exact | by_cosine | by_hash | agreement, by_cosine, by_hash, agreement)
 
 
-def _strength(similarity: np.ndarray, distance: np.ndarray, exact: np.ndarray,
-              t: DuplicateThresholds) -> np.ndarray:
+def pair_strength(similarity: np.ndarray, distance: np.ndarray, exact: np.ndarray,
+                  t: DuplicateThresholds) -> np.ndarray:
     """How far each accepted pair clears its thresholds: 0 at a threshold, 1 for identical evidence."""
     def margins(sim_t: float, ham_t: int) -> tuple[np.ndarray, np.ndarray]:
         by_cosine = np.clip((similarity - sim_t) / max(1e-9, 1.0 - sim_t), 0.0, 1.0)
@@ -288,30 +292,30 @@ def _strength(similarity: np.ndarray, distance: np.ndarray, exact: np.ndarray,
     return np.where(exact, _EXACT_STRENGTH, near)
 
 
-def duplicate_pairs(candidates: DuplicateCandidates, thresholds: DuplicateThresholds = DuplicateThresholds(),
+def duplicate_pairs(candidates: DuplicateCandidates, thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS,
                     ) -> list[DuplicatePair]:
     """Every accepted pair, strongest first."""
     _check_range(candidates, thresholds)
-    verdicts = _candidate_verdicts(candidates, thresholds)
+    verdicts = _judge_candidates(candidates, thresholds)
     rows = np.flatnonzero(verdicts.accepted)
-    strength = _strength(candidates.similarity[rows], candidates.phash_distance[rows],
+    strength = pair_strength(candidates.similarity[rows], candidates.phash_distance[rows],
                          candidates.same_bytes[rows] | candidates.same_pixels[rows], thresholds)
     rows = rows[np.argsort(-strength, kind="stable")]
     return [_pair(candidates, int(i), verdicts) for i in rows]
 
 
-def _candidate_verdicts(c: DuplicateCandidates, t: DuplicateThresholds) -> _Verdicts:
-    return _verdicts(c.similarity, c.phash_distance, c.same_bytes | c.same_pixels, t)
+def _judge_candidates(c: DuplicateCandidates, t: DuplicateThresholds) -> PairVerdicts:
+    return judge_pairs(c.similarity, c.phash_distance, c.same_bytes | c.same_pixels, t)
 
 
-def _pair(c: DuplicateCandidates, i: int, verdicts: _Verdicts) -> DuplicatePair:
+def _pair(c: DuplicateCandidates, i: int, verdicts: PairVerdicts) -> DuplicatePair:
     return DuplicatePair(int(c.left[i]), int(c.right[i]), float(c.cosine[i]), float(c.scale.similarity(c.cosine[i])),
                          int(c.phash_distance[i]), bool(c.mirrored[i]),
                          verdicts.signals(i, bool(c.same_bytes[i]), bool(c.same_pixels[i])))
 
 
 def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, signals: ImageSignals,
-                       thresholds: DuplicateThresholds = DuplicateThresholds()) -> DuplicateReport:
+                       thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS) -> DuplicateReport:
     """Connected components of the accepted pairs, each with representative, order and weakest link.
 
     The representative is the member with the most pixels, then the earliest created, then the
@@ -320,11 +324,11 @@ def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, sig
     _check_range(candidates, thresholds)
     x = check_vectors(vectors)
     n = len(x)
-    verdicts = _candidate_verdicts(candidates, thresholds)
+    verdicts = _judge_candidates(candidates, thresholds)
     rows = np.flatnonzero(verdicts.accepted)
     left, right = candidates.left[rows], candidates.right[rows]
     exact = candidates.same_bytes[rows] | candidates.same_pixels[rows]
-    strength = _strength(candidates.similarity[rows], candidates.phash_distance[rows], exact, thresholds)
+    strength = pair_strength(candidates.similarity[rows], candidates.phash_distance[rows], exact, thresholds)
     adjacency = coo_matrix((2.0 - strength, (left, right)), shape=(n, n)).tocsr()
     n_parts, label = connected_components(adjacency, directed=False)
     tree = minimum_spanning_tree(adjacency).tocoo()
@@ -359,7 +363,7 @@ def _cluster(members: np.ndarray, links: list[tuple[float, DuplicatePair]], x: n
     sim = scale.similarity(cos)
     same_bytes = signals.bytes_group[members] == signals.bytes_group[rep]
     same_pixels = signals.pixels_group[members] == signals.pixels_group[rep]
-    verdicts = _verdicts(sim, distance, same_bytes | same_pixels, t)
+    verdicts = judge_pairs(sim, distance, same_bytes | same_pixels, t)
     direct = tuple(verdicts.signals(i, bool(same_bytes[i]), bool(same_pixels[i])) if i else ()
                    for i in range(len(members)))
     weakest = max(links, key=lambda wl: (wl[0], wl[1].left, wl[1].right))[1]
@@ -381,7 +385,7 @@ def threshold_examples(candidates: DuplicateCandidates, thresholds: DuplicateThr
     """
     if signal not in ("cosine", "phash"):
         raise ValueError(f"examples are for the 'cosine' or 'phash' threshold, not {signal!r}")
-    verdicts = _candidate_verdicts(candidates, thresholds)
+    verdicts = _judge_candidates(candidates, thresholds)
     not_exact = ~(candidates.same_bytes | candidates.same_pixels)
     if signal == "cosine":
         gap, inside = candidates.similarity - thresholds.similarity, verdicts.by_cosine

@@ -30,8 +30,8 @@ class SimilarityScale:
 
     reference_cosine: float
     reference_rank: int
-    histogram_edges: np.ndarray  # (HISTOGRAM_BINS + 1,) over [-1, 1]; lower values fall in the first bin
-    histogram_counts: np.ndarray  # (HISTOGRAM_BINS,) images whose nearest neighbour is that similar
+    histogram_edges: tuple[float, ...]  # HISTOGRAM_BINS + 1 edges over [-1, 1]; lower values land in bin 0
+    histogram_counts: tuple[int, ...]  # per bin: images whose nearest neighbour is that similar
 
     def similarity(self, cosine: np.ndarray | float) -> np.ndarray:
         return 1.0 - (1.0 - np.asarray(cosine, dtype=np.float64)) / (1.0 - self.reference_cosine)
@@ -49,8 +49,8 @@ def similarity_scale(graph: NeighbourGraph, reference_rank: int = REFERENCE_RANK
     reference = float(np.median(column)) if len(column) else 0.0
     reference = min(reference, 1.0 - 1e-6)
     edges = np.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
-    scale = SimilarityScale(reference, reference_rank, edges, np.zeros(HISTOGRAM_BINS, dtype=np.int64))
     nearest = graph.similarities[:, 0] if graph.k else np.empty(0)
-    nearest = np.clip(scale.similarity(nearest[np.isfinite(nearest)]), -1.0, 1.0)
+    nearest = nearest[np.isfinite(nearest)]
+    nearest = np.clip(1.0 - (1.0 - nearest.astype(np.float64)) / (1.0 - reference), -1.0, 1.0)
     counts, _ = np.histogram(nearest, bins=edges)
-    return SimilarityScale(reference, reference_rank, edges, counts.astype(np.int64))
+    return SimilarityScale(reference, reference_rank, tuple(float(e) for e in edges), tuple(int(c) for c in counts))

@@ -1,0 +1,70 @@
+"""The on-arrival check: exact, near or no duplicate of what is stored, with the collection's scale."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.analysis.arrival import StoredImage, check_arrival, hash_matches
+from core.analysis.duplicates import DuplicateThresholds
+from core.analysis.hamming import hashes_from_hex
+from core.analysis.similarity import SimilarityScale
+
+SCALE = SimilarityScale(reference_cosine=0.8, reference_rank=10, histogram_edges=(), histogram_counts=())
+NEW = {"sha256": "new", "pixel_sha256": "newpix", "phash": "00000000ffffffff", "phash_mirror": "ffffffff00000000"}
+
+
+def stored(image_id: str, cosine: float, *, sha: str = "other", pix: str | None = "otherpix",
+           phash: str = "123456789abcdef0", mirror: str = "0fedcba987654321") -> StoredImage:
+    return StoredImage(image_id, cosine, sha, pix, phash, mirror)
+
+
+def test_same_bytes_beat_same_pixels_and_near_matches() -> None:
+    check = check_arrival(**NEW, scale=SCALE, stored=[
+        stored("near", 0.999), stored("pixels", 0.95, pix="newpix"), stored("bytes", 0.9, sha="new")])
+    assert (check.verdict, check.image_id) == ("exact", "bytes")
+    assert "same_bytes" in check.signals
+
+
+def test_same_pixels_is_exact() -> None:
+    check = check_arrival(**NEW, scale=SCALE, stored=[stored("near", 0.999), stored("pixels", 0.95, pix="newpix")])
+    assert (check.verdict, check.image_id, check.signals[0]) == ("exact", "pixels", "same_pixels")
+
+
+def test_flipped_copy_found_by_hash_even_without_a_cosine() -> None:
+    check = check_arrival(**NEW, scale=SCALE, stored=[
+        stored("flipped", math.nan, phash="ffffffff00000001"), stored("unrelated", 0.85)])
+    assert (check.verdict, check.image_id, check.phash_distance, check.mirrored) == ("near", "flipped", 1, True)
+    assert check.signals == ("phash",)
+
+
+def test_near_by_calibrated_cosine_uses_the_collection_scale() -> None:
+    # similarity = 1 - (1 - cos) / (1 - 0.8): cosine 0.995 is 0.975 on the scale, 0.97 only 0.85
+    close = check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.995)])
+    loose = check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.97)])
+    assert close.verdict == "near" and close.similarity == np.float64(1 - 0.005 / 0.2)
+    assert loose.verdict == "none"
+    assert check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.97)],
+                         thresholds=DuplicateThresholds(similarity=0.8)).verdict == "near"
+
+
+def test_no_match_names_the_closest_stored_image() -> None:
+    check = check_arrival(**NEW, scale=SCALE, stored=[stored("far", 0.5), stored("closer", 0.9)])
+    assert (check.verdict, check.image_id, check.signals) == ("none", "closer", ())
+
+
+def test_empty_collection() -> None:
+    check = check_arrival(**NEW, scale=SCALE, stored=[])
+    assert check.verdict == "none" and check.image_id is None
+
+
+def test_hash_matches_searches_every_stored_hash_mirrors_included() -> None:
+    rng = np.random.default_rng(0)
+    phashes = rng.integers(0, 2**63, size=1000, dtype=np.int64).astype(np.uint64)
+    mirrors = rng.integers(0, 2**63, size=1000, dtype=np.int64).astype(np.uint64)
+    query = int(phashes[500]) ^ (0b111 << 61)  # 3 bits apart, in the first hex digit
+    mirrors[20] = np.uint64(query ^ 1)
+    positions, distances = hash_matches(f"{query:016x}", "0000000000000000", phashes, mirrors, 4)
+    assert positions.tolist() == [20, 500] and distances.tolist() == [1, 3]
+    assert hashes_from_hex([f"{query:016x}"])[0] == query

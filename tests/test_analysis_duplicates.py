@@ -1,0 +1,240 @@
+"""Exact and near duplicates on small constructed collections with known answers."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+
+from core.analysis.duplicates import (
+    DEFAULT_THRESHOLDS,
+    DuplicateThresholds,
+    ImageSignals,
+    duplicate_candidates,
+    duplicate_clusters,
+    duplicate_pairs,
+    threshold_examples,
+)
+from core.analysis.hamming import hashes_from_hex, pairs_within, popcount
+from core.analysis.neighbours import exact_graph
+from core.analysis.similarity import similarity_scale
+
+D = 32
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def hexes(values: np.ndarray) -> list[str]:
+    return [f"{int(v):016x}" for v in values]
+
+
+class Collection:
+    """Vectors and signals built row by row; unrelated filler rows keep the similarity scale sane."""
+
+    def __init__(self, filler: int = 60, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.vectors: list[np.ndarray] = []
+        self.sha: list[str] = []
+        self.pix: list[str] = []
+        self.ph: list[int] = []
+        self.pm: list[int] = []
+        self.size: list[tuple[int, int]] = []
+        for _ in range(filler):
+            self.add(self.rng.standard_normal(D))
+
+    def add(self, vector: np.ndarray, *, sha: str | None = None, pix: str | None = None, ph: int | None = None,
+            pm: int | None = None, size: tuple[int, int] = (100, 100)) -> int:
+        row = len(self.vectors)
+        self.vectors.append(unit(vector))
+        self.sha.append(sha or f"sha{row}")
+        self.pix.append(pix or f"pix{row}")
+        self.ph.append(int(self.rng.integers(0, 2**63)) if ph is None else ph)
+        self.pm.append(int(self.rng.integers(0, 2**63)) if pm is None else pm)
+        self.size.append(size)
+        return row
+
+    def build(self, thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS, k: int = 10):
+        x = np.stack(self.vectors)
+        signals = ImageSignals.from_columns(
+            sha256=self.sha, pixel_sha256=self.pix, phash=hexes(np.array(self.ph, dtype=np.uint64)),
+            phash_mirror=hexes(np.array(self.pm, dtype=np.uint64)),
+            width=[s[0] for s in self.size], height=[s[1] for s in self.size])
+        candidates = duplicate_candidates(exact_graph(x, k), x, signals)
+        return x, signals, candidates, duplicate_clusters(candidates, x, signals, thresholds)
+
+
+def near(v: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    return unit(v) + noise * rng.standard_normal(D) / np.sqrt(D)
+
+
+def cluster_of(report, row: int) -> tuple[int, ...]:
+    return next((c.members for c in report.clusters if row in c.members), ())
+
+
+# Hamming search ---------------------------------------------------------------------------------
+
+def test_hamming_search_finds_pairs_differing_in_the_first_hex_digits() -> None:
+    rng = np.random.default_rng(0)
+    ph = rng.integers(0, 2**63, size=400, dtype=np.int64).astype(np.uint64)
+    pm = rng.integers(0, 2**63, size=400, dtype=np.int64).astype(np.uint64)
+    ph[1] = ph[0] ^ np.uint64(0xF0F0_0000_0000_0000)  # 8 bits, all in the first four hex digits
+    left, right, distance, _ = pairs_within(ph, pm, 8)
+    assert (0, 1) in set(zip(left.tolist(), right.tolist(), strict=True))
+    assert distance[(left == 0) & (right == 1)][0] == 8
+
+
+def test_hamming_search_equals_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 2**63, size=30, dtype=np.int64).astype(np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, size=(600, 6)).astype(np.uint64)
+    ph = base[rng.integers(0, 30, 600)] ^ np.bitwise_or.reduce(flips, axis=1)
+    pm = rng.integers(0, 2**63, size=600, dtype=np.int64).astype(np.uint64)
+    left, right, distance, mirrored = pairs_within(ph, pm, 10)
+    direct = popcount(ph[:, None] ^ ph[None, :])
+    flipped = np.minimum(popcount(ph[:, None] ^ pm[None, :]), popcount(pm[:, None] ^ ph[None, :]))
+    best = np.minimum(direct, flipped)
+    expected = {(i, j) for i, j in itertools.combinations(range(600), 2) if best[i, j] <= 10}
+    assert set(zip(left.tolist(), right.tolist(), strict=True)) == expected
+    assert np.array_equal(distance, best[left, right])
+    assert np.array_equal(mirrored, flipped[left, right] < direct[left, right])
+
+
+def test_hashes_from_hex_refuses_malformed_hashes() -> None:
+    assert hashes_from_hex(["ffffffffffffffff", "0000000000000001"]).tolist() == [2**64 - 1, 1]
+    for bad in (["abc"], ["zzzzzzzzzzzzzzzz"]):
+        with pytest.raises(ValueError):
+            hashes_from_hex(bad)
+
+
+# clusters ---------------------------------------------------------------------------------------
+
+def test_known_duplicate_cluster_is_found_whole_and_alone() -> None:
+    c = Collection()
+    base = c.rng.standard_normal(D)
+    first = c.add(base, ph=0x1234_5678_9ABC_DEF0, size=(200, 100))
+    copies = [c.add(near(base, c.rng, 0.01), ph=0x1234_5678_9ABC_DEF0 ^ (1 << b), size=(100, 50)) for b in (3, 40, 60)]
+    _, _, _, report = c.build()
+    assert len(report.clusters) == 1
+    cluster = report.clusters[0]
+    assert set(cluster.members) == {first, *copies}
+    assert cluster.representative == first  # the largest resolution
+    assert all("phash" in s and "cosine" in s for s in cluster.signals_to_representative[1:])
+
+
+def test_representative_is_largest_then_earliest_and_members_follow_similarity() -> None:
+    c = Collection()
+    base = c.rng.standard_normal(D)
+    early = c.add(near(base, c.rng, 0.02), size=(300, 200))
+    close = c.add(near(base, c.rng, 0.005), size=(100, 100))
+    late = c.add(near(base, c.rng, 0.02), size=(200, 300))
+    farther = c.add(near(base, c.rng, 0.06), size=(100, 100))
+    _, _, _, report = c.build()
+    cluster = report.clusters[0]
+    assert cluster.representative == early  # same pixel count as `late`, created first
+    assert cluster.members[1:] == tuple(sorted((close, late, farther), key=lambda m: -cluster.cosine_to_representative[
+        cluster.members.index(m)]))
+    assert list(cluster.cosine_to_representative) == sorted(cluster.cosine_to_representative, reverse=True)
+
+
+def test_chained_cluster_reports_its_weakest_link() -> None:
+    c = Collection()
+    a_hash = 0x0F0F_0F0F_0F0F_0F0F
+    a = c.add(c.rng.standard_normal(D), ph=a_hash, size=(400, 400))
+    b = c.add(c.rng.standard_normal(D), ph=a_hash ^ 0b11)  # 2 bits from a
+    chained = c.add(c.rng.standard_normal(D), ph=a_hash ^ 0b11 ^ (0b111111 << 20))  # 6 from b, 8 from a
+    _, _, _, report = c.build(DuplicateThresholds(similarity=0.99, hamming=7, agree_hamming=7))
+    cluster = report.clusters[0]
+    assert set(cluster.members) == {a, b, chained}
+    assert (cluster.weakest_link.left, cluster.weakest_link.right) == (b, chained)
+    assert cluster.weakest_link.phash_distance == 6
+    assert cluster.signals_to_representative[cluster.members.index(chained)] == ()  # joined through b only
+    assert len(cluster.links) == 2
+
+
+def test_each_pair_names_the_signal_that_matched() -> None:
+    c = Collection()
+    v = c.rng.standard_normal(D)
+    same_bytes = (c.add(v, sha="S"), c.add(c.rng.standard_normal(D), sha="S"))
+    same_pixels = (c.add(c.rng.standard_normal(D), pix="P"), c.add(c.rng.standard_normal(D), pix="P"))
+    flipped = (c.add(c.rng.standard_normal(D), ph=0xAAAA, pm=0x5555), c.add(c.rng.standard_normal(D), ph=0x5555))
+    w = c.rng.standard_normal(D)
+    by_cosine = (c.add(w), c.add(near(w, c.rng, 0.001)))
+    _, _, candidates, _ = c.build()
+    signals = {(p.left, p.right): p for p in duplicate_pairs(candidates)}
+    assert "same_bytes" in signals[same_bytes].signals
+    assert signals[same_pixels].signals[:1] == ("same_pixels",)
+    assert signals[flipped].signals == ("phash",) and signals[flipped].mirrored
+    assert signals[flipped].phash_distance == 0
+    assert "cosine" in signals[by_cosine].signals and "phash" not in signals[by_cosine].signals
+
+
+def test_rule_both_needs_both_signals_and_either_needs_one() -> None:
+    c = Collection()
+    v = c.rng.standard_normal(D)
+    hash_only = (c.add(c.rng.standard_normal(D), ph=0xFF), c.add(c.rng.standard_normal(D), ph=0xFE))
+    both = (c.add(v, ph=0xF000), c.add(near(v, c.rng, 0.001), ph=0xF001))
+    _, _, candidates, _ = c.build()
+    either = {(p.left, p.right) for p in duplicate_pairs(candidates, DuplicateThresholds(rule="either"))}
+    strict = {(p.left, p.right) for p in duplicate_pairs(candidates, DuplicateThresholds(rule="both"))}
+    assert {hash_only, both} <= either
+    assert both in strict and hash_only not in strict
+
+
+def test_moving_a_threshold_towards_strict_never_adds_pairs() -> None:
+    c = Collection(filler=150, seed=3)
+    for _ in range(15):
+        v = c.rng.standard_normal(D)
+        h = int(c.rng.integers(0, 2**63))
+        for _ in range(3):
+            c.add(near(v, c.rng, float(c.rng.uniform(0.0, 0.3))), ph=h ^ int(c.rng.integers(0, 2**14)))
+    _, _, candidates, _ = c.build()
+    for rule in ("either", "both"):
+        previous = None
+        for similarity in np.linspace(0.3, 1.0, 15):
+            pairs = {(p.left, p.right) for p in duplicate_pairs(candidates, DuplicateThresholds(similarity, 8, rule))}
+            assert previous is None or pairs <= previous
+            previous = pairs
+        previous = None
+        for hamming in range(12, -1, -1):
+            pairs = {(p.left, p.right) for p in duplicate_pairs(candidates, DuplicateThresholds(0.9, hamming, rule))}
+            assert previous is None or pairs <= previous
+            previous = pairs
+
+
+def test_thresholds_outside_the_gathered_range_are_refused() -> None:
+    _, _, candidates, _ = Collection().build()
+    with pytest.raises(ValueError, match="similarity_floor"):
+        duplicate_pairs(candidates, DuplicateThresholds(similarity=0.1))
+    with pytest.raises(ValueError, match="hamming_max"):
+        duplicate_pairs(candidates, DuplicateThresholds(hamming=20))
+    with pytest.raises(ValueError, match="rule"):
+        DuplicateThresholds(rule="any")
+
+
+def test_similarity_scale_is_calibrated_on_the_collections_own_neighbours() -> None:
+    rng = np.random.default_rng(4)
+    x = unit(np.ones(D) * 3 + rng.standard_normal((200, D)))  # anisotropic: every cosine is high
+    graph = exact_graph(x, 12)
+    scale = similarity_scale(graph)
+    assert scale.reference_cosine == pytest.approx(np.median(graph.similarities[:, 9]))
+    assert scale.similarity(1.0) == 1.0 and abs(float(scale.similarity(scale.reference_cosine))) < 1e-12
+    assert sum(scale.histogram_counts) == 200
+    assert float(scale.cosine(scale.similarity(0.97))) == pytest.approx(0.97)
+
+
+def test_threshold_examples_straddle_the_threshold() -> None:
+    _, _, candidates, _ = Collection(filler=120).build()
+    t = DuplicateThresholds(similarity=0.5)
+    inside, outside = threshold_examples(candidates, t, "cosine", 3)
+    assert all(p.similarity >= 0.5 for p in inside) and all(p.similarity < 0.5 for p in outside)
+
+
+def test_results_survive_pickling() -> None:
+    _, _, candidates, report = Collection().build()
+    assert pickle.loads(pickle.dumps(report)) == report
+    again = pickle.loads(pickle.dumps(candidates))
+    assert np.array_equal(again.left, candidates.left)

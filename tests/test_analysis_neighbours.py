@@ -1,0 +1,117 @@
+"""The shared neighbour graph: exact, blocked, approximate, incremental."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from core.analysis import exact as exact_module
+from core.analysis.neighbours import (
+    NeighbourGraph,
+    approximate_graph,
+    build_graph,
+    exact_graph,
+    graph_recall,
+    update_graph,
+)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n: int, seed: int = 0, clusters: int = 20, d: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d))
+    return unit(centres[rng.integers(0, clusters, n)] + 0.35 * rng.standard_normal((n, d)))
+
+
+def brute_force(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(s, idx, axis=1)
+
+
+def test_exact_graph_matches_brute_force() -> None:
+    x = clustered(300)
+    graph = exact_graph(x, 10)
+    idx, sim = brute_force(x, 10)
+    assert np.array_equal(graph.indices, idx)
+    assert np.allclose(graph.similarities, sim, atol=1e-5)
+    assert graph.method == "exact" and graph.recall_at_10 == 1.0
+
+
+def test_small_blocks_give_the_same_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered(700, seed=1)
+    whole = exact_graph(x, 8)
+    monkeypatch.setattr(exact_module, "BLOCK_ELEMENTS", 256 * 64)  # many row and column blocks
+    blocked = exact_graph(x, 8)
+    assert np.array_equal(whole.indices, blocked.indices)
+    assert np.allclose(whole.similarities, blocked.similarities, atol=1e-6)
+
+
+def test_fewer_images_than_k_are_padded() -> None:
+    graph = exact_graph(clustered(4), 10)
+    assert (graph.indices[:, :3] >= 0).all() and (graph.indices[:, 3:] == -1).all()
+    assert np.isneginf(graph.similarities[:, 3:]).all()
+
+
+def test_identical_images_are_each_others_neighbour_not_their_own() -> None:
+    x = clustered(50, seed=2)
+    x[7] = x[3]
+    graph = exact_graph(x, 5)
+    assert graph.indices[3, 0] == 7 and graph.indices[7, 0] == 3
+    assert (graph.indices != np.arange(50)[:, None]).all()
+
+
+def test_approximate_graph_agrees_with_exact() -> None:
+    x = clustered(6000, seed=3, clusters=60)
+    graph = approximate_graph(x, 10, sample=300)
+    assert graph.method.startswith("ivf")
+    measured = graph_recall(graph, x, sample=500, seed=7)
+    assert measured >= 0.95
+    assert abs(graph.recall_at_10 - measured) < 0.05
+    truth = exact_graph(x, 10)
+    same = (graph.indices == truth.indices) & (truth.indices >= 0)
+    assert np.allclose(graph.similarities[same], truth.similarities[same], atol=1e-5)  # rescored exactly
+
+
+def test_auto_method_switches_to_approximate_above_the_limit() -> None:
+    x = clustered(5000, seed=4)
+    assert build_graph(x, 5, exact_max_n=10_000).method == "exact"
+    assert build_graph(x, 5, exact_max_n=1000).method.startswith("ivf")
+
+
+def test_incremental_update_equals_full_rebuild() -> None:
+    x = clustered(500, seed=5)
+    updated = update_graph(exact_graph(x[:470], 12), x)
+    full = exact_graph(x, 12)
+    assert np.array_equal(updated.indices, full.indices)
+    assert np.allclose(updated.similarities, full.similarities, atol=1e-6)
+
+
+def test_update_fills_a_graph_that_was_smaller_than_k() -> None:
+    x = clustered(30, seed=6)
+    assert np.array_equal(update_graph(exact_graph(x[:3], 10), x).indices, exact_graph(x, 10).indices)
+
+
+def test_update_needs_the_original_rows_first() -> None:
+    x = clustered(40)
+    with pytest.raises(ValueError, match="Rebuild"):
+        update_graph(exact_graph(x, 5), x[:30])
+
+
+@pytest.mark.parametrize("bad", [np.ones((5, 8), dtype=np.float32), np.full((5, 8), np.nan, dtype=np.float32),
+                                 np.ones(8, dtype=np.float32)])
+def test_invalid_embeddings_are_refused(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        exact_graph(bad, 3)
+
+
+def test_graph_survives_pickling() -> None:
+    graph = exact_graph(clustered(60), 5)
+    again = pickle.loads(pickle.dumps(graph))
+    assert isinstance(again, NeighbourGraph) and np.array_equal(again.indices, graph.indices)
