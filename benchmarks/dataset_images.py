@@ -3,7 +3,7 @@
 Normal content is clip art drawn here (RGBA, transparent background) and photo tiles cut from
 scikit-image's bundled colour photos. Some of them get transformed copies (the near duplicates to find,
 one transform kind per copy) and a few get byte-identical or pixel-identical copies. A planted group of
-greyscale texture/microscopy tiles and a handful of loners are the anomalies to find.
+microscopy tiles and a handful of loners are the anomalies to find.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def _encode(img: Image.Image, fmt: str, quality: int = 90, compress_level: int =
 
 def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_source: int = 16,
                  n_group: int = 25, n_with_copies: int = 200, copies_each: int = 3) -> list[LabelledImage]:
-    """Write the labelled folder under `root` (replacing it) and return its labels (also in labels.json)."""
+    """Write the labelled folder `root` (replacing it) and return its labels (also saved beside it)."""
     rng = np.random.default_rng(seed)
     if root.exists():
         shutil.rmtree(root)
@@ -217,9 +217,13 @@ def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_sour
 
     for name, data in payloads.items():
         (root / name).write_bytes(data)
-    (root / "labels.json").write_text(json.dumps([asdict(lab) for lab in labels], indent=1))
+    _labels_file(root).write_text(json.dumps([asdict(lab) for lab in labels], indent=1))
     return labels
 
 
 def load_labels(root: Path) -> list[LabelledImage]:
-    return [LabelledImage(**d) for d in json.loads((root / "labels.json").read_text())]
+    return [LabelledImage(**d) for d in json.loads(_labels_file(root).read_text())]
+
+
+def _labels_file(root: Path) -> Path:
+    return root.parent / f"{root.name}.labels.json"
