@@ -8,24 +8,31 @@ weights) end with one sentence on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from core.analysis import METHODS, DuplicateThresholds
 from core.collection import Collection, CollectionStatus
 from core.embedding import ModelUnavailable
 from core.health import check_servers
-from core.images import ImageRejected
 from core.ingest import IngestReport
 from core.observability import configure_logging
 from core.settings import Settings, SettingsError
 from core.storage.errors import StorageError
 from core.storage.vectors import VectorFilter
 
-USER_ERRORS = (SettingsError, ModelUnavailable, StorageError, FileNotFoundError, ImageRejected, KeyError)
+DUPLICATE_COLUMNS = [
+    "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
+    "cosine_to_representative", "phash_distance", "signals",
+]
+ANOMALY_COLUMNS = ["image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected"]
+# ValueError: bad arguments our own checks reject with a sentence (ImageRejected is one).
+USER_ERRORS = (SettingsError, ModelUnavailable, StorageError, FileNotFoundError, ValueError, KeyError)
 
 
 def _print_json(data: object) -> None:
@@ -115,6 +122,84 @@ def cmd_search(collection: Collection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
+    thresholds = DuplicateThresholds(rule=args.rule, hamming=args.hamming)
+    if args.cosine is not None:  # a raw cosine, translated to this collection's calibrated scale
+        scale = collection.duplicates(thresholds).scale
+        thresholds = replace(thresholds, similarity=float(scale.similarity(args.cosine)))
+    elif args.similarity is not None:
+        thresholds = replace(thresholds, similarity=args.similarity)
+    view = collection.duplicates(thresholds)
+    rows = view.rows()
+    if args.csv:
+        _write_csv(args.csv, rows, DUPLICATE_COLUMNS)
+    if args.json:
+        _print_json(
+            {
+                "thresholds": asdict(view.thresholds),
+                "scale": {"reference_cosine": view.scale.reference_cosine, "reference_rank": view.scale.reference_rank},
+                "clusters": len(view.groups),
+                "pairs": view.pair_count,
+                "images": view.images,
+                "rows": rows,
+            }
+        )
+    else:
+        t = view.thresholds
+        print(
+            f"{len(view.groups)} duplicate clusters ({sum(len(g.members) for g in view.groups)} images of {view.images}) "
+            f"at similarity >= {t.similarity:g} ({t.rule}) pHash <= {t.hamming} bits"
+        )
+        for group in view.groups:
+            kind = "exact" if group.exact else "near"
+            print(f"  cluster {group.cluster_id} ({kind}, weakest link {group.weakest_link.similarity:.3f}):")
+            for m in group.members:
+                mark = "*" if m.is_representative else " "
+                print(f"    {mark} {m.image.file_name}  sim {m.similarity_to_representative:.3f}  "
+                      f"pHash {m.phash_distance}  {'+'.join(m.signals)}")
+        if args.csv:
+            print(f"Wrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def cmd_anomalies(collection: Collection, args: argparse.Namespace) -> int:
+    view = collection.anomalies(
+        method=args.method, k=args.k, threshold=args.threshold, top=args.top, contamination=args.contamination
+    )
+    rows = view.to_rows()
+    if args.csv:
+        _write_csv(args.csv, rows, ANOMALY_COLUMNS)
+    if args.json:
+        _print_json({"method": view.method, "k": view.k, "selected": len(view.selected), "rows": rows})
+    else:
+        shown = view.selected or list(view.rows[:20])
+        print(f"{len(view.rows)} images scored with {view.method}" + (f" (k={view.k})" if view.k else "")
+              + (f"; {len(view.selected)} selected" if view.selected else "; the 20 most unusual:"))
+        for r in shown:
+            print(f"  {r.rank:5}. {r.score:.4f}  p{r.percentile:5.1f}  {r.image.file_name}  [{r.image.source}]"
+                  + (f"  label={r.label}" if r.label else ""))
+        if args.csv:
+            print(f"Wrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def cmd_label(collection: Collection, args: argparse.Namespace) -> int:
+    label = None if args.label == "clear" else args.label
+    collection.label(args.image_id, label, args.by)
+    if args.json:
+        _print_json({"image_id": args.image_id, "label": label})
+    else:
+        print(f"{args.image_id}: {label or 'label cleared'}")
+    return 0
+
+
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     checks = check_servers(settings, args.timeout)
     if args.json:
@@ -168,11 +253,35 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--format", action="append", help="only these formats, e.g. JPEG (repeatable)")
     search.set_defaults(run=cmd_search)
 
+    duplicates = commands.add_parser("duplicates", help="exact and near duplicates as clusters")
+    duplicates.add_argument("--similarity", type=float, help="calibrated similarity threshold (default 0.95; 1 = identical)")
+    duplicates.add_argument("--cosine", type=float, help="raw cosine threshold, translated to the calibrated scale")
+    duplicates.add_argument("--hamming", type=int, default=DuplicateThresholds().hamming, help="pHash bits (default %(default)s)")
+    duplicates.add_argument("--rule", choices=("either", "both"), default="either", help="how the two signals combine")
+    duplicates.add_argument("--csv", help="write one row per image in a cluster to this file")
+    duplicates.set_defaults(run=cmd_duplicates)
+
+    anomalies = commands.add_parser("anomalies", help="every image ranked by how unusual it is")
+    anomalies.add_argument("--method", choices=METHODS, default="combined", help="scoring method (default combined)")
+    anomalies.add_argument("--k", type=_positive, help="neighbours for knn/lof/combined (default: the graph's k)")
+    pick = anomalies.add_mutually_exclusive_group()
+    pick.add_argument("--top", type=_positive, help="select the N most unusual")
+    pick.add_argument("--threshold", type=float, help="select scores at or above this")
+    pick.add_argument("--contamination", type=float, help="select the most unusual PERCENT of the collection")
+    anomalies.add_argument("--csv", help="write one row per image to this file")
+    anomalies.set_defaults(run=cmd_anomalies)
+
+    label = commands.add_parser("label", help="record an analyst's review of an image")
+    label.add_argument("image_id")
+    label.add_argument("label", choices=("anomaly", "normal", "clear"))
+    label.add_argument("--by", help="who reviewed (default: the current user)")
+    label.set_defaults(run=cmd_label)
+
     check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
     check.set_defaults(run=cmd_check, needs_collection=False)
 
-    for sub in (ingest, status, repair, search, check):
+    for sub in (ingest, status, repair, search, duplicates, anomalies, label, check):
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
 

@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass
 from os import PathLike
 
 import numpy as np
-import pandas as pd
 
+from core.analysis import DuplicateThresholds
+from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView
 from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
@@ -31,19 +33,6 @@ from core.storage.vectors import VectorFilter
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
-
-
-@dataclass(frozen=True)
-class VectorSnapshot:
-    """Every visible image at one collection version: catalog rows and vectors in the same order."""
-
-    version: int
-    frame: pd.DataFrame  # catalog rows, ordered by arrival
-    vectors: np.ndarray  # (n, dim) float32, L2-normalised, row i is frame row i
-
-    @property
-    def ids(self) -> list[str]:
-        return self.frame["id"].tolist()
 
 
 @dataclass(frozen=True)
@@ -77,6 +66,7 @@ class Collection:
         self._embedder_lock = threading.Lock()
         self._snapshot: VectorSnapshot | None = None
         self._snapshot_lock = threading.Lock()
+        self.analysis = CollectionAnalysis(backends.cache, backends.catalog.collection_id(), self.snapshot)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, embedder: Embedder | None = None) -> Collection:
@@ -153,7 +143,7 @@ class Collection:
     def _ingest(
         self, items: Sequence[IngestItem], source: str | None, uploader: str | None, progress: Progress | None
     ) -> IngestReport:
-        ingestor = Ingestor(self.settings, self.backends, self.embedder)
+        ingestor = Ingestor(self.settings, self.backends, self.embedder, arrival=self.analysis.arrival_context())
         report = ingestor.run(
             items, source=source or "default", uploader=uploader or _current_user(), progress=progress
         )
@@ -214,6 +204,44 @@ class Collection:
             ids += batch_ids
             chunks.append(batch)
         return ids, (np.concatenate(chunks) if chunks else np.zeros((0, self.backends.vectors.dim), np.float32))
+
+    # analysis -----------------------------------------------------------------------------------
+    def duplicates(self, thresholds: DuplicateThresholds | None = None) -> DuplicatesView:
+        """Exact and near duplicates as clusters. The neighbour graph and candidate pairs are cached
+        per collection version, so calling this again with other thresholds is cheap."""
+        return self.analysis.duplicates(thresholds or DuplicateThresholds())
+
+    def duplicate_examples(
+        self, signal: str, thresholds: DuplicateThresholds | None = None, count: int = 6
+    ) -> tuple[list[DuplicateLink], list[DuplicateLink]]:
+        """Pairs just inside and just outside the ``"cosine"`` or ``"phash"`` threshold."""
+        return self.analysis.threshold_examples(thresholds or DuplicateThresholds(), signal, count)
+
+    def anomalies(
+        self,
+        *,
+        method: str = "combined",
+        k: int | None = None,
+        threshold: float | None = None,
+        top: int | None = None,
+        contamination: float | None = None,
+    ) -> AnomaliesView:
+        """Every image scored and ranked, most unusual first, with the analysts' labels; at most one
+        of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
+        if sum(c is not None for c in (threshold, top, contamination)) > 1:
+            raise ValueError("Select anomalies by one of threshold, top or contamination, not several.")
+        labels = {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
+        return self.analysis.anomalies(
+            method=method, k=k, threshold=threshold, top=top, contamination=contamination, labels=labels
+        )
+
+    def projection(self) -> MapView:
+        """2-D UMAP coordinates of every image, from the shared neighbour graph (cached)."""
+        return self.analysis.projection()
+
+    def label(self, image_id: str, label: str | None, labelled_by: str | None = None) -> None:
+        """Store an analyst's review label ("anomaly" or "normal"); ``None`` clears it."""
+        self.backends.catalog.set_label(image_id, label, labelled_by or _current_user())
 
     # search -------------------------------------------------------------------------------------
     def search(

@@ -23,12 +23,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from core.analysis import DuplicateThresholds, StoredImage
+from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext
 from core.backends import Backends
 from core.embedding import Embedder
 from core.images import ImageRejected, PreparedImage, image_id, prepare_image
 from core.observability import record_ingest, timed
+from core.reports import ArrivalMatch
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
 from core.storage.catalog import READY, ImageName, ImageRecord
@@ -59,9 +63,13 @@ class FileOutcome:
     image_id: str | None = None
     reason: str | None = None  # rejected: why; failed: the store error
     reason_code: str | None = None
+    nearest: ArrivalMatch | None = None  # ingested: the closest image stored before, and the verdict
 
     def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        data = {k: v for k, v in self.__dict__.items() if v is not None and k != "nearest"}
+        if self.nearest is not None:
+            data["nearest"] = self.nearest.to_json()
+        return data
 
 
 @dataclass(frozen=True)
@@ -175,10 +183,20 @@ class _Batch:
 class Ingestor:
     """Runs one ingest over the collection's backends with the collection's model."""
 
-    def __init__(self, settings: Settings, backends: Backends, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        embedder: Embedder,
+        *,
+        arrival: ArrivalContext | None = None,
+        thresholds: DuplicateThresholds | None = None,
+    ) -> None:
         self.settings = settings
         self.backends = backends
         self.embedder = embedder
+        self.arrival = arrival
+        self.thresholds = thresholds or DuplicateThresholds()
 
     def run(
         self,
@@ -298,9 +316,11 @@ class Ingestor:
                 for record, prepared in zip(records, batch.prepared, strict=True):
                     blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
                     blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
+            nearest: dict[str, ArrivalMatch] = {}
             if records:
                 with timed("embed"):
                     embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
+                nearest = self._nearest_stored(batch.prepared, embeddings)
                 with timed("store"):
                     vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
                     catalog.mark_ready(ids)
@@ -310,11 +330,33 @@ class Ingestor:
             reason = f"{type(exc).__name__}: {exc}"
             return [FileOutcome(e.item.name, FAILED, reason=reason) for e in batch.entries]
         return [
-            FileOutcome(e.item.name, INGESTED, image_id=image_id(e.image.sha256))
+            FileOutcome(e.item.name, INGESTED, image_id=image_id(e.image.sha256), nearest=nearest.get(e.image.sha256))
             if isinstance(e, _Prepared)
             else FileOutcome(e.item.name, ALREADY_PRESENT, image_id=e.image_id)
             for e in batch.entries
         ]
+
+    def _nearest_stored(self, prepared: Sequence[_Prepared], embeddings: np.ndarray) -> dict[str, ArrivalMatch]:
+        """For each new image, the closest image stored before it and whether it duplicates it, judged
+        with the duplicate view's own thresholds, without recomputing anything over the collection."""
+        if self.arrival is None or (not self.arrival.snapshot.ids and self.backends.vectors.count() == 0):
+            return {}
+        hits = [self.backends.vectors.search(v, ARRIVAL_NEIGHBOURS) for v in embeddings]
+        known = {r.id: r for r in self.backends.catalog.get(list({h.id for row in hits for h in row}))}
+        matches = {}
+        for p, row in zip(prepared, hits, strict=True):
+            neighbours = [
+                StoredImage(h.id, h.score, known[h.id].sha256, known[h.id].pixel_sha256, known[h.id].phash,
+                            known[h.id].phash_mirror)
+                for h in row
+                if h.id in known
+            ]
+            image = p.image
+            matches[image.sha256] = self.arrival.judge(
+                sha256=image.sha256, pixel_sha256=image.pixel_sha256, phash=image.phash,
+                phash_mirror=image.phash_mirror, neighbours=neighbours, thresholds=self.thresholds,
+            )
+        return matches
 
     def _record_names(self, names: Sequence[ImageName], new_ids: set[str]) -> None:
         """Remember new names of stored images and let search filter on their new source labels."""

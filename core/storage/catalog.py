@@ -9,6 +9,7 @@ do; only ``ready`` rows are visible. That is the commit point of the ingest prot
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -225,6 +226,17 @@ class Catalog:
         with self.engine.begin() as conn:
             self._put_meta(conn, key, value)
 
+    def collection_id(self) -> str:
+        """A random id given to the collection at creation: keys its cached analysis in a shared cache."""
+        with self.engine.begin() as conn:
+            found = self._get_meta(conn, "collection_id")
+            if found is None:
+                found = uuid.uuid4().hex
+                stmt = self._insert(meta).values(key="collection_id", value=found)
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=[meta.c.key]))
+                found = self._get_meta(conn, "collection_id") or found
+            return found
+
     def version(self) -> int:
         """Changes whenever the set of visible images changes: the key for cached analysis."""
         with self.engine.connect() as conn:
@@ -277,7 +289,7 @@ class Catalog:
             conn.execute(labels.delete().where(labels.c.image_id == image_id))
             if label is not None:
                 if conn.execute(sa.select(images.c.id).where(images.c.id == image_id)).first() is None:
-                    raise KeyError(image_id)
+                    raise KeyError(f"No image with id {image_id} in the collection.")
                 conn.execute(
                     labels.insert().values(
                         image_id=image_id, label=label, labelled_by=labelled_by, labelled_at=time.time()

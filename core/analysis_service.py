@@ -1,0 +1,267 @@
+"""The collection's analysis, computed once per collection version and shared by every view.
+
+The neighbour graph is built from the collection's vectors once per version (updated, not rebuilt,
+when images were only added), and the duplicate candidates, the similarity scale, anomaly scores
+and the map all derive from it. Results are cached twice: in this process for the current version
+(moving a threshold re-reads nothing) and through the cache backend under a key that holds the
+collection's id and version (another process, or a restart with Redis, finds them there).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core import analysis
+from core.analysis import (
+    AnomalyScores,
+    DuplicateCandidates,
+    DuplicateThresholds,
+    ImageSignals,
+    NeighbourGraph,
+    Projection,
+    SimilarityScale,
+    StoredImage,
+)
+from core.analysis.neighbours import DEFAULT_K
+from core.observability import observe_analysis
+from core.reports import (
+    AnomaliesView,
+    AnomalyRow,
+    ArrivalMatch,
+    DuplicateGroup,
+    DuplicateLink,
+    DuplicateMember,
+    DuplicatesView,
+    ImageRef,
+    MapPoint,
+    MapView,
+)
+from core.storage.cache import Cache
+
+CACHE_TTL_S = 7 * 24 * 3600
+ARRIVAL_NEIGHBOURS = 5
+MIN_CALIBRATION_IMAGES = 2 * 10 + 1  # the scale's reference rank needs that many images
+
+
+@dataclass(frozen=True)
+class VectorSnapshot:
+    """Every visible image at one collection version: catalog rows and vectors in the same order."""
+
+    version: int
+    frame: pd.DataFrame  # catalog rows, ordered by arrival
+    vectors: np.ndarray  # (n, dim) float32, L2-normalised, row i is frame row i
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].tolist()
+
+    def refs(self, rows: np.ndarray | list[int]) -> list[ImageRef]:
+        f = self.frame
+        return [
+            ImageRef(str(f.at[r, "id"]), str(f.at[r, "file_name"]), str(f.at[r, "source"]),
+                     int(f.at[r, "width"]), int(f.at[r, "height"]))
+            for r in rows
+        ]
+
+
+class CollectionAnalysis:
+    """Graph, duplicate candidates, scale, scores and map for one collection (see module docstring)."""
+
+    def __init__(self, cache: Cache, collection_id: str, snapshot: Callable[[], VectorSnapshot], k: int = DEFAULT_K):
+        self.cache = cache
+        self.collection_id = collection_id
+        self.snapshot = snapshot
+        self.k = k
+        self._memo: dict[tuple[int, str], object] = {}
+        self._lock = threading.RLock()
+
+    # caching --------------------------------------------------------------------------------------
+    def _key(self, version: int, name: str) -> str:
+        return f"va:{self.collection_id}:v{version}:{name}"
+
+    def _cached(self, version: int, name: str, compute: Callable[[], object]) -> object:
+        with self._lock:
+            if (version, name) in self._memo:
+                return self._memo[(version, name)]
+            raw = self.cache.get(self._key(version, name))
+            value = pickle.loads(raw) if raw is not None else None
+            if value is None:
+                with observe_analysis(name.split(":")[0], version=version):
+                    value = compute()
+                self.cache.set(self._key(version, name), pickle.dumps(value, protocol=5), ttl_s=CACHE_TTL_S)
+            self._memo = {key: v for key, v in self._memo.items() if key[0] == version}
+            self._memo[(version, name)] = value
+            return value
+
+    # shared pieces --------------------------------------------------------------------------------
+    def graph(self, snap: VectorSnapshot) -> NeighbourGraph:
+        return self._cached(snap.version, f"graph:k{self.k}", lambda: self._build_graph(snap))  # type: ignore[return-value]
+
+    def _build_graph(self, snap: VectorSnapshot) -> NeighbourGraph:
+        """Update the latest graph when this version only added images after it; else build anew."""
+        latest_key = f"va:{self.collection_id}:graph-latest:k{self.k}"
+        raw = self.cache.get(latest_key)
+        ids = snap.ids
+        graph: NeighbourGraph | None = None
+        if raw is not None:
+            old_ids, old_graph = pickle.loads(raw)
+            if 0 < len(old_ids) <= len(ids) and ids[: len(old_ids)] == old_ids:
+                graph = analysis.update_graph(old_graph, snap.vectors) if len(old_ids) < len(ids) else old_graph
+        if graph is None:
+            graph = analysis.build_graph(snap.vectors, k=min(self.k, max(1, len(ids) - 1)))
+        self.cache.set(latest_key, pickle.dumps((ids, graph), protocol=5), ttl_s=CACHE_TTL_S)
+        return graph
+
+    def signals(self, snap: VectorSnapshot) -> ImageSignals:
+        f = snap.frame
+        return ImageSignals.from_columns(
+            sha256=f["sha256"].tolist(), pixel_sha256=f["pixel_sha256"].tolist(), phash=f["phash"].tolist(),
+            phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
+            created=f["created_at"].tolist(),
+        )
+
+    def scale(self, snap: VectorSnapshot) -> SimilarityScale:
+        return self._cached(snap.version, "scale", lambda: analysis.similarity_scale(self.graph(snap)))  # type: ignore[return-value]
+
+    def candidates(self, snap: VectorSnapshot) -> DuplicateCandidates:
+        return self._cached(  # type: ignore[return-value]
+            snap.version,
+            "candidates",
+            lambda: analysis.duplicate_candidates(
+                self.graph(snap), snap.vectors, self.signals(snap), scale=self.scale(snap)
+            ),
+        )
+
+    # views ----------------------------------------------------------------------------------------
+    def duplicates(self, thresholds: DuplicateThresholds) -> DuplicatesView:
+        snap = self.snapshot()
+        if len(snap.ids) < 2:
+            return DuplicatesView((), thresholds, self._empty_scale(), 0, len(snap.ids))
+        candidates = self.candidates(snap)
+        report = analysis.duplicate_clusters(candidates, snap.vectors, self.signals(snap), thresholds)
+        groups = []
+        for number, cluster in enumerate(report.clusters, 1):
+            refs = snap.refs(list(cluster.members))
+            members = tuple(
+                DuplicateMember(ref, i == 0, sim, cos, dist, sig)
+                for i, (ref, sim, cos, dist, sig) in enumerate(
+                    zip(refs, cluster.similarity_to_representative, cluster.cosine_to_representative,
+                        cluster.phash_distance_to_representative, cluster.signals_to_representative, strict=True)
+                )
+            )
+            w = cluster.weakest_link
+            link = DuplicateLink(snap.ids[w.left], snap.ids[w.right], w.similarity, w.cosine, w.phash_distance,
+                                 w.mirrored, w.signals)
+            groups.append(DuplicateGroup(number, members, cluster.exact, link))
+        return DuplicatesView(tuple(groups), thresholds, report.scale, report.pair_count, len(snap.ids))
+
+    def threshold_examples(self, thresholds: DuplicateThresholds, signal: str, count: int = 6
+                           ) -> tuple[list[DuplicateLink], list[DuplicateLink]]:
+        """Pairs just inside and just outside one threshold: what moving the slider adds or removes."""
+        snap = self.snapshot()
+        if len(snap.ids) < 2:
+            return [], []
+        inside, outside = analysis.threshold_examples(self.candidates(snap), thresholds, signal, count)
+        as_links = [
+            [DuplicateLink(snap.ids[p.left], snap.ids[p.right], p.similarity, p.cosine, p.phash_distance,
+                           p.mirrored, p.signals) for p in pairs]
+            for pairs in (inside, outside)
+        ]
+        return as_links[0], as_links[1]
+
+    def anomaly_scores(self, snap: VectorSnapshot, method: str, k: int | None) -> AnomalyScores:
+        def compute() -> AnomalyScores:
+            same = self.signals(snap).pixels_group
+            return analysis.anomaly_scores(snap.vectors, self.graph(snap), method=method, k=k, same_image=same)
+
+        return self._cached(snap.version, f"anomalies:{method}:k{k}", compute)  # type: ignore[return-value]
+
+    def anomalies(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
+                  contamination: float | None, labels: dict[str, str]) -> AnomaliesView:
+        snap = self.snapshot()
+        if len(snap.ids) < 2:
+            refs = snap.refs(range(len(snap.ids)))
+            rows = tuple(AnomalyRow(r, 0.0, 100.0, 1, labels.get(r.image_id), False) for r in refs)
+            return AnomaliesView(method, k, rows)
+        scores = self.anomaly_scores(snap, method, k)
+        criteria = [c for c in (threshold, top, contamination) if c is not None]
+        selected = (
+            set(analysis.select_anomalies(scores, threshold=threshold, top=top, contamination=contamination).tolist())
+            if criteria
+            else set()
+        )
+        order = scores.ranking()
+        refs = snap.refs(order)
+        rows = tuple(
+            AnomalyRow(ref, float(scores.scores[row]), float(scores.percentiles[row]), rank,
+                       labels.get(ref.image_id), int(row) in selected)
+            for rank, (row, ref) in enumerate(zip(order, refs, strict=True), 1)
+        )
+        return AnomaliesView(scores.method, scores.k, rows)
+
+    def projection(self) -> MapView:
+        snap = self.snapshot()
+        if len(snap.ids) < 3:
+            return MapView(tuple(MapPoint(r, 0.0, 0.0) for r in snap.refs(range(len(snap.ids)))), 0)
+        projection: Projection = self._cached(  # type: ignore[assignment]
+            snap.version, "projection", lambda: analysis.umap_projection(snap.vectors, self.graph(snap))
+        )
+        refs = snap.refs(range(len(snap.ids)))
+        points = tuple(MapPoint(r, float(x), float(y)) for r, (x, y) in zip(refs, projection.coordinates, strict=True))
+        return MapView(points, len(projection.fitted))
+
+    def _empty_scale(self) -> SimilarityScale:
+        return SimilarityScale(reference_cosine=math.nan, reference_rank=0, histogram_edges=(), histogram_counts=())
+
+    # on arrival -----------------------------------------------------------------------------------
+    def arrival_context(self) -> ArrivalContext:
+        """What ingest needs to judge new images against the images stored when it started."""
+        snap = self.snapshot()
+        scale = self.scale(snap) if len(snap.ids) >= MIN_CALIBRATION_IMAGES else None
+        hashes = analysis.hashes_from_hex(snap.frame["phash"].tolist())
+        mirrors = analysis.hashes_from_hex(snap.frame["phash_mirror"].tolist())
+        return ArrivalContext(snap, scale, hashes, mirrors)
+
+
+@dataclass(frozen=True)
+class ArrivalContext:
+    snapshot: VectorSnapshot
+    scale: SimilarityScale | None  # None while the collection is too small to calibrate
+    phash: np.ndarray
+    phash_mirror: np.ndarray
+
+    def judge(self, *, sha256: str, pixel_sha256: str, phash: str, phash_mirror: str,
+              neighbours: list[StoredImage], thresholds: DuplicateThresholds) -> ArrivalMatch:
+        """Verdict for one new image from its vector neighbours plus every stored pHash match."""
+        stored = {s.image_id: s for s in neighbours}
+        rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
+        f = self.snapshot.frame
+        for row in rows[:ARRIVAL_NEIGHBOURS]:
+            image_id = str(f.at[row, "id"])
+            stored.setdefault(image_id, StoredImage(image_id, math.nan, str(f.at[row, "sha256"]),
+                                                    str(f.at[row, "pixel_sha256"]), str(f.at[row, "phash"]),
+                                                    str(f.at[row, "phash_mirror"])))
+        scale = self.scale
+        if scale is None:  # cosine means nothing yet: judge by bytes, pixels and pHash only
+            stored = {i: StoredImage(s.image_id, math.nan, s.sha256, s.pixel_sha256, s.phash, s.phash_mirror)
+                      for i, s in stored.items()}
+            scale = SimilarityScale(reference_cosine=0.0, reference_rank=0, histogram_edges=(), histogram_counts=())
+        check = analysis.check_arrival(sha256=sha256, pixel_sha256=pixel_sha256, phash=phash,
+                                       phash_mirror=phash_mirror, stored=list(stored.values()), scale=scale,
+                                       thresholds=thresholds)
+        cosine = next((s.cosine for s in neighbours if s.image_id == check.image_id), math.nan)
+        return ArrivalMatch(
+            verdict=check.verdict,
+            image_id=check.image_id,
+            similarity=None if self.scale is None or math.isnan(cosine) else float(self.scale.similarity(cosine)),
+            cosine=None if math.isnan(cosine) else cosine,
+            phash_distance=check.phash_distance,
+            signals=check.signals,
+        )

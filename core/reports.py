@@ -1,0 +1,152 @@
+"""What the facade returns from analysis: records in terms of images (ids, names, sources), never
+row positions, ready for the app to render and the CLI to print or write as CSV."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from core.analysis import DuplicateThresholds, SimilarityScale
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    image_id: str
+    file_name: str
+    source: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    image: ImageRef
+    is_representative: bool
+    similarity_to_representative: float  # on the calibrated scale (1 = identical)
+    cosine_to_representative: float
+    phash_distance: int  # bits, mirror-aware, to the representative
+    signals: tuple[str, ...]  # what matched the representative directly; () if joined through others
+
+
+@dataclass(frozen=True)
+class DuplicateLink:
+    """One pair of a cluster and the evidence that made it a duplicate."""
+
+    left: str
+    right: str
+    similarity: float
+    cosine: float
+    phash_distance: int
+    mirrored: bool
+    signals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    cluster_id: int
+    members: tuple[DuplicateMember, ...]  # representative first, then most similar first
+    exact: bool  # every member has the representative's bytes or pixels
+    weakest_link: DuplicateLink  # moving a threshold past it splits the cluster
+
+
+@dataclass(frozen=True)
+class DuplicatesView:
+    groups: tuple[DuplicateGroup, ...]  # largest first
+    thresholds: DuplicateThresholds
+    scale: SimilarityScale  # the calibrated scale and its histogram, for the slider
+    pair_count: int
+    images: int
+
+    def rows(self) -> list[dict]:
+        """One row per image in a cluster: the CSV export."""
+        return [
+            {
+                "cluster_id": group.cluster_id,
+                "image_id": m.image.image_id,
+                "file_name": m.image.file_name,
+                "source": m.image.source,
+                "is_representative": m.is_representative,
+                "similarity_to_representative": round(m.similarity_to_representative, 6),
+                "cosine_to_representative": round(m.cosine_to_representative, 6),
+                "phash_distance": m.phash_distance,
+                "signals": "+".join(m.signals),
+            }
+            for group in self.groups
+            for m in group.members
+        ]
+
+
+@dataclass(frozen=True)
+class AnomalyRow:
+    image: ImageRef
+    score: float  # higher = more unusual; raw, on the method's own scale
+    percentile: float  # share of the collection scoring the same or lower, in (0, 100]
+    rank: int  # 1 = most unusual
+    label: str | None  # the analysts' review label: "anomaly", "normal" or None
+    selected: bool  # flagged under the chosen threshold / top-N / contamination
+
+
+@dataclass(frozen=True)
+class AnomaliesView:
+    method: str
+    k: int | None
+    rows: tuple[AnomalyRow, ...]  # most unusual first
+
+    @property
+    def selected(self) -> list[AnomalyRow]:
+        return [r for r in self.rows if r.selected]
+
+    def to_rows(self) -> list[dict]:
+        """One row per image: the CSV export."""
+        return [
+            {
+                "image_id": r.image.image_id,
+                "file_name": r.image.file_name,
+                "source": r.image.source,
+                "score": r.score,
+                "percentile": round(r.percentile, 4),
+                "rank": r.rank,
+                "label": r.label or "",
+                "selected": r.selected,
+            }
+            for r in self.rows
+        ]
+
+
+@dataclass(frozen=True)
+class MapPoint:
+    image: ImageRef
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class MapView:
+    points: tuple[MapPoint, ...]
+    fitted: int  # images UMAP was fitted on; the rest were placed by their neighbours
+
+
+@dataclass(frozen=True)
+class ArrivalMatch:
+    """For a newly ingested image: the closest image already stored, and whether it duplicates it."""
+
+    verdict: str  # "exact" | "near" | "none"
+    image_id: str | None
+    similarity: float | None  # calibrated; None when the collection is too small to calibrate
+    cosine: float | None
+    phash_distance: int | None
+    signals: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "image_id": self.image_id,
+            "similarity": _finite(self.similarity),
+            "cosine": _finite(self.cosine),
+            "phash_distance": self.phash_distance,
+            "signals": list(self.signals),
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 6)

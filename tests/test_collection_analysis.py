@@ -1,0 +1,179 @@
+"""Duplicates, anomalies, the map and arrival checks through the facade and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from core import analysis
+from core.analysis import DuplicateThresholds
+from core.cli import main as cli_main
+from core.collection import Collection
+from core.embedding import Embedder
+from core.reports import DuplicatesView
+from core.settings import Settings
+from core.synthetic import encode, photo
+
+
+def drawing(seed: int) -> Image.Image:
+    """Line art on white: a different kind of image from the photos."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (320, 240), "white")
+    pen = ImageDraw.Draw(image)
+    for _ in range(12):
+        pen.line([tuple(rng.integers(0, 320, 2)), tuple(rng.integers(0, 240, 2))], fill="black", width=3)
+    return image
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[Collection]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("analysis") / "data", model_pretrained="none")
+    with Collection.open(settings, embedder=embedder) as collection:
+        # one kind of image (line art), as a real collection mostly is
+        collection.ingest_uploads([(f"drawing{i:02d}.png", encode(drawing(i), "PNG")) for i in range(40)], source="art")
+        yield collection
+
+
+def _id_of(collection: Collection, name: str) -> str:
+    frame = collection.snapshot().frame
+    return str(frame.loc[frame["file_name"] == name, "id"].item())
+
+
+def _cluster_of(view: DuplicatesView, name: str) -> set[str]:
+    for group in view.groups:
+        names = {m.image.file_name for m in group.members}
+        if name in names:
+            return names
+    return set()
+
+
+def test_copies_arrive_flagged_and_form_one_cluster_with_their_signals(analysed: Collection) -> None:
+    original = drawing(7)
+    report = analysed.ingest_uploads(
+        [
+            ("copy-reencoded.jpg", encode(original, quality=70)),
+            ("copy-flipped.png", encode(ImageOps.mirror(original), "PNG")),
+            ("copy-pixels.bmp", encode(original, "BMP")),
+            ("unrelated.png", encode(drawing(900), "PNG")),
+        ],
+        source="copies",
+    )
+    arrivals = {Path(o.file).name: o.nearest for o in report.outcomes}
+    drawing7 = _id_of(analysed, "drawing07.png")
+    for name in ("copy-reencoded.jpg", "copy-flipped.png"):
+        assert arrivals[name].verdict == "near" and arrivals[name].image_id == drawing7, name
+    assert arrivals["copy-pixels.bmp"].verdict == "exact"  # same decoded pixels as the stored PNG
+    assert "same_pixels" in arrivals["copy-pixels.bmp"].signals
+    assert "phash" in arrivals["copy-flipped.png"].signals  # the mirror-aware pHash sees the flip
+    assert arrivals["unrelated.png"].verdict == "none"
+    assert arrivals["unrelated.png"].similarity < arrivals["copy-reencoded.jpg"].similarity
+
+    view = analysed.duplicates()
+    cluster = _cluster_of(view, "drawing07.png")
+    assert {"copy-reencoded.jpg", "copy-flipped.png", "copy-pixels.bmp"} <= cluster
+    assert "unrelated.png" not in cluster
+    group = next(g for g in view.groups if "drawing07.png" in {m.image.file_name for m in g.members})
+    assert group.members[0].is_representative and sum(m.is_representative for m in group.members) == 1
+    assert not group.exact  # near copies are in it, not only same bytes or pixels
+
+
+def test_thresholds_change_results_without_recomputing_the_graph(
+    analysed: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analysed.duplicates()  # graph and candidates cached for this version
+    monkeypatch.setattr(analysis, "build_graph", lambda *a, **k: pytest.fail("graph rebuilt"))
+    monkeypatch.setattr(analysis, "duplicate_candidates", lambda *a, **k: pytest.fail("candidates recomputed"))
+    sizes = []
+    for similarity in (0.3, 0.6, 0.9, 0.99, 1.0):
+        view = analysed.duplicates(DuplicateThresholds(similarity=similarity, hamming=4, rule="either"))
+        sizes.append(sum(len(g.members) for g in view.groups))
+    assert sizes == sorted(sizes, reverse=True)  # a stricter threshold never adds images
+    assert sizes[0] > sizes[-1]
+
+
+def test_adding_images_updates_the_graph_instead_of_rebuilding(
+    analysed: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analysed.duplicates()
+    updates = []
+    real_update = analysis.update_graph
+    monkeypatch.setattr(analysis, "build_graph", lambda *a, **k: pytest.fail("full rebuild after an append"))
+    monkeypatch.setattr(analysis, "update_graph", lambda g, v: updates.append(len(v)) or real_update(g, v))
+    analysed.ingest_uploads([("late.png", encode(drawing(500), "PNG"))])
+    view = analysed.duplicates()
+    assert updates == [view.images]
+
+
+def test_planted_foreign_group_ranks_on_top_and_labels_come_back(analysed: Collection) -> None:
+    analysed.ingest_uploads([(f"foreign{i}.jpg", encode(photo(1000 + i))) for i in range(3)], source="odd")
+    view = analysed.anomalies(top=3)
+    assert {r.image.file_name for r in view.rows[:3]} == {"foreign0.jpg", "foreign1.jpg", "foreign2.jpg"}
+    assert len(view.selected) == 3 and all(r.selected for r in view.rows[:3])
+    assert [r.rank for r in view.rows] == list(range(1, len(view.rows) + 1))
+    assert view.rows[0].percentile == pytest.approx(100.0)
+
+    target = view.rows[0].image.image_id
+    analysed.label(target, "anomaly", "ana")
+    assert analysed.anomalies().rows[0].label == "anomaly"
+    analysed.label(target, None)
+    assert analysed.anomalies().rows[0].label is None
+    with pytest.raises(ValueError, match="one of"):
+        analysed.anomalies(top=3, contamination=5)
+
+
+@pytest.mark.parametrize("method", ["knn", "lof", "iforest", "mahalanobis"])
+def test_every_method_scores_every_image(analysed: Collection, method: str) -> None:
+    view = analysed.anomalies(method=method, contamination=10)
+    assert len(view.rows) == analysed.status().images
+    assert 1 <= len(view.selected) <= len(view.rows) // 10 + 1
+    scores = [r.score for r in view.rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_projection_places_every_image(analysed: Collection) -> None:
+    view = analysed.projection()
+    assert len(view.points) == analysed.status().images
+    coords = np.array([(p.x, p.y) for p in view.points])
+    assert np.isfinite(coords).all() and coords.std(axis=0).min() > 0
+
+
+def test_cli_exports_duplicates_and_anomalies_as_csv(
+    analysed: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(analysed.settings.data_dir))
+    monkeypatch.setenv("MODEL_PRETRAINED", "none")
+    dup_csv, anom_csv = tmp_path / "dups.csv", tmp_path / "anoms.csv"
+    assert cli_main(["duplicates", "--csv", str(dup_csv), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader(dup_csv.open()))
+    assert rows and len(rows) == len(answer["rows"])
+    assert set(rows[0]) >= {"cluster_id", "image_id", "file_name", "source", "is_representative",
+                            "similarity_to_representative", "phash_distance"}
+    assert {r["file_name"] for r in rows} >= {"drawing07.png", "copy-reencoded.jpg"}
+
+    assert cli_main(["anomalies", "--method", "knn", "--k", "5", "--top", "3", "--csv", str(anom_csv)]) == 0
+    capsys.readouterr()
+    ranked = list(csv.DictReader(anom_csv.open()))
+    assert len(ranked) == analysed.status().images
+    assert [r["rank"] for r in ranked[:3]] == ["1", "2", "3"] and [r["selected"] for r in ranked[:4]] == ["True"] * 3 + ["False"]
+    assert cli_main(["anomalies", "--contamination", "250"]) == 2
+    assert "contamination" in capsys.readouterr().err
+
+
+def test_analysis_is_shared_through_the_cache_backend(
+    tmp_path: Path, embedder: Embedder, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", model_pretrained="none", redis_url=redis_url)
+    with Collection.open(settings, embedder=embedder) as first:
+        first.ingest_uploads([(f"p{i}.jpg", encode(photo(300 + i))) for i in range(25)])
+        expected = first.duplicates().pair_count
+    monkeypatch.setattr(analysis, "build_graph", lambda *a, **k: pytest.fail("graph not found in the cache"))
+    monkeypatch.setattr(analysis, "update_graph", lambda *a, **k: pytest.fail("graph not found in the cache"))
+    with Collection.open(settings, embedder=embedder) as second:  # as another process would
+        assert second.duplicates().pair_count == expected
