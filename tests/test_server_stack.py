@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from PIL import Image
 from qdrant_client import QdrantClient
 
 from core.backends import open_backends
@@ -22,6 +23,7 @@ from core.health import check_servers, unreachable_message
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
 from core.storage.errors import StorageError
+from core.synthetic import encode
 
 if TYPE_CHECKING:
     from fixtures_servers import RedisProcess
@@ -275,3 +277,30 @@ def test_health_command_exits_2_and_prints_no_secret(
     assert answer["ok"] is False and len(answer["checks"]) == 4
     assert not [s for s in SECRETS if s in out + err]
 
+
+
+def _analysis_answers(collection: Collection) -> tuple[list, list, int]:
+    """What an analyst would read off: duplicate clusters by file name, the anomaly ranking, map size."""
+    clusters = sorted(sorted(Path(m.image.file_name).name for m in g.members) for g in collection.duplicates().groups)
+    ranking = [Path(r.image.file_name).name for r in collection.anomalies(method="knn", k=5).rows]
+    return clusters, ranking, len(collection.projection().points)
+
+
+def test_whole_flow_gives_the_same_answers_on_servers_and_embedded(
+    server_collection: Collection, collection: Collection, image_folder: Callable[..., Path]
+) -> None:
+    folder = image_folder(12)
+    copy = folder / "copy_of_3.png"
+    copy.write_bytes(encode(Image.open(folder / "sub0" / "img_0003.jpg"), "PNG"))
+    answers = []
+    for stack in (collection, server_collection):
+        report = stack.ingest([folder], source="flow")
+        assert report.ingested == 13
+        by_name = {Path(o.file).name: o for o in report.outcomes}
+        assert by_name["copy_of_3.png"].image_id is not None
+        assert stack.search(image=copy.read_bytes(), k=1).results[0].score == pytest.approx(1.0, abs=1e-3)
+        answers.append(_analysis_answers(stack))
+    embedded, servers = answers
+    assert servers == embedded
+    clusters = embedded[0]
+    assert any({"copy_of_3.png", "img_0003.jpg"} <= set(c) for c in clusters), clusters
