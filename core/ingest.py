@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -214,13 +215,21 @@ class Ingestor:
         error: str | None = None
         done = 0
 
-        def prepare(item: IngestItem) -> _Prepared | _Known | _Rejected:
+        claims: dict[str, int] = {}  # sha256 -> lowest input position seen so far, across workers
+        claims_lock = threading.Lock()
+
+        def prepare(index: int, item: IngestItem) -> _Prepared | _Known | _Rejected:
             if item.size is not None and item.size > self.settings.max_upload_bytes:
                 return _Rejected(item, None, too_large(item.size, self.settings.max_upload_mb))
             with timed("read"):
                 data = item.read()
             with timed("hash"):
                 sha = hashlib.sha256(data).hexdigest()
+            with claims_lock:
+                owner = min(claims.get(sha, index), index)
+                claims[sha] = owner
+            if owner < index:  # an earlier file has these bytes: decode them once, there
+                return _Known(item, sha, image_id(sha))
             state = self.backends.catalog.states_by_sha([sha]).get(sha)
             if state is not None and state[1] == READY:
                 return _Known(item, sha, state[0])
@@ -292,13 +301,13 @@ class Ingestor:
         return max(2, min(4, os.cpu_count() or 2))
 
     def _ordered(
-        self, pool: ThreadPoolExecutor, work: Callable[[IngestItem], object], items: Sequence[IngestItem]
+        self, pool: ThreadPoolExecutor, work: Callable[[int, IngestItem], object], items: Sequence[IngestItem]
     ) -> Iterator[tuple[int, Future]]:
         """Futures in input order with a bounded number in flight, so memory stays flat."""
         window = 2 * self.settings.embed_batch_size
         pending: list[tuple[int, Future]] = []
         for index, item in enumerate(items):
-            pending.append((index, pool.submit(work, item)))
+            pending.append((index, pool.submit(work, index, item)))
             if len(pending) >= window:
                 yield pending.pop(0)
         yield from pending
