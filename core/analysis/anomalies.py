@@ -88,26 +88,30 @@ def _percentile(scores: np.ndarray) -> np.ndarray:
     return rankdata(scores, method="max") / len(scores) * 100.0
 
 
-def knn_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None) -> np.ndarray:
+def knn_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None,
+                 block: int = 65536) -> np.ndarray:
     """Mean cosine distance to the first k neighbours that are not exact duplicates of the row.
 
     A row whose listed neighbours are all its own duplicates scores the distance to the farthest
     listed one (a lower bound).
     """
-    valid = graph.indices >= 0
-    if same_image is not None:
-        labels = np.asarray(same_image)
-        valid &= labels[np.maximum(graph.indices, 0)] != labels[:, None]
-    taken = valid & (np.cumsum(valid, axis=1) <= k)
-    distance = 1.0 - graph.similarities.astype(np.float64)
-    count = taken.sum(axis=1)
-    total = np.where(taken, distance, 0.0).sum(axis=1)
-    fallback = np.where(graph.indices >= 0, distance, -np.inf).max(axis=1)
-    fallback = np.where(np.isfinite(fallback), fallback, 0.0)
-    return np.where(count > 0, total / np.maximum(count, 1), fallback)
+    labels = None if same_image is None else np.asarray(same_image)
+    out = np.empty(graph.n)
+    for s in range(0, graph.n, block):
+        idx = graph.indices[s:s + block]
+        distance = 1.0 - graph.similarities[s:s + block].astype(np.float64)
+        listed = idx >= 0
+        valid = listed if labels is None else listed & (labels[np.maximum(idx, 0)] != labels[s:s + block, None])
+        taken = valid & (np.cumsum(valid, axis=1) <= k)
+        count = taken.sum(axis=1)
+        fallback = np.where(listed, distance, -np.inf).max(axis=1)
+        fallback = np.where(np.isfinite(fallback), fallback, 0.0)
+        out[s:s + block] = np.where(count > 0, np.where(taken, distance, 0.0).sum(axis=1) / np.maximum(count, 1),
+                                    fallback)
+    return out
 
 
-def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 65536) -> np.ndarray:
+def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 16384) -> np.ndarray:
     """Squared whitened distance of each row from the mean, covariance shrunk by `shrinkage`."""
     n, d = vectors.shape
     mean = np.zeros(d)

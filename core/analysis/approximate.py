@@ -110,6 +110,7 @@ def _build_inverted_file(x: np.ndarray, rng: np.random.Generator, iterations: in
             empty = torch.bincount(assign, minlength=nlist) == 0
             sums[empty] = centroids[empty]
             centroids = torch.nn.functional.normalize(sums, dim=1)
+        del train
         probes = _closest(xt, centroids, min(nlist, MAX_PROBE))
         mean = torch.zeros(d, dtype=torch.float64)
         for s in range(0, n, 65536):

@@ -200,11 +200,8 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         raise ValueError(f"graph ({graph.n} rows), vectors ({n}) and signals ({len(signals)}) must describe "
                          "the same images in the same order")
     scale = scale or similarity_scale(graph)
-    rows = np.repeat(np.arange(n, dtype=np.int64), graph.k)
-    cols = graph.indices.ravel().astype(np.int64)
-    keep = (cols >= 0) & (scale.similarity(graph.similarities.ravel()) >= similarity_floor)
     hl, hr, _, _ = pairs_within(signals.phash, signals.phash_mirror, hamming_max)
-    parts = [_pair_keys(rows[keep], cols[keep], n), _pair_keys(hl, hr, n),
+    parts = [_graph_keys(graph, scale, similarity_floor), _pair_keys(hl, hr, n),
              _star_keys(signals.bytes_group, n), _star_keys(signals.pixels_group, n)]
     keys = np.unique(np.concatenate(parts))
     left, right = (keys // max(n, 1)).astype(np.int32), (keys % max(n, 1)).astype(np.int32)
@@ -216,6 +213,17 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max))
 
 
+def _graph_keys(graph: NeighbourGraph, scale: SimilarityScale, floor: float, block: int = 65536) -> np.ndarray:
+    """Keys of the graph edges at or above `floor` on the calibrated scale (in row blocks: memory stays flat)."""
+    parts = [np.empty(0, dtype=np.int64)]
+    for s in range(0, graph.n, block):
+        cols = graph.indices[s:s + block].astype(np.int64)
+        keep = (cols >= 0) & (scale.similarity(graph.similarities[s:s + block]) >= floor)
+        rows = np.broadcast_to(np.arange(s, s + len(cols))[:, None], cols.shape)
+        parts.append(_pair_keys(rows[keep], cols[keep], graph.n))
+    return np.concatenate(parts)
+
+
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     return np.minimum(a, b) * n + np.maximum(a, b)
@@ -223,10 +231,9 @@ def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 def _star_keys(groups: np.ndarray, n: int) -> np.ndarray:
     """Pairs linking each member of a group to the group's first member."""
-    first = np.zeros(int(groups.max()) + 1 if len(groups) else 0, dtype=np.int64)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    lead = first[inverse]
     rows = np.arange(len(groups))
-    first[groups[::-1]] = rows[::-1]  # the last write wins: each group's lowest row
-    lead = first[groups]
     linked = lead != rows
     return _pair_keys(lead[linked], rows[linked], n)
 
@@ -332,7 +339,9 @@ def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, sig
     adjacency = coo_matrix((2.0 - strength, (left, right)), shape=(n, n)).tocsr()
     n_parts, label = connected_components(adjacency, directed=False)
     tree = minimum_spanning_tree(adjacency).tocoo()
-    pair_row = {(int(a), int(b)): int(r) for a, b, r in zip(left, right, rows, strict=True)}
+    accepted_keys = left.astype(np.int64) * n + right  # sorted, as the candidates are
+    tree_keys = np.minimum(tree.row, tree.col).astype(np.int64) * n + np.maximum(tree.row, tree.col)
+    tree_pair = rows[np.searchsorted(accepted_keys, tree_keys)]
     sizes = np.bincount(label, minlength=n_parts)
     by_label = np.argsort(label, kind="stable")
     starts = np.searchsorted(label[by_label], np.arange(n_parts + 1))
@@ -343,11 +352,7 @@ def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, sig
     for part in np.flatnonzero(sizes >= 2):
         members = by_label[starts[part]:starts[part + 1]]
         edges = tree_order[tree_starts[part]:tree_starts[part + 1]]
-        links = []
-        for e in edges:
-            a, b = sorted((int(tree.row[e]), int(tree.col[e])))
-            i = pair_row[(a, b)]
-            links.append((tree.data[e], _pair(candidates, i, verdicts)))
+        links = [(tree.data[e], _pair(candidates, int(tree_pair[e]), verdicts)) for e in edges]
         clusters.append(_cluster(members, links, x, signals, candidates.scale, thresholds))
     clusters.sort(key=lambda c: (-len(c.members), c.representative))
     return DuplicateReport(tuple(clusters), thresholds, candidates.scale, len(rows))
