@@ -172,8 +172,8 @@ def scaling(workdir: Path, sizes: list[int]) -> None:
                      m["peak_rss_gb"], m["baseline_rss_gb"], m["recall_at_10"], m["clusters"], m["planted_found"]])
         print(f"measured n={n}: {m}", file=sys.stderr)
     print("\n## Scaling: graph + duplicates + anomaly scores on synthetic clustered 512-d vectors\n")
-    print(table(["n", "graph", "graph s", "duplicates s", "anomalies s", "total s", "peak RSS GB",
-                 "RSS before GB", "recall@10", "clusters", "planted copies found"], rows))
+    print(table(["n", "graph", "graph s", "duplicates s", "anomalies s", "total s", "peak RSS GiB",
+                 "RSS before GiB", "recall@10", "clusters", "planted copies found"], rows))
     print("\nEach size runs in a fresh process; peak RSS includes the float32 vectors themselves "
           "(n x 512 x 4 bytes) and the Python/torch runtime ('RSS before' = after loading the vectors). "
           "recall@10 is measured against exact search on 1,000 rows not used for tuning (1.0 = exact graph).")
