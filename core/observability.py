@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any
 
@@ -155,30 +155,27 @@ def timed(operation: str) -> Iterator[None]:
 
 
 @contextmanager
-def observe_search(search_type: str, **fields: Any) -> Iterator[dict[str, Any]]:
-    """Time a search into ``vector_search_duration_seconds{search_type}`` and log a ``search`` event;
-    fields added to the yielded dict (e.g. ``hits``) join the log line."""
+def _observed(histogram: Any, event: str, label: str, value: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    """Time a block into ``histogram{label=value}`` and log one ``event``; fields added to the
+    yielded dict (e.g. ``hits``) join the log line."""
     extra: dict[str, Any] = {}
     start = time.perf_counter()
     try:
         yield extra
     finally:
         seconds = time.perf_counter() - start
-        VECTOR_SEARCH.labels(search_type=search_type).observe(seconds)
-        log_event("search", search_type=search_type, duration_ms=round(seconds * 1000, 2), **fields, **extra)
+        histogram.labels(**{label: value}).observe(seconds)
+        log_event(event, **{label: value}, duration_ms=round(seconds * 1000, 2), **fields, **extra)
 
 
-@contextmanager
-def observe_analysis(analysis: str, **fields: Any) -> Iterator[dict[str, Any]]:
+def observe_search(search_type: str, **fields: Any) -> AbstractContextManager[dict[str, Any]]:
+    """Time a search into ``vector_search_duration_seconds{search_type}`` and log a ``search`` event."""
+    return _observed(VECTOR_SEARCH, "search", "search_type", search_type, **fields)
+
+
+def observe_analysis(analysis: str, **fields: Any) -> AbstractContextManager[dict[str, Any]]:
     """Time an analysis (duplicates, anomalies, projection) and log an ``analysis`` event."""
-    extra: dict[str, Any] = {}
-    start = time.perf_counter()
-    try:
-        yield extra
-    finally:
-        seconds = time.perf_counter() - start
-        ANALYSIS.labels(analysis=analysis).observe(seconds)
-        log_event("analysis", analysis=analysis, duration_ms=round(seconds * 1000, 2), **fields, **extra)
+    return _observed(ANALYSIS, "analysis", "analysis", analysis, **fields)
 
 
 def record_ingest(report: IngestReport, *, source: str, uploader: str) -> None:
