@@ -50,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--ef", default="128,256", help="hnsw_ef values to compare (the store's default is 128)")
     args = parser.parse_args()
 
     data = synthetic_collection(args.points, seed=1)
@@ -84,10 +85,12 @@ def main() -> None:
         store = EdgeVectorStore(Path(tmp) / "v", vectors.shape[1])
         store.count()
         rows.append(("flush + reopen", f"{time.perf_counter() - start:.2f} s"))
-        for filtered in (False, True):
-            p50, p99, recall = measure(store, vectors, queries, ids, source_of, filtered=filtered)
-            label = "top-10, filter on one source (10%)" if filtered else "top-10, no filter"
-            rows.append((label, f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, recall@10 {recall:.3f}"))
+        for ef in (int(e) for e in args.ef.split(",")):
+            store.hnsw_ef = ef
+            for filtered in (False, True):
+                p50, p99, recall = measure(store, vectors, queries, ids, source_of, filtered=filtered)
+                label = "filter on one source (10%)" if filtered else "no filter"
+                rows.append((f"top-10, {label}, hnsw_ef {ef}", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, recall@10 {recall:.3f}"))
         store.close()
 
     print(f"Qdrant Edge, {len(vectors):,} synthetic clustered 512-d vectors, {args.queries} queries")
