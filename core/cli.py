@@ -28,7 +28,7 @@ from core.storage.vectors import VectorFilter
 
 DUPLICATE_COLUMNS = [
     "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
-    "cosine_to_representative", "phash_distance", "signals",
+    "cosine_to_representative", "phash_distance", "signals", "same_bytes_as",
 ]
 ANOMALY_COLUMNS = ["image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected"]
 # ValueError: bad arguments our own checks reject with a sentence (ImageRejected is one).
@@ -149,6 +149,7 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
                 "pairs": view.pair_count,
                 "images": view.images,
                 "rows": rows,
+                "same_bytes": [{"image_id": e.image_id, "files": [f for f, _ in e.files]} for e in view.same_bytes],
             }
         )
     else:
@@ -164,6 +165,10 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
                 mark = "*" if m.is_representative else " "
                 print(f"    {mark} {m.image.file_name}  sim {m.similarity_to_representative:.3f}  "
                       f"pHash {m.phash_distance}  {'+'.join(m.signals)}")
+        if view.same_bytes:
+            print(f"{len(view.same_bytes)} images arrived as several byte-identical files (stored once):")
+            for entry in view.same_bytes:
+                print("    " + "  =  ".join(f for f, _ in entry.files))
         if args.csv:
             print(f"Wrote {len(rows)} rows to {args.csv}")
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import getpass
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from os import PathLike
 
 import numpy as np
@@ -24,7 +24,7 @@ from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
-from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView
+from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
 from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
@@ -209,7 +209,12 @@ class Collection:
     def duplicates(self, thresholds: DuplicateThresholds | None = None) -> DuplicatesView:
         """Exact and near duplicates as clusters. The neighbour graph and candidate pairs are cached
         per collection version, so calling this again with other thresholds is cheap."""
-        return self.analysis.duplicates(thresholds or DuplicateThresholds())
+        view = self.analysis.duplicates(thresholds or DuplicateThresholds())
+        same_bytes = tuple(
+            SameBytesFiles(image_id, tuple((n.file_name, n.source) for n in names))
+            for image_id, names in self.backends.catalog.repeated_names().items()
+        )
+        return replace(view, same_bytes=same_bytes)
 
     def duplicate_examples(
         self, signal: str, thresholds: DuplicateThresholds | None = None, count: int = 6

@@ -50,12 +50,28 @@ class DuplicateGroup:
 
 
 @dataclass(frozen=True)
+class SameBytesFiles:
+    """One stored image that arrived as several files with identical bytes."""
+
+    image_id: str
+    files: tuple[tuple[str, str], ...]  # (file name, source), first arrival first
+
+
+@dataclass(frozen=True)
 class DuplicatesView:
     groups: tuple[DuplicateGroup, ...]  # largest first
     thresholds: DuplicateThresholds
     scale: SimilarityScale  # the calibrated scale and its histogram, for the slider
     pair_count: int
     images: int
+    same_bytes: tuple[SameBytesFiles, ...] = ()  # byte-identical files, stored once
+
+    def other_names(self, image_id: str) -> list[str]:
+        """The other files an image arrived as (same bytes), beside the name it is shown under."""
+        for entry in self.same_bytes:
+            if entry.image_id == image_id:
+                return [name for name, _ in entry.files[1:]]
+        return []
 
     def rows(self) -> list[dict]:
         """One row per image in a cluster: the CSV export."""
@@ -70,6 +86,7 @@ class DuplicatesView:
                 "cosine_to_representative": round(m.cosine_to_representative, 6),
                 "phash_distance": m.phash_distance,
                 "signals": "+".join(m.signals),
+                "same_bytes_as": ";".join(self.other_names(m.image.image_id)),
             }
             for group in self.groups
             for m in group.members

@@ -177,3 +177,24 @@ def test_analysis_is_shared_through_the_cache_backend(
     monkeypatch.setattr(analysis, "update_graph", lambda *a, **k: pytest.fail("graph not found in the cache"))
     with Collection.open(settings, embedder=embedder) as second:  # as another process would
         assert second.duplicates().pair_count == expected
+
+
+def test_byte_identical_files_are_listed_and_exported(
+    analysed: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = (tmp_path / "a" / "drawing03-again.png")
+    first.parent.mkdir()
+    data = encode(drawing(3), "PNG")  # the same bytes as the stored drawing03.png
+    first.write_bytes(data)
+    report = analysed.ingest([first], source="second-batch")
+    assert report.already_present == 1
+    view = analysed.duplicates()
+    entry = next(e for e in view.same_bytes if e.image_id == _id_of(analysed, "drawing03.png"))
+    assert [f for f, _ in entry.files] == ["drawing03.png", str(first)]
+    assert ("drawing03.png", "art") in entry.files and (str(first), "second-batch") in entry.files
+
+    monkeypatch.setenv("DATA_DIR", str(analysed.settings.data_dir))
+    monkeypatch.setenv("MODEL_PRETRAINED", "none")
+    assert cli_main(["duplicates", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert {"image_id": entry.image_id, "files": ["drawing03.png", str(first)]} in answer["same_bytes"]

@@ -324,6 +324,26 @@ class Catalog:
             query = sa.select(image_names).where(image_names.c.image_id == image_id).order_by(image_names.c.added_at)
             return [ImageName(**row._asdict()) for row in conn.execute(query)]
 
+    def repeated_names(self) -> dict[str, list[ImageName]]:
+        """Visible images that arrived under more than one name (the same bytes in several files)."""
+        with self.engine.connect() as conn:
+            repeated = (
+                sa.select(image_names.c.image_id)
+                .join(images, images.c.id == image_names.c.image_id)
+                .where(images.c.state == READY)
+                .group_by(image_names.c.image_id)
+                .having(sa.func.count() > 1)
+            )
+            query = (
+                sa.select(image_names)
+                .where(image_names.c.image_id.in_(repeated))
+                .order_by(image_names.c.image_id, image_names.c.added_at, image_names.c.file_name)
+            )
+            found: dict[str, list[ImageName]] = {}
+            for row in conn.execute(query):
+                found.setdefault(row.image_id, []).append(ImageName(**row._asdict()))
+            return found
+
     def sources(self) -> list[str]:
         """Every source label that a visible image arrived under."""
         with self.engine.connect() as conn:
