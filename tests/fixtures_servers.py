@@ -131,3 +131,18 @@ def open_server_collection(settings: Settings, embedder: Embedder, qdrant_client
         cache=open_cache(settings),
     )
     return Collection(settings, backends, embedder)
+
+
+SECRETS = ("pg-pass-w0rd", "redis-pass-w0rd", "qdrant-key-w0rd", "s3-secret-w0rd", "s3-access-w0rd")
+
+
+def unreachable_settings(port: int) -> Settings:
+    return Settings(
+        database_url=f"postgresql://app:pg-pass-w0rd@127.0.0.1:{port}/test",
+        redis_url=f"redis://:redis-pass-w0rd@127.0.0.1:{port}/0",
+        qdrant_url=f"http://127.0.0.1:{port}",
+        qdrant_api_key="qdrant-key-w0rd",
+        s3_endpoint=f"http://127.0.0.1:{port}",
+        s3_access_key="s3-access-w0rd",
+        s3_secret_key="s3-secret-w0rd",
+    )

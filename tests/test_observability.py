@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_servers import SECRETS, unreachable_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import observability
@@ -108,16 +109,7 @@ def test_ingest_log_lines_are_json_objects_without_bytes(
 
 
 def test_log_lines_never_carry_secrets(json_log: io.StringIO, closed_port: int) -> None:
-    secrets = ("pg-pass-w0rd", "qdrant-key-w0rd", "s3-secret-w0rd", "redis-pass-w0rd")
-    settings = Settings(
-        database_url=f"postgresql://app:pg-pass-w0rd@127.0.0.1:{closed_port}/test",
-        qdrant_url=f"http://127.0.0.1:{closed_port}",
-        qdrant_api_key="qdrant-key-w0rd",
-        s3_endpoint=f"http://127.0.0.1:{closed_port}",
-        s3_access_key="access",
-        s3_secret_key="s3-secret-w0rd",
-        redis_url=f"redis://:redis-pass-w0rd@127.0.0.1:{closed_port}/0",
-    )
+    settings = unreachable_settings(closed_port)
     check_servers(settings, timeout_s=1)
     observability.log_event("startup", settings=settings.public())
     observability.log_event(
@@ -126,7 +118,7 @@ def test_log_lines_never_carry_secrets(json_log: io.StringIO, closed_port: int) 
         nested={"S3_SECRET_KEY": "s3-secret-w0rd", "items": ["ok", b"\x00" * 10]},
     )
     text = json_log.getvalue()
-    assert not [s for s in secrets if s in text]
+    assert not [s for s in SECRETS if s in text]
     lines = [json.loads(line) for line in text.splitlines()]
     assert sum(line["event"] == "startup_check" for line in lines) == 4
     login = next(line for line in lines if line["event"] == "login")

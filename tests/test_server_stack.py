@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from fixtures_servers import SECRETS, unreachable_settings
 from PIL import Image
 from qdrant_client import QdrantClient
 
@@ -200,21 +201,6 @@ def test_postgres_refusing_a_write_mid_ingest_then_rerun_leaves_stores_consisten
 
 
 # startup checks -----------------------------------------------------------------------------------
-SECRETS = ("pg-pass-w0rd", "redis-pass-w0rd", "qdrant-key-w0rd", "s3-secret-w0rd", "s3-access-w0rd")
-
-
-def unreachable_settings(port: int) -> Settings:
-    return Settings(
-        database_url=f"postgresql://app:pg-pass-w0rd@127.0.0.1:{port}/test",
-        redis_url=f"redis://:redis-pass-w0rd@127.0.0.1:{port}/0",
-        qdrant_url=f"http://127.0.0.1:{port}",
-        qdrant_api_key="qdrant-key-w0rd",
-        s3_endpoint=f"http://127.0.0.1:{port}",
-        s3_access_key="s3-access-w0rd",
-        s3_secret_key="s3-secret-w0rd",
-    )
-
-
 def test_startup_check_names_each_unreachable_server_without_passwords(closed_port: int) -> None:
     checks = check_servers(unreachable_settings(closed_port), timeout_s=1)
     by_store = {c.store: c for c in checks}
