@@ -29,7 +29,7 @@ from core.analysis import (
     SimilarityScale,
     StoredImage,
 )
-from core.analysis.neighbours import DEFAULT_K
+from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
 from core.observability import observe_analysis
 from core.reports import (
     AnomaliesView,
@@ -128,7 +128,12 @@ class CollectionAnalysis:
         )
 
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:
-        return self._cached(snap.version, "scale", lambda: analysis.similarity_scale(self.graph(snap)))  # type: ignore[return-value]
+        def compute() -> SimilarityScale:
+            scale = analysis.similarity_scale(self.graph(snap))
+            self.cache.set(self._latest_scale_key(), pickle.dumps(scale), ttl_s=CACHE_TTL_S)
+            return scale
+
+        return self._cached(snap.version, "scale", compute)  # type: ignore[return-value]
 
     def candidates(self, snap: VectorSnapshot) -> DuplicateCandidates:
         return self._cached(  # type: ignore[return-value]
@@ -221,18 +226,32 @@ class CollectionAnalysis:
         return SimilarityScale(reference_cosine=math.nan, reference_rank=0, histogram_edges=(), histogram_counts=())
 
     # on arrival -----------------------------------------------------------------------------------
-    def arrival_context(self) -> ArrivalContext:
-        """What ingest needs to judge new images against the images stored when it started."""
-        snap = self.snapshot()
-        scale = self.scale(snap) if len(snap.ids) >= MIN_CALIBRATION_IMAGES else None
-        hashes = analysis.hashes_from_hex(snap.frame["phash"].tolist())
-        mirrors = analysis.hashes_from_hex(snap.frame["phash_mirror"].tolist())
-        return ArrivalContext(snap, scale, hashes, mirrors)
+    def arrival_context(self, frame: pd.DataFrame) -> ArrivalContext:
+        """What ingest needs to judge new images against the visible ones (``frame``, the catalog's
+        rows), without loading vectors or building a graph that is not there yet: the scale is the
+        latest one computed (it drifts slowly), or computed now where that is quick."""
+        return ArrivalContext(
+            frame.reset_index(drop=True),
+            self._latest_scale(len(frame)),
+            analysis.hashes_from_hex(frame["phash"].tolist()),
+            analysis.hashes_from_hex(frame["phash_mirror"].tolist()),
+        )
+
+    def _latest_scale(self, n: int) -> SimilarityScale | None:
+        raw = self.cache.get(self._latest_scale_key())
+        if raw is not None:
+            return pickle.loads(raw)
+        if MIN_CALIBRATION_IMAGES <= n <= EXACT_MAX_N:
+            return self.scale(self.snapshot())
+        return None
+
+    def _latest_scale_key(self) -> str:
+        return f"va:{self.collection_id}:scale-latest"
 
 
 @dataclass(frozen=True)
 class ArrivalContext:
-    snapshot: VectorSnapshot
+    frame: pd.DataFrame  # the visible images' catalog rows when the ingest started
     scale: SimilarityScale | None  # None while the collection is too small to calibrate
     phash: np.ndarray
     phash_mirror: np.ndarray
@@ -242,7 +261,7 @@ class ArrivalContext:
         """Verdict for one new image from its vector neighbours plus every stored pHash match."""
         stored = {s.image_id: s for s in neighbours}
         rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
-        f = self.snapshot.frame
+        f = self.frame
         for row in rows[:ARRIVAL_NEIGHBOURS]:
             image_id = str(f.at[row, "id"])
             stored.setdefault(image_id, StoredImage(image_id, math.nan, str(f.at[row, "sha256"]),

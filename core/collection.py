@@ -143,7 +143,8 @@ class Collection:
     def _ingest(
         self, items: Sequence[IngestItem], source: str | None, uploader: str | None, progress: Progress | None
     ) -> IngestReport:
-        ingestor = Ingestor(self.settings, self.backends, self.embedder, arrival=self.analysis.arrival_context())
+        arrival = self.analysis.arrival_context(self.backends.catalog.ready_frame())
+        ingestor = Ingestor(self.settings, self.backends, self.embedder, arrival=arrival)
         report = ingestor.run(
             items, source=source or "default", uploader=uploader or _current_user(), progress=progress
         )

@@ -348,7 +348,7 @@ class Ingestor:
     def _nearest_stored(self, prepared: Sequence[_Prepared], embeddings: np.ndarray) -> dict[str, ArrivalMatch]:
         """For each new image, the closest image stored before it and whether it duplicates it, judged
         with the duplicate view's own thresholds, without recomputing anything over the collection."""
-        if self.arrival is None or (not self.arrival.snapshot.ids and self.backends.vectors.count() == 0):
+        if self.arrival is None or (self.arrival.frame.empty and self.backends.vectors.count() == 0):
             return {}
         hits = [self.backends.vectors.search(v, ARRIVAL_NEIGHBOURS) for v in embeddings]
         known = {r.id: r for r in self.backends.catalog.get(list({h.id for row in hits for h in row}))}

@@ -198,3 +198,15 @@ def test_byte_identical_files_are_listed_and_exported(
     assert cli_main(["duplicates", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert {"image_id": entry.image_id, "files": ["drawing03.png", str(first)]} in answer["same_bytes"]
+
+
+def test_arrival_checks_reuse_the_latest_scale_instead_of_recomputing(
+    analysed: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analysed.duplicates()  # the scale exists for some version
+    analysed.ingest_uploads([("bump.png", encode(drawing(600), "PNG"))])  # the version moves on
+    monkeypatch.setattr(analysis, "build_graph", lambda *a, **k: pytest.fail("graph built to judge an arrival"))
+    monkeypatch.setattr(analysis, "update_graph", lambda *a, **k: pytest.fail("graph updated to judge an arrival"))
+    report = analysed.ingest_uploads([("again07.jpg", encode(drawing(7), quality=80))])
+    nearest = report.outcomes[0].nearest
+    assert nearest is not None and nearest.verdict == "near" and nearest.similarity is not None
