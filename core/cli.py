@@ -78,6 +78,10 @@ def _print_ingest_summary(report: IngestReport) -> None:
     )
     for outcome in report.rejected:
         print(f"  rejected {outcome.file}: {outcome.reason}")
+    for outcome in report.outcomes:
+        if outcome.nearest is not None and outcome.nearest.verdict != "none":
+            print(f"  {outcome.nearest.verdict} duplicate of {outcome.nearest.image_id}: {outcome.file} "
+                  f"({'+'.join(outcome.nearest.signals)})")
     if report.error:
         print(f"Stopped: {report.error}. Nothing of the failed batch was kept; fix the store and run the same command again.")
 
