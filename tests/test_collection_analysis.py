@@ -210,3 +210,16 @@ def test_arrival_checks_reuse_the_latest_scale_instead_of_recomputing(
     report = analysed.ingest_uploads([("again07.jpg", encode(drawing(7), quality=80))])
     nearest = report.outcomes[0].nearest
     assert nearest is not None and nearest.verdict == "near" and nearest.similarity is not None
+
+
+def test_cli_ingest_summary_names_arrivals_that_duplicate_stored_images(
+    analysed: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(analysed.settings.data_dir))
+    monkeypatch.setenv("MODEL_PRETRAINED", "none")
+    (tmp_path / "copy11.jpg").write_bytes(encode(drawing(11), quality=75))
+    (tmp_path / "fresh.png").write_bytes(encode(photo(4321), "PNG"))
+    assert cli_main(["ingest", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"near duplicate of {_id_of(analysed, 'drawing11.png')}: {tmp_path / 'copy11.jpg'}" in out
+    assert "fresh.png (" not in out
