@@ -4,7 +4,7 @@ search filters on. Implementations: a Qdrant Edge shard in DATA_DIR (default), a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,15 @@ class VectorFilter:
 class VectorHit:
     id: str
     score: float
+
+
+def vectors_in_order(ids: Sequence[str], by_id: Mapping[str, Sequence[float]], dim: int) -> np.ndarray:
+    """The ``(len(ids), dim)`` matrix of ``by_id``'s vectors in ``ids``' order; :class:`KeyError`
+    names the first id the store did not return."""
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise KeyError(missing[0])
+    return np.asarray([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), dim)
 
 
 class VectorStore(ABC):

@@ -35,6 +35,7 @@ from core.storage.vectors import (
     VectorFilter,
     VectorHit,
     VectorStore,
+    vectors_in_order,
 )
 
 VECTOR_NAME = "image"
@@ -253,10 +254,7 @@ class EdgeVectorStore(VectorStore):
     def fetch(self, ids: Sequence[str]) -> np.ndarray:
         records = self._run(lambda shard: shard.retrieve([str(i) for i in ids], False, True))
         by_id = {str(r.id): r.vector[VECTOR_NAME] for r in records}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise KeyError(missing[0])
-        return np.asarray([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
+        return vectors_in_order(ids, by_id, self.dim)
 
     def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
         offset = None

@@ -33,6 +33,7 @@ from core.storage.vectors import (
     VectorFilter,
     VectorHit,
     VectorStore,
+    vectors_in_order,
 )
 
 VECTOR_NAME = "image"  # the same named vector as the Edge shard
@@ -227,10 +228,7 @@ class QdrantVectorStore(VectorStore):
                 lambda c=chunk: self.client.retrieve(self.collection, c, with_payload=False, with_vectors=[VECTOR_NAME])
             )
             by_id.update({str(r.id): r.vector[VECTOR_NAME] for r in records})
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise KeyError(missing[0])
-        return np.asarray([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), self.dim)
+        return vectors_in_order(ids, by_id, self.dim)
 
     def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
         offset = None
