@@ -62,13 +62,10 @@ class VectorSnapshot:
     def ids(self) -> list[str]:
         return self.frame["id"].tolist()
 
-    def refs(self, rows: np.ndarray | list[int]) -> list[ImageRef]:
-        f = self.frame
-        return [
-            ImageRef(str(f.at[r, "id"]), str(f.at[r, "file_name"]), str(f.at[r, "source"]),
-                     int(f.at[r, "width"]), int(f.at[r, "height"]))
-            for r in rows
-        ]
+    def refs(self, rows: np.ndarray | list[int] | range) -> list[ImageRef]:
+        columns = [self.frame[c].to_numpy() for c in ("id", "file_name", "source", "width", "height")]
+        ids, names, sources, widths, heights = columns
+        return [ImageRef(str(ids[r]), str(names[r]), str(sources[r]), int(widths[r]), int(heights[r])) for r in rows]
 
 
 class CollectionAnalysis:
@@ -120,11 +117,16 @@ class CollectionAnalysis:
         return graph
 
     def signals(self, snap: VectorSnapshot) -> ImageSignals:
+        """Per-image hashes and sizes; kept for the version, since every threshold move needs them."""
         f = snap.frame
-        return ImageSignals.from_columns(
-            sha256=f["sha256"].tolist(), pixel_sha256=f["pixel_sha256"].tolist(), phash=f["phash"].tolist(),
-            phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
-            created=f["created_at"].tolist(),
+        return self._cached(  # type: ignore[return-value]
+            snap.version,
+            "signals",
+            lambda: ImageSignals.from_columns(
+                sha256=f["sha256"].tolist(), pixel_sha256=f["pixel_sha256"].tolist(), phash=f["phash"].tolist(),
+                phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
+                created=f["created_at"].tolist(),
+            ),
         )
 
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:
