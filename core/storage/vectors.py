@@ -4,7 +4,7 @@ search filters on. Implementations: a Qdrant Edge shard in DATA_DIR (default), a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,23 @@ def vectors_in_order(ids: Sequence[str], by_id: Mapping[str, Sequence[float]], d
     if missing:
         raise KeyError(missing[0])
     return np.asarray([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), dim)
+
+
+def scroll_pages(
+    page: Callable[[object | None], tuple[Sequence[object], object | None]], vector_name: str
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Every point, a page at a time, as (ids, vectors): ``page(offset)`` returns a page of records
+    (with ``.id`` and ``.vector[vector_name]``) and the next offset, ``None`` after the last page."""
+    offset = None
+    while True:
+        records, offset = page(offset)
+        if records:
+            yield (
+                [str(r.id) for r in records],  # type: ignore[attr-defined]
+                np.asarray([r.vector[vector_name] for r in records], dtype=np.float32),  # type: ignore[attr-defined]
+            )
+        if offset is None:
+            return
 
 
 class VectorStore(ABC):

@@ -35,6 +35,7 @@ from core.storage.vectors import (
     VectorFilter,
     VectorHit,
     VectorStore,
+    scroll_pages,
     vectors_in_order,
 )
 
@@ -257,17 +258,11 @@ class EdgeVectorStore(VectorStore):
         return vectors_in_order(ids, by_id, self.dim)
 
     def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
-        offset = None
-        while True:
+        def page(offset: object | None) -> tuple[list, object | None]:
             request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=False, with_vector=True)
-            records, offset = self._run(lambda shard, r=request: shard.scroll(r))
-            if records:
-                yield (
-                    [str(r.id) for r in records],
-                    np.asarray([r.vector[VECTOR_NAME] for r in records], dtype=np.float32),
-                )
-            if offset is None:
-                return
+            return self._run(lambda shard: shard.scroll(request))
+
+        return scroll_pages(page, VECTOR_NAME)
 
     def count(self) -> int:
         return int(self._run(lambda shard: shard.count(qe.CountRequest(exact=True))))

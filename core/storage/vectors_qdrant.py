@@ -33,6 +33,7 @@ from core.storage.vectors import (
     VectorFilter,
     VectorHit,
     VectorStore,
+    scroll_pages,
     vectors_in_order,
 )
 
@@ -231,20 +232,14 @@ class QdrantVectorStore(VectorStore):
         return vectors_in_order(ids, by_id, self.dim)
 
     def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
-        offset = None
-        while True:
-            records, offset = self._call(
-                lambda o=offset: self.client.scroll(
-                    self.collection, limit=batch, offset=o, with_payload=False, with_vectors=[VECTOR_NAME]
+        def page(offset: object | None) -> tuple[list, object | None]:
+            return self._call(
+                lambda: self.client.scroll(
+                    self.collection, limit=batch, offset=offset, with_payload=False, with_vectors=[VECTOR_NAME]
                 )
             )
-            if records:
-                yield (
-                    [str(r.id) for r in records],
-                    np.asarray([r.vector[VECTOR_NAME] for r in records], dtype=np.float32),
-                )
-            if offset is None:
-                return
+
+        return scroll_pages(page, VECTOR_NAME)
 
     def count(self) -> int:
         return int(self._call(lambda: self.client.count(self.collection, exact=True)).count)
