@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.collection import Collection
-from core.embedding import Embedder
+from core.embedding import LOW_PRECISION, Embedder
 from core.images import prepare_image
 from core.settings import Settings
 from core.synthetic import encode, photo
@@ -101,7 +101,7 @@ def main() -> None:
 
     fp32 = Embedder(Settings(model_pretrained="none", precision="fp32"))
     auto = Embedder(Settings(model_pretrained="none", precision="auto"))
-    low_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(auto.precision)
+    low_dtype = LOW_PRECISION.get(auto.precision)
     flops = image_tower_flops(fp32)
     peak32 = matmul_peak(torch.float32)
     peak_low = matmul_peak(low_dtype) if low_dtype is not None else None

@@ -30,6 +30,7 @@ from core.settings import Settings
 
 RANDOM_SEED = 0
 AGREEMENT_MIN_COSINE = 0.999
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelUnavailable(RuntimeError):
@@ -205,13 +206,14 @@ class Embedder:
         return best, out
 
     def _choose_precision(self, requested: str) -> tuple[str, str]:
-        low = "fp16" if self.device == "cuda" else "bf16"
         if requested == "fp32":
             return "fp32", "fp32 as configured (PRECISION=fp32)"
         if requested in ("bf16", "fp16"):
-            self._use_low_precision(requested)
+            dtype = LOW_PRECISION[requested]
+            self._model, self._dtype = copy.deepcopy(self._fp32).to(dtype), dtype
             return requested, f"{requested} as configured (PRECISION={requested})"
-        dtype = torch.float16 if low == "fp16" else torch.bfloat16
+        low = "fp16" if self.device == "cuda" else "bf16"
+        dtype = LOW_PRECISION[low]
         if low == "bf16" and not torch.backends.mkldnn.is_available():
             return "fp32", "fp32: no oneDNN for bf16 on this CPU"
         batch = _probe_batch(self.image_size, 8)
@@ -224,10 +226,6 @@ class Embedder:
             self._model, self._dtype = low_model, dtype
             return low, f"{low} chosen: {note}"
         return "fp32", f"fp32 chosen: {note}"
-
-    def _use_low_precision(self, name: str) -> None:
-        dtype = torch.float16 if name == "fp16" else torch.bfloat16
-        self._model, self._dtype = copy.deepcopy(self._fp32).to(dtype), dtype
 
     # inference ----------------------------------------------------------------------------------
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
