@@ -165,6 +165,35 @@ class _Rejected:
     error: ImageRejected
 
 
+class _FirstOccurrence:
+    """Which input position first holds each content, decided in input order although workers hash
+    in any order: a worker asks only once every earlier input is hashed (hashing is quick), so the
+    same bytes are decoded once, at their first position, however the workers race."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._first: dict[str, int] = {}
+        self._hashed: set[int] = set()
+        self._next = 0  # every position below this one is hashed
+
+    def hashed(self, index: int, sha: str | None) -> None:
+        """Position ``index`` is hashed (``sha`` None: it ended before, e.g. rejected or unreadable)."""
+        with self._changed:
+            if sha is not None and index < self._first.get(sha, index + 1):
+                self._first[sha] = index
+            self._hashed.add(index)
+            while self._next in self._hashed:
+                self._hashed.discard(self._next)
+                self._next += 1
+            self._changed.notify_all()
+
+    def position(self, index: int, sha: str) -> int:
+        """The first position holding ``sha``, once every position up to ``index`` is hashed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._next > index)
+            return self._first[sha]
+
+
 @dataclass
 class _Batch:
     """Accepted inputs in input order, and where each came in the whole run."""
@@ -215,20 +244,20 @@ class Ingestor:
         error: str | None = None
         done = 0
 
-        claims: dict[str, int] = {}  # sha256 -> lowest input position seen so far, across workers
-        claims_lock = threading.Lock()
+        first = _FirstOccurrence()
 
         def prepare(index: int, item: IngestItem) -> _Prepared | _Known | _Rejected:
-            if item.size is not None and item.size > self.settings.max_upload_bytes:
-                return _Rejected(item, None, too_large(item.size, self.settings.max_upload_mb))
-            with timed("read"):
-                data = item.read()
-            with timed("hash"):
-                sha = hashlib.sha256(data).hexdigest()
-            with claims_lock:
-                owner = min(claims.get(sha, index), index)
-                claims[sha] = owner
-            if owner < index:  # an earlier file has these bytes: decode them once, there
+            sha: str | None = None
+            try:
+                if item.size is not None and item.size > self.settings.max_upload_bytes:
+                    return _Rejected(item, None, too_large(item.size, self.settings.max_upload_mb))
+                with timed("read"):
+                    data = item.read()
+                with timed("hash"):
+                    sha = hashlib.sha256(data).hexdigest()
+            finally:
+                first.hashed(index, sha)
+            if first.position(index, sha) < index:  # an earlier file has these bytes: decode them once, there
                 return _Known(item, sha, image_id(sha))
             state = self.backends.catalog.states_by_sha([sha]).get(sha)
             if state is not None and state[1] == READY:
@@ -255,7 +284,8 @@ class Ingestor:
             for index, future in self._ordered(pool, prepare, items):
                 item = items[index]
                 if error is not None:
-                    future.cancel()
+                    if future.cancel():
+                        first.hashed(index, None)  # never ran: later workers must not wait for it
                     outcomes[index] = FileOutcome(item.name, FAILED, reason=f"not processed: {error}")
                     continue
                 try:
