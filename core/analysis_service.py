@@ -71,11 +71,13 @@ class VectorSnapshot:
 class CollectionAnalysis:
     """Graph, duplicate candidates, scale, scores and map for one collection (see module docstring)."""
 
-    def __init__(self, cache: Cache, collection_id: str, snapshot: Callable[[], VectorSnapshot], k: int = DEFAULT_K):
+    def __init__(self, cache: Cache, collection_id: str, snapshot: Callable[[], VectorSnapshot], k: int = DEFAULT_K,
+                 device: str = "cpu"):
         self.cache = cache
         self.collection_id = collection_id
         self.snapshot = snapshot
         self.k = k
+        self.device = device  # where the neighbour graph is computed: "cpu" or "cuda"
         self._memo: dict[tuple[int, str], object] = {}
         self._lock = threading.RLock()
 
@@ -110,9 +112,12 @@ class CollectionAnalysis:
         if raw is not None:
             old_ids, old_graph = pickle.loads(raw)
             if 0 < len(old_ids) <= len(ids) and ids[: len(old_ids)] == old_ids:
-                graph = analysis.update_graph(old_graph, snap.vectors) if len(old_ids) < len(ids) else old_graph
+                if len(old_ids) < len(ids):
+                    graph = analysis.update_graph(old_graph, snap.vectors, device=self.device)
+                else:
+                    graph = old_graph
         if graph is None:
-            graph = analysis.build_graph(snap.vectors, k=min(self.k, max(1, len(ids) - 1)))
+            graph = analysis.build_graph(snap.vectors, k=min(self.k, max(1, len(ids) - 1)), device=self.device)
         self.cache.set(latest_key, pickle.dumps((ids, graph), protocol=5), ttl_s=CACHE_TTL_S)
         return graph
 

@@ -22,6 +22,7 @@ import numpy as np
 from core.analysis import DuplicateThresholds
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
+from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
 from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
@@ -66,7 +67,8 @@ class Collection:
         self._embedder_lock = threading.Lock()
         self._snapshot: VectorSnapshot | None = None
         self._snapshot_lock = threading.Lock()
-        self.analysis = CollectionAnalysis(backends.cache, backends.catalog.collection_id(), self.snapshot)
+        self.analysis = CollectionAnalysis(backends.cache, backends.catalog.collection_id(), self.snapshot,
+                                           device=resolve_device(settings.device))
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, embedder: Embedder | None = None) -> Collection:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.devices import resolve_device
 from core.settings import Settings
 
 RANDOM_SEED = 0
@@ -130,14 +131,6 @@ def resolve_embedding_dim(model_name: str) -> int:
     return int(config["embed_dim"])
 
 
-def pick_device(requested: str) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailable("DEVICE=cuda but no CUDA device is available. Use DEVICE=auto or DEVICE=cpu.")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
 def _probe_batch(size: int, batch: int) -> torch.Tensor:
     """Deterministic image-like input (smooth gradients plus noise) for precision checks."""
     generator = torch.Generator().manual_seed(RANDOM_SEED)
@@ -153,7 +146,7 @@ class Embedder:
         import open_clip
 
         weights, description = resolve_weights(settings)
-        self.device = pick_device(settings.device)
+        self.device = resolve_device(settings.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)  # random weights must be the same in every process
             try:

@@ -42,7 +42,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MODEL_NAME", "ViT-B-32", "OpenCLIP architecture."),
     Setting("MODEL_PRETRAINED", "laion2b_s34b_b79k", "OpenCLIP pretrained tag; `none` runs random weights (tests, offline trials)."),
     Setting("MODEL_CHECKPOINT", None, "Local weights file for MODEL_NAME; overrides MODEL_PRETRAINED."),
-    Setting("DEVICE", "auto", "`auto` (CUDA when present, else CPU), `cpu` or `cuda`."),
+    Setting("DEVICE", "auto", "Where the model and the neighbour graph run: `auto` (CUDA when present, else CPU), `cpu` or `cuda`."),
     Setting("PRECISION", "auto", "`auto` (bf16/fp16 only where measured faster and in agreement with fp32), `fp32`, `bf16`, `fp16`."),
     Setting("EMBED_BATCH_SIZE", "32", "Images per inference batch."),
     Setting("MAX_UPLOAD_MB", "10", "Largest accepted file, in MB."),

@@ -6,9 +6,12 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from core.analysis import exact as exact_module
 from core.analysis.neighbours import (
+    EXACT_MAX_N,
+    EXACT_MAX_N_BY_DEVICE,
     NeighbourGraph,
     approximate_graph,
     build_graph,
@@ -16,6 +19,10 @@ from core.analysis.neighbours import (
     graph_recall,
     update_graph,
 )
+from core.settings import SettingsError
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device on this machine; the GPU graph is checked where one is")
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -115,3 +122,76 @@ def test_graph_survives_pickling() -> None:
     graph = exact_graph(clustered(60), 5)
     again = pickle.loads(pickle.dumps(graph))
     assert isinstance(again, NeighbourGraph) and np.array_equal(again.indices, graph.indices)
+
+
+GRAPH_CALLS = {
+    "build_graph": lambda x, device: build_graph(x, 5, device=device),
+    "exact_graph": lambda x, device: exact_graph(x, 5, device=device),
+    "approximate_graph": lambda x, device: approximate_graph(x, 5, device=device),
+    "update_graph": lambda x, device: update_graph(exact_graph(x[:20], 5), x, device=device),
+    "graph_recall": lambda x, device: graph_recall(exact_graph(x, 5), x, device=device),
+    "search": lambda x, device: exact_module.search(x, x, 5, device=device),
+    "true_neighbours": lambda x, device: exact_module.true_neighbours(x, np.arange(3), 5, device=device),
+}
+
+
+@pytest.mark.parametrize("call", GRAPH_CALLS.values(), ids=GRAPH_CALLS.keys())
+def test_unknown_device_is_refused(call) -> None:
+    with pytest.raises(ValueError, match="unknown device 'tpu'; use 'cpu' or 'cuda'"):
+        call(clustered(40), "tpu")
+
+
+@pytest.mark.parametrize("call", GRAPH_CALLS.values(), ids=GRAPH_CALLS.keys())
+def test_cuda_without_a_gpu_says_how_to_fix(call, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SettingsError, match="DEVICE=auto or DEVICE=cpu"):
+        call(clustered(40), "cuda")
+
+
+def test_explicit_cpu_device_gives_the_default_graph() -> None:
+    x = clustered(400, seed=8)
+    default, cpu = exact_graph(x, 10), build_graph(x, 10, device="cpu")
+    assert np.array_equal(default.indices, cpu.indices)
+    assert np.array_equal(default.similarities, cpu.similarities)
+
+
+def test_default_switch_over_is_the_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(EXACT_MAX_N_BY_DEVICE, "cpu", 1000)
+    assert build_graph(clustered(5000, seed=4), 5).method.startswith("ivf")
+
+
+@needs_cuda
+def test_cuda_keeps_collections_above_the_cpu_limit_exact() -> None:
+    assert build_graph(clustered(EXACT_MAX_N + 1000, d=32), 5, device="cuda").method == "exact"
+
+
+def assert_equally_exact(gpu: NeighbourGraph, cpu: NeighbourGraph, x: np.ndarray) -> None:
+    """Same neighbours, except that rows may order near-ties (equal within fp32 rounding) differently."""
+    assert gpu.indices.shape == cpu.indices.shape and gpu.method == cpu.method
+    assert np.allclose(gpu.similarities, cpu.similarities, atol=1e-5)
+    rows = np.arange(len(x))[:, None]
+    true_cosines = np.einsum("ikd,ikd->ik", np.broadcast_to(x[:, None], (*gpu.indices.shape, x.shape[1])),
+                             x[gpu.indices])
+    assert np.allclose(true_cosines, gpu.similarities, atol=1e-5)
+    assert (gpu.indices != rows).all()
+    assert (gpu.indices == cpu.indices).mean() > 0.999
+
+
+@needs_cuda
+@pytest.mark.parametrize("small_blocks", [False, True], ids=["one block", "many blocks"])
+def test_cuda_graph_equals_cpu_graph(small_blocks: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = unit(np.random.default_rng(9).standard_normal((3000, 128)))
+    cpu = exact_graph(x, 20)
+    if small_blocks:
+        monkeypatch.setattr(exact_module, "BLOCK_ELEMENTS", 256 * 512)
+        monkeypatch.setattr(exact_module, "CUDA_BLOCK_ELEMENTS", 256 * 512)
+    assert_equally_exact(exact_graph(x, 20, device="cuda"), cpu, x)
+    assert_equally_exact(update_graph(exact_graph(x[:2900], 20, device="cuda"), x, device="cuda"), cpu, x)
+
+
+@needs_cuda
+def test_cuda_approximate_graph_reaches_its_recall() -> None:
+    x = clustered(6000, seed=3, clusters=60)
+    graph = build_graph(x, 10, exact_max_n=1000, device="cuda")
+    assert graph.method.startswith("ivf")
+    assert graph_recall(graph, x, sample=500, seed=7, device="cuda") >= 0.95

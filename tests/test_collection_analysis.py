@@ -104,7 +104,8 @@ def test_adding_images_updates_the_graph_instead_of_rebuilding(
     updates = []
     real_update = analysis.update_graph
     monkeypatch.setattr(analysis, "build_graph", lambda *a, **k: pytest.fail("full rebuild after an append"))
-    monkeypatch.setattr(analysis, "update_graph", lambda g, v: updates.append(len(v)) or real_update(g, v))
+    monkeypatch.setattr(analysis, "update_graph",
+                        lambda g, v, **kw: updates.append(len(v)) or real_update(g, v, **kw))
     analysed.ingest_uploads([("late.png", encode(drawing(500), "PNG"))])
     view = analysed.duplicates()
     assert updates == [view.images]

@@ -7,7 +7,9 @@
 3. Rounds of "neighbours of neighbours" (as in NN-descent) repair what the lists cut apart, until
    the sample reaches the target recall.
 4. The kept neighbours are re-scored exactly in float32 and sorted.
-Kernels are compiled with numba (a dependency of umap-learn) and run on all cores.
+Kernels are compiled with numba (a dependency of umap-learn) and run on all cores; the k-means, list
+assignment and the exact recall sample are torch products on the caller's `device`, which holds
+the vectors for them on a GPU.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numba
 import numpy as np
 import torch
 
-from core.analysis.exact import BLOCK_ELEMENTS, recall, true_neighbours
+from core.analysis.exact import BLOCK_ELEMENTS, block_elements, device_vectors, recall, true_neighbours
 
 INITIAL_RECALL = 0.7
 MAX_PROBE = 32
@@ -53,13 +55,13 @@ class _InvertedFile:
 
 
 def ivf_neighbours(x: np.ndarray, k: int, *, target_recall: float, seed: int,
-                   sample: int) -> ApproximateResult:
+                   sample: int, device: str = "cpu") -> ApproximateResult:
     """Approximate top-k neighbours of every row of the unit vectors `x` (self excluded)."""
     n = len(x)
     rng = np.random.default_rng(seed)
-    ivf = _build_inverted_file(x, rng)
+    ivf = _build_inverted_file(x, rng, device)
     tune_rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    truth = true_neighbours(x, tune_rows, min(10, k))
+    truth = true_neighbours(x, tune_rows, min(10, k), device=device)
     order, nlist = ivf.order, len(ivf.bounds) - 1
     where = np.empty(n, dtype=np.int64)
     where[order] = np.arange(n)
@@ -97,22 +99,24 @@ def ivf_neighbours(x: np.ndarray, k: int, *, target_recall: float, seed: int,
     return ApproximateResult(out_idx, out_sim, f"ivf(lists={nlist},nprobe={nprobe},rounds={rounds})")
 
 
-def _build_inverted_file(x: np.ndarray, rng: np.random.Generator, iterations: int = 10) -> _InvertedFile:
+def _build_inverted_file(x: np.ndarray, rng: np.random.Generator, device: str,
+                         iterations: int = 10) -> _InvertedFile:
     n, d = x.shape
     nlist = int(np.clip(round(2 * math.sqrt(n)), 16, 4096))
-    xt = torch.from_numpy(x)
-    train = xt[torch.from_numpy(np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False)))]
-    centroids = train[torch.from_numpy(rng.choice(len(train), size=nlist, replace=False))].clone()
+    xt = device_vectors(x, device)
+    on = xt.device
+    train = xt[torch.from_numpy(np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))).to(on)]
+    centroids = train[torch.from_numpy(rng.choice(len(train), size=nlist, replace=False)).to(on)].clone()
     with torch.inference_mode():
         for _ in range(iterations):
-            assign = torch.from_numpy(_closest(train, centroids, 1)[:, 0].astype(np.int64))
+            assign = torch.from_numpy(_closest(train, centroids, 1)[:, 0].astype(np.int64)).to(on)
             sums = torch.zeros_like(centroids).index_add_(0, assign, train)
             empty = torch.bincount(assign, minlength=nlist) == 0
             sums[empty] = centroids[empty]
             centroids = torch.nn.functional.normalize(sums, dim=1)
         del train
         probes = _closest(xt, centroids, min(nlist, MAX_PROBE))
-        mean = torch.zeros(d, dtype=torch.float64)
+        mean = torch.zeros(d, dtype=torch.float64, device=on)
         for s in range(0, n, 65536):
             mean += xt[s:s + 65536].double().sum(0)
         mean = (mean / n).float()
@@ -123,21 +127,21 @@ def _build_inverted_file(x: np.ndarray, rng: np.random.Generator, iterations: in
         offsets = np.empty(n, dtype=np.float32)
         step = max(1, BLOCK_ELEMENTS // (8 * d))
         for s in range(0, n, step):
-            rows = xt[torch.from_numpy(order[s:s + step])]
+            rows = xt[torch.from_numpy(order[s:s + step]).to(on)]
             centred = rows - mean
             scale = centred.abs().amax(dim=1).clamp_min(1e-12) / 127.0
-            codes[s:s + step] = torch.round(centred / scale[:, None]).to(torch.int8).numpy()
-            scales[s:s + step] = scale.numpy()
-            offsets[s:s + step] = (rows @ mean - 0.5 * float(mean @ mean)).numpy()
+            codes[s:s + step] = torch.round(centred / scale[:, None]).to(torch.int8).cpu().numpy()
+            scales[s:s + step] = scale.cpu().numpy()
+            offsets[s:s + step] = (rows @ mean - 0.5 * float(mean @ mean)).cpu().numpy()
     return _InvertedFile(order, bounds, probes[order], codes, scales, offsets)
 
 
 def _closest(x: torch.Tensor, centroids: torch.Tensor, top: int) -> np.ndarray:
     """Each row's `top` closest centroids, closest first, as int16."""
     out = np.empty((len(x), top), dtype=np.int16)
-    rows = max(1, BLOCK_ELEMENTS // len(centroids))
+    rows = max(1, block_elements(x.device) // len(centroids))
     for i in range(0, len(x), rows):
-        out[i:i + rows] = torch.topk(x[i:i + rows] @ centroids.T, top, dim=1).indices.numpy()
+        out[i:i + rows] = torch.topk(x[i:i + rows] @ centroids.T, top, dim=1).indices.cpu().numpy()
     return out
 
 
