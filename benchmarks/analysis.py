@@ -77,7 +77,7 @@ def quality(workdir: Path) -> None:
     x = features.vectors
     signals = ImageSignals.from_columns(sha256=features.sha256, pixel_sha256=features.pixel_sha256,
                                         phash=features.phash, phash_mirror=features.phash_mirror,
-                                        width=features.width, height=features.height)
+                                        width=features.width, height=features.height, sketch=features.sketch)
     truth = truth_pairs(labels)
     crop_rows = {i for i, lab in enumerate(labels) if lab.transform == "crop"}
     truth_no_crop = {p for p in truth if not crop_rows & set(p)}
@@ -194,7 +194,8 @@ def _generate(n: int, out: Path) -> None:
     from benchmarks.dataset_vectors import synthetic_collection
 
     c = synthetic_collection(n)
-    np.savez(out, vectors=c.vectors, phash=c.phash, phash_mirror=c.phash_mirror, duplicate_of=c.duplicate_of)
+    np.savez(out, vectors=c.vectors, phash=c.phash, phash_mirror=c.phash_mirror, duplicate_of=c.duplicate_of,
+             sketch=c.sketch)
 
 
 def _measure(data: Path, method: str) -> None:
@@ -212,7 +213,8 @@ def _measure(data: Path, method: str) -> None:
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows = np.arange(n, dtype=np.int64)
     signals = ImageSignals(bytes_group=rows, pixels_group=rows, phash=phash, phash_mirror=mirror,
-                           pixels=np.full(n, 512 * 512, dtype=np.int64), created=rows.astype(np.float64))
+                           pixels=np.full(n, 512 * 512, dtype=np.int64), created=rows.astype(np.float64),
+                           sketch=z["sketch"], has_sketch=np.ones(n, dtype=bool))
     device = graph_device()
     t0 = time.perf_counter()
     graph = build_graph(x, method=method, device=device)

@@ -4,7 +4,8 @@ Unit vectors share a common direction (CLIP embeddings are anisotropic) and are 
 levels: topics of Pareto-distributed size, and within them groups of ~40 similar images that vary
 along a shared 16-d basis plus isotropic noise. At 100k rows the median cosine to the nearest
 neighbour is ~0.93, to the 10th ~0.89 and between random rows ~0.45. 1% of rows are
-near-duplicate copies of another row (tiny vector noise, pHash within 4 bits).
+near-duplicate copies of another row (tiny vector noise, pHash within 4 bits, the same sketch
+with pixel noise). Sketches (16 x 16 RGB, as ingest stores) are smooth random colour fields.
 Generated in chunks into one preallocated float32 array, so peak memory is the array itself.
 """
 
@@ -23,6 +24,7 @@ class SyntheticCollection:
     phash: np.ndarray  # (n,) uint64
     phash_mirror: np.ndarray  # (n,) uint64
     duplicate_of: np.ndarray  # (n,) int64: the row this one copies, or -1
+    sketch: np.ndarray  # (n, 16, 16, 3) uint8
 
 
 def synthetic_collection(n: int, seed: int = 0, chunk: int = 32768) -> SyntheticCollection:
@@ -56,7 +58,13 @@ def synthetic_collection(n: int, seed: int = 0, chunk: int = 32768) -> Synthetic
         flips |= np.uint64(1) << rng.integers(0, 64, size=len(copies)).astype(np.uint64)
     phash[copies] = phash[sources] ^ flips
     duplicate_of[copies] = sources
-    return SyntheticCollection(vectors, phash, phash_mirror, duplicate_of)
+    sketch = np.empty((n, 16, 16, 3), dtype=np.uint8)
+    for s in range(0, n, chunk):
+        coarse = rng.integers(0, 256, size=(min(n, s + chunk) - s, 4, 4, 3)).astype(np.float32)
+        sketch[s:s + chunk] = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2).astype(np.uint8)
+    noise = rng.integers(-6, 7, size=(len(copies), 16, 16, 3))
+    sketch[copies] = np.clip(sketch[sources].astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return SyntheticCollection(vectors, phash, phash_mirror, duplicate_of, sketch)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ collection's id and version (another process, or a restart with Redis, finds the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import threading
@@ -22,6 +23,7 @@ from core import analysis
 from core.analysis import (
     AnomalyScores,
     DuplicateCandidates,
+    DuplicatePair,
     DuplicateThresholds,
     ImageSignals,
     NeighbourGraph,
@@ -29,6 +31,8 @@ from core.analysis import (
     SimilarityScale,
     StoredImage,
 )
+from core.analysis.crops import WINDOWS, window_hashes
+from core.analysis.duplicates import sketch_arrays
 from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
 from core.observability import observe_analysis
 from core.reports import (
@@ -80,6 +84,7 @@ class CollectionAnalysis:
         self.device = device  # where the neighbour graph is computed: "cpu" or "cuda"
         self._memo: dict[tuple[int, str], object] = {}
         self._lock = threading.RLock()
+        self._windows: tuple[list[str], np.ndarray] = ([], np.zeros((0, len(WINDOWS)), dtype=np.uint64))
 
     # caching --------------------------------------------------------------------------------------
     def _key(self, version: int, name: str) -> str:
@@ -130,7 +135,7 @@ class CollectionAnalysis:
             lambda: ImageSignals.from_columns(
                 sha256=f["sha256"].tolist(), pixel_sha256=f["pixel_sha256"].tolist(), phash=f["phash"].tolist(),
                 phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
-                created=f["created_at"].tolist(),
+                created=f["created_at"].tolist(), sketch=f["sketch"].tolist(),
             ),
         )
 
@@ -162,16 +167,14 @@ class CollectionAnalysis:
         for number, cluster in enumerate(report.clusters, 1):
             refs = snap.refs(list(cluster.members))
             members = tuple(
-                DuplicateMember(ref, i == 0, sim, cos, dist, sig)
-                for i, (ref, sim, cos, dist, sig) in enumerate(
+                DuplicateMember(ref, i == 0, sim, cos, dist, crop, sig)
+                for i, (ref, sim, cos, dist, crop, sig) in enumerate(
                     zip(refs, cluster.similarity_to_representative, cluster.cosine_to_representative,
-                        cluster.phash_distance_to_representative, cluster.signals_to_representative, strict=True)
+                        cluster.phash_distance_to_representative, cluster.crop_score_to_representative,
+                        cluster.signals_to_representative, strict=True)
                 )
             )
-            w = cluster.weakest_link
-            link = DuplicateLink(snap.ids[w.left], snap.ids[w.right], w.similarity, w.cosine, w.phash_distance,
-                                 w.mirrored, w.signals)
-            groups.append(DuplicateGroup(number, members, cluster.exact, link))
+            groups.append(DuplicateGroup(number, members, cluster.exact, _link(snap, cluster.weakest_link)))
         return DuplicatesView(tuple(groups), thresholds, report.scale, report.pair_count, len(snap.ids))
 
     def threshold_examples(self, thresholds: DuplicateThresholds, signal: str, count: int = 6
@@ -181,12 +184,7 @@ class CollectionAnalysis:
         if len(snap.ids) < 2:
             return [], []
         inside, outside = analysis.threshold_examples(self.candidates(snap), thresholds, signal, count)
-        as_links = [
-            [DuplicateLink(snap.ids[p.left], snap.ids[p.right], p.similarity, p.cosine, p.phash_distance,
-                           p.mirrored, p.signals) for p in pairs]
-            for pairs in (inside, outside)
-        ]
-        return as_links[0], as_links[1]
+        return [_link(snap, p) for p in inside], [_link(snap, p) for p in outside]
 
     def anomaly_scores(self, snap: VectorSnapshot, method: str, k: int | None) -> AnomalyScores:
         def compute() -> AnomalyScores:
@@ -237,12 +235,27 @@ class CollectionAnalysis:
         """What ingest needs to judge new images against the visible ones (``frame``, the catalog's
         rows), without loading vectors or building a graph that is not there yet: the scale is the
         latest one computed (it drifts slowly), or computed now where that is quick."""
+        frame = frame.reset_index(drop=True)
         return ArrivalContext(
-            frame.reset_index(drop=True),
+            frame,
             self._latest_scale(len(frame)),
             analysis.hashes_from_hex(frame["phash"].tolist()),
             analysis.hashes_from_hex(frame["phash_mirror"].tolist()),
+            self._crop_windows(frame),
         )
+
+    def _crop_windows(self, frame: pd.DataFrame) -> np.ndarray:
+        """Window hashes of the frame's images for crop checks on arrival. Kept in the process between
+        ingests, so each ingest computes only the images added since (1M take ~1 min the first time)."""
+        ids = frame["id"].tolist()
+        with self._lock:
+            known, windows = self._windows
+            if ids[: len(known)] != known:
+                known, windows = [], windows[:0]
+            pixels, _ = sketch_arrays(frame["sketch"].iloc[len(known):].tolist())
+            windows = np.concatenate([windows, window_hashes(pixels)])
+            self._windows = (ids, windows)
+            return windows
 
     def _latest_scale(self, n: int) -> SimilarityScale | None:
         raw = self.cache.get(self._latest_scale_key())
@@ -256,31 +269,37 @@ class CollectionAnalysis:
         return f"va:{self.collection_id}:scale-latest"
 
 
+def _link(snap: VectorSnapshot, p: DuplicatePair) -> DuplicateLink:
+    return DuplicateLink(snap.ids[p.left], snap.ids[p.right], p.similarity, p.cosine, p.phash_distance, p.mirrored,
+                         p.crop_score, p.signals)
+
+
 @dataclass(frozen=True)
 class ArrivalContext:
     frame: pd.DataFrame  # the visible images' catalog rows when the ingest started
     scale: SimilarityScale | None  # None while the collection is too small to calibrate
     phash: np.ndarray
     phash_mirror: np.ndarray
+    windows: np.ndarray  # (n, W) crop-window hashes of the frame's images
 
-    def judge(self, *, sha256: str, pixel_sha256: str, phash: str, phash_mirror: str,
+    def judge(self, *, sha256: str, pixel_sha256: str, phash: str, phash_mirror: str, sketch: bytes,
               neighbours: list[StoredImage], thresholds: DuplicateThresholds) -> ArrivalMatch:
-        """Verdict for one new image from its vector neighbours plus every stored pHash match."""
+        """Verdict for one new image from its vector neighbours, stored pHash matches and crop candidates."""
         stored = {s.image_id: s for s in neighbours}
         rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
         f = self.frame
-        for row in rows[:ARRIVAL_NEIGHBOURS]:
+        crops = analysis.crop_candidates_for(sketch, phash, self.phash, self.windows)
+        for row in [*rows[:ARRIVAL_NEIGHBOURS], *crops[:ARRIVAL_NEIGHBOURS]]:
             image_id = str(f.at[row, "id"])
             stored.setdefault(image_id, StoredImage(image_id, math.nan, str(f.at[row, "sha256"]),
                                                     str(f.at[row, "pixel_sha256"]), str(f.at[row, "phash"]),
-                                                    str(f.at[row, "phash_mirror"])))
+                                                    str(f.at[row, "phash_mirror"]), f.at[row, "sketch"]))
         scale = self.scale
-        if scale is None:  # cosine means nothing yet: judge by bytes, pixels and pHash only
-            stored = {i: StoredImage(s.image_id, math.nan, s.sha256, s.pixel_sha256, s.phash, s.phash_mirror)
-                      for i, s in stored.items()}
+        if scale is None:  # cosine means nothing yet: judge by bytes, pixels, pHash and crops only
+            stored = {i: dataclasses.replace(s, cosine=math.nan) for i, s in stored.items()}
             scale = SimilarityScale(reference_cosine=0.0, reference_rank=0, histogram_edges=(), histogram_counts=())
         check = analysis.check_arrival(sha256=sha256, pixel_sha256=pixel_sha256, phash=phash,
-                                       phash_mirror=phash_mirror, stored=list(stored.values()), scale=scale,
+                                       phash_mirror=phash_mirror, sketch=sketch, stored=list(stored.values()), scale=scale,
                                        thresholds=thresholds)
         cosine = next((s.cosine for s in neighbours if s.image_id == check.image_id), math.nan)
         return ArrivalMatch(
@@ -289,5 +308,6 @@ class ArrivalContext:
             similarity=None if self.scale is None or math.isnan(cosine) else float(self.scale.similarity(cosine)),
             cosine=None if math.isnan(cosine) else cosine,
             phash_distance=check.phash_distance,
+            crop_score=check.crop_score,
             signals=check.signals,
         )

@@ -28,7 +28,7 @@ from core.storage.vectors import VectorFilter
 
 DUPLICATE_COLUMNS = [
     "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
-    "cosine_to_representative", "phash_distance", "signals", "same_bytes_as",
+    "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as",
 ]
 ANOMALY_COLUMNS = ["image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected"]
 # ValueError: bad arguments our own checks reject with a sentence (ImageRejected is one).
@@ -134,7 +134,7 @@ def _write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
 
 
 def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
-    thresholds = DuplicateThresholds(rule=args.rule, hamming=args.hamming)
+    thresholds = DuplicateThresholds(rule=args.rule, hamming=args.hamming, crop=args.crop)
     if args.cosine is not None:  # a raw cosine, translated to this collection's calibrated scale
         scale = collection.duplicates(thresholds).scale
         thresholds = replace(thresholds, similarity=float(scale.similarity(args.cosine)))
@@ -160,7 +160,7 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
         t = view.thresholds
         print(
             f"{len(view.groups)} duplicate clusters ({sum(len(g.members) for g in view.groups)} images of {view.images}) "
-            f"at similarity >= {t.similarity:g} ({t.rule}) pHash <= {t.hamming} bits"
+            f"at similarity >= {t.similarity:g} ({t.rule}) pHash <= {t.hamming} bits, crop >= {t.crop:g}"
         )
         for group in view.groups:
             kind = "exact" if group.exact else "near"
@@ -168,7 +168,8 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
             for m in group.members:
                 mark = "*" if m.is_representative else " "
                 print(f"    {mark} {m.image.file_name}  sim {m.similarity_to_representative:.3f}  "
-                      f"pHash {m.phash_distance}  {'+'.join(m.signals)}")
+                      f"pHash {m.phash_distance}" + (f"  crop {m.crop_score:.3f}" if m.crop_score is not None else "")
+                      + f"  {'+'.join(m.signals)}")
         if view.same_bytes:
             print(f"{len(view.same_bytes)} images arrived as several byte-identical files (stored once):")
             for entry in view.same_bytes:
@@ -219,11 +220,12 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
-    removed = collection.repair()
+    report = collection.repair()
     if args.json:
-        _print_json({"removed_pending": removed})
+        _print_json(asdict(report))
     else:
-        print(f"Removed {removed} half-ingested image(s).")
+        print(f"Removed {report.removed_pending} half-ingested image(s); computed crop sketches for "
+              f"{report.sketches_added} image(s) stored before they existed.")
     return 0
 
 
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts per store, backends and model in use")
     status.set_defaults(run=cmd_status)
 
-    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind")
+    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind; backfill crop sketches")
     repair.set_defaults(run=cmd_repair)
 
     search = commands.add_parser("search", help="images nearest to a text, an image file or a stored image")
@@ -266,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates.add_argument("--similarity", type=float, help="calibrated similarity threshold (default 0.95; 1 = identical)")
     duplicates.add_argument("--cosine", type=float, help="raw cosine threshold, translated to the calibrated scale")
     duplicates.add_argument("--hamming", type=int, default=DuplicateThresholds().hamming, help="pHash bits (default %(default)s)")
-    duplicates.add_argument("--rule", choices=("either", "both"), default="either", help="how the two signals combine")
+    duplicates.add_argument("--crop", type=float, default=DuplicateThresholds().crop,
+                            help="correlation a verified crop needs (default %(default)s; above 1 turns crops off)")
+    duplicates.add_argument("--rule", choices=("either", "both"), default="either", help="how the signals combine")
     duplicates.add_argument("--csv", help="write one row per image in a cluster to this file")
     duplicates.set_defaults(run=cmd_duplicates)
 

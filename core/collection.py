@@ -24,6 +24,7 @@ from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
+from core.images import prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
 from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
 from core.search import SearchResponse, image_vector, nearest, text_vector
@@ -31,6 +32,8 @@ from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
 from core.storage.catalog import ImageName, ImageRecord
 from core.storage.vectors import VectorFilter
+
+_SKETCH_BATCH = 500
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -55,6 +58,12 @@ class CollectionStatus:
 
     def to_json(self) -> dict:
         return asdict(self) | {"consistent": self.consistent}
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    removed_pending: int  # half-ingested images removed from every store
+    sketches_added: int  # older images given the sketch that crop detection needs
 
 
 class Collection:
@@ -164,8 +173,9 @@ class Collection:
             self.backends.vectors.optimize()
             catalog.set_meta("indexed_count", str(count))
 
-    def repair(self) -> int:
-        """Remove what interrupted ingests left behind (pending rows and their blobs and vectors)."""
+    def repair(self) -> RepairReport:
+        """Remove what interrupted ingests left behind (pending rows and their blobs and vectors), and
+        compute the crop sketches of images stored before sketches existed (from their originals)."""
         pending = self.backends.catalog.pending_ids()
         if pending:
             self.backends.vectors.delete(pending)
@@ -173,7 +183,12 @@ class Collection:
                 self.backends.blobs.delete(original_key(image_id))
                 self.backends.blobs.delete(thumbnail_key(image_id))
             self.backends.catalog.remove_pending(pending)
-        return len(pending)
+        missing = self.backends.catalog.ids_without_sketch()
+        for start in range(0, len(missing), _SKETCH_BATCH):
+            self.backends.catalog.set_sketches({
+                image_id: prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62).sketch
+                for image_id in missing[start:start + _SKETCH_BATCH]})
+        return RepairReport(removed_pending=len(pending), sketches_added=len(missing))
 
     # analysis inputs ----------------------------------------------------------------------------
     def snapshot(self) -> VectorSnapshot:
@@ -222,7 +237,7 @@ class Collection:
     def duplicate_examples(
         self, signal: str, thresholds: DuplicateThresholds | None = None, count: int = 6
     ) -> tuple[list[DuplicateLink], list[DuplicateLink]]:
-        """Pairs just inside and just outside the ``"cosine"`` or ``"phash"`` threshold."""
+        """Pairs just inside and just outside the ``"cosine"``, ``"phash"`` or ``"crop"`` threshold."""
         return self.analysis.threshold_examples(thresholds or DuplicateThresholds(), signal, count)
 
     def anomalies(

@@ -84,6 +84,8 @@ _WORK_MIN_SIDE = max(THUMBNAIL_MAX_SIDE, MODEL_MIN_SIDE)
 _THUMBNAIL_QUALITY = 85
 _HASH_SIZE = 8  # 64-bit hashes, 16 hex characters
 _PHASH_INPUT_SIDE = 4 * _HASH_SIZE  # imagehash.phash's highfreq_factor is 4
+# A colour miniature for finding crops (core.analysis.crops): 16 x 16 RGB, 768 bytes.
+SKETCH_SIDE = 16
 _WHITE = (255, 255, 255)
 _MB = 1024 * 1024
 
@@ -119,6 +121,7 @@ class PreparedImage:
     phash: str
     phash_mirror: str
     dhash: str
+    sketch: bytes = field(repr=False)  # SKETCH_SIDE x SKETCH_SIDE RGB pixels, row-major
     thumbnail: bytes = field(repr=False)
     model_image: Image.Image = field(repr=False)
 
@@ -199,9 +202,15 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
             imagehash.phash(phash_input.transpose(Image.Transpose.FLIP_LEFT_RIGHT), hash_size=_HASH_SIZE)
         ),
         dhash=str(imagehash.dhash(grey, hash_size=_HASH_SIZE)),
+        sketch=sketch(work),
         thumbnail=_thumbnail_jpeg(work),
         model_image=work,
     )
+
+
+def sketch(rgb: Image.Image) -> bytes:
+    """The image squeezed to SKETCH_SIDE squared RGB pixels (the aspect is dropped, as pHash drops it)."""
+    return rgb.resize((SKETCH_SIDE, SKETCH_SIDE), Image.Resampling.LANCZOS).tobytes()
 
 
 def _check_type(data: bytes, max_bytes: int) -> str:

@@ -386,14 +386,15 @@ class Ingestor:
         for p, row in zip(prepared, hits, strict=True):
             neighbours = [
                 StoredImage(h.id, h.score, known[h.id].sha256, known[h.id].pixel_sha256, known[h.id].phash,
-                            known[h.id].phash_mirror)
+                            known[h.id].phash_mirror, known[h.id].sketch)
                 for h in row
                 if h.id in known
             ]
             image = p.image
             matches[image.sha256] = self.arrival.judge(
                 sha256=image.sha256, pixel_sha256=image.pixel_sha256, phash=image.phash,
-                phash_mirror=image.phash_mirror, neighbours=neighbours, thresholds=self.thresholds,
+                phash_mirror=image.phash_mirror, sketch=image.sketch, neighbours=neighbours,
+                thresholds=self.thresholds,
             )
         return matches
 
@@ -451,6 +452,7 @@ class Ingestor:
             source=source,
             uploader=uploader,
             created_at=now,
+            sketch=image.sketch,
         )
 
 

@@ -25,6 +25,7 @@ class DuplicateMember:
     similarity_to_representative: float  # on the calibrated scale (1 = identical)
     cosine_to_representative: float
     phash_distance: int  # bits, mirror-aware, to the representative
+    crop_score: float | None  # when one is a verified crop of the other: the window's correlation
     signals: tuple[str, ...]  # what matched the representative directly; () if joined through others
 
 
@@ -38,6 +39,7 @@ class DuplicateLink:
     cosine: float
     phash_distance: int
     mirrored: bool
+    crop_score: float | None
     signals: tuple[str, ...]
 
 
@@ -85,6 +87,7 @@ class DuplicatesView:
                 "similarity_to_representative": round(m.similarity_to_representative, 6),
                 "cosine_to_representative": round(m.cosine_to_representative, 6),
                 "phash_distance": m.phash_distance,
+                "crop_score": "" if m.crop_score is None else round(m.crop_score, 4),
                 "signals": "+".join(m.signals),
                 "same_bytes_as": ";".join(self.other_names(m.image.image_id)),
             }
@@ -152,6 +155,7 @@ class ArrivalMatch:
     similarity: float | None  # calibrated; None when the collection is too small to calibrate
     cosine: float | None
     phash_distance: int | None
+    crop_score: float | None  # verified crop correlation, when one image is a crop of the other
     signals: tuple[str, ...]
 
     def to_json(self) -> dict:
@@ -161,6 +165,7 @@ class ArrivalMatch:
             "similarity": _finite(self.similarity),
             "cosine": _finite(self.cosine),
             "phash_distance": self.phash_distance,
+            "crop_score": _finite(self.crop_score),
             "signals": list(self.signals),
         }
 

@@ -12,12 +12,14 @@ from core.analysis.hamming import hashes_from_hex
 from core.analysis.similarity import SimilarityScale
 
 SCALE = SimilarityScale(reference_cosine=0.8, reference_rank=10, histogram_edges=(), histogram_counts=())
-NEW = {"sha256": "new", "pixel_sha256": "newpix", "phash": "00000000ffffffff", "phash_mirror": "ffffffff00000000"}
+NEW = {"sha256": "new", "pixel_sha256": "newpix", "phash": "00000000ffffffff", "phash_mirror": "ffffffff00000000",
+       "sketch": None}
 
 
 def stored(image_id: str, cosine: float, *, sha: str = "other", pix: str | None = "otherpix",
-           phash: str = "123456789abcdef0", mirror: str = "0fedcba987654321") -> StoredImage:
-    return StoredImage(image_id, cosine, sha, pix, phash, mirror)
+           phash: str = "123456789abcdef0", mirror: str = "0fedcba987654321",
+           sketch: bytes | None = None) -> StoredImage:
+    return StoredImage(image_id, cosine, sha, pix, phash, mirror, sketch)
 
 
 def test_same_bytes_beat_same_pixels_and_near_matches() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageOps
 
 from core import analysis
@@ -60,6 +61,7 @@ def test_copies_arrive_flagged_and_form_one_cluster_with_their_signals(analysed:
             ("copy-reencoded.jpg", encode(original, quality=70)),
             ("copy-flipped.png", encode(ImageOps.mirror(original), "PNG")),
             ("copy-pixels.bmp", encode(original, "BMP")),
+            ("copy-cropped.png", encode(original.crop((30, 10, 300, 214)), "PNG")),  # 84% x 85%
             ("unrelated.png", encode(drawing(900), "PNG")),
         ],
         source="copies",
@@ -71,16 +73,34 @@ def test_copies_arrive_flagged_and_form_one_cluster_with_their_signals(analysed:
     assert arrivals["copy-pixels.bmp"].verdict == "exact"  # same decoded pixels as the stored PNG
     assert "same_pixels" in arrivals["copy-pixels.bmp"].signals
     assert "phash" in arrivals["copy-flipped.png"].signals  # the mirror-aware pHash sees the flip
+    cropped = arrivals["copy-cropped.png"]
+    assert (cropped.verdict, cropped.image_id, cropped.signals) == ("near", drawing7, ("crop",))
+    assert cropped.crop_score is not None and cropped.crop_score >= 0.9
     assert arrivals["unrelated.png"].verdict == "none"
     assert arrivals["unrelated.png"].similarity < arrivals["copy-reencoded.jpg"].similarity
 
     view = analysed.duplicates()
     cluster = _cluster_of(view, "drawing07.png")
-    assert {"copy-reencoded.jpg", "copy-flipped.png", "copy-pixels.bmp"} <= cluster
+    assert {"copy-reencoded.jpg", "copy-flipped.png", "copy-pixels.bmp", "copy-cropped.png"} <= cluster
     assert "unrelated.png" not in cluster
     group = next(g for g in view.groups if "drawing07.png" in {m.image.file_name for m in g.members})
     assert group.members[0].is_representative and sum(m.is_representative for m in group.members) == 1
     assert not group.exact  # near copies are in it, not only same bytes or pixels
+
+
+def test_repair_gives_older_images_sketches_and_their_crops_are_found(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path / "data", model_pretrained="none")
+    with Collection.open(settings, embedder=embedder) as collection:
+        files = [(f"drawing{i:02d}.png", encode(drawing(i), "PNG")) for i in range(12)]
+        collection.ingest_uploads([*files, ("cropped.png", encode(drawing(3).crop((0, 30, 270, 230)), "PNG"))])
+        with collection.backends.catalog.engine.begin() as conn:  # as if stored before sketches existed
+            conn.execute(sa.text("UPDATE images SET sketch = NULL"))
+            conn.execute(sa.text("UPDATE meta SET value = '99' WHERE key = 'version'"))
+        assert _cluster_of(collection.duplicates(), "cropped.png") == set()
+        report = collection.repair()
+        assert (report.removed_pending, report.sketches_added) == (0, 13)
+        assert _cluster_of(collection.duplicates(), "cropped.png") == {"drawing03.png", "cropped.png"}
+        assert collection.repair().sketches_added == 0
 
 
 def test_thresholds_change_results_without_recomputing_the_graph(

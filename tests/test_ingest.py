@@ -159,7 +159,7 @@ def test_repair_removes_what_an_interrupted_ingest_left(collection: Collection, 
     monkeypatch.setattr(collection.backends.catalog, "mark_ready", lambda ids: (_ for _ in ()).throw(OSError("disk")))
     collection.ingest_uploads([("a.jpg", encode(photo(7)))])
     assert collection.status().pending == 1 and collection.status().vectors == 1
-    assert collection.repair() == 1
+    assert collection.repair().removed_pending == 1
     status = collection.status()
     assert (status.pending, status.vectors, status.blobs, status.thumbnails) == (0, 0, 0, 0)
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+import sqlalchemy as sa
 from qdrant_client import QdrantClient
 
 from core.storage.blobs import BlobStore
@@ -34,7 +35,7 @@ from core.storage.blobs_s3 import S3BlobStore, minio_client
 from core.storage.cache import Cache
 from core.storage.cache_memory import MemoryCache
 from core.storage.cache_redis import RedisCache
-from core.storage.catalog import Catalog, ImageName, ImageRecord, sqlite_url
+from core.storage.catalog import MIGRATIONS, Catalog, ImageName, ImageRecord, sqlite_url
 from core.storage.errors import StorageError
 from core.storage.vectors import VectorFilter, VectorStore
 from core.storage.vectors_edge import EdgeVectorStore
@@ -253,7 +254,7 @@ def _record(n: int, source: str = "batch-a") -> ImageRecord:
         id=str(uuid.UUID(sha[:32])), sha256=sha, pixel_sha256=f"{n % 3:064x}", phash=f"{n:016x}",
         phash_mirror=f"{n + 1:016x}", dhash=f"{n * 7:016x}", width=100 + n, height=80, format="JPEG",
         size_bytes=5_000_000_000 + n, file_name=f"img {n}.jpg", source=source, uploader="ana",
-        created_at=1_700_000_000.5 + n,
+        created_at=1_700_000_000.5 + n, sketch=bytes([n]) * 768 if n % 2 == 0 else None,
     )
 
 
@@ -267,6 +268,10 @@ def catalog_transcript(catalog: Catalog) -> list[tuple[str, Any]]:
     seen.append(("hidden while pending", catalog.get([r.id for r in records])))
     seen.append(("pending ids", sorted(catalog.pending_ids())))
     seen.append(("version after ready", catalog.mark_ready([r.id for r in records[:5]])))
+    seen.append(("without sketch", sorted(catalog.ids_without_sketch())))
+    catalog.set_sketches({records[1].id: bytes(range(256)) * 3})
+    seen.append(("version after sketches", catalog.version()))
+    seen.append(("without sketch after", sorted(catalog.ids_without_sketch())))
     seen.append(("states", sorted(catalog.states_by_sha([r.sha256 for r in records] + ["f" * 64]).items())))
     seen.append(("get in given order", catalog.get([records[3].id, "missing", records[0].id])))
     seen.append(("get pending too", catalog.get([records[5].id], ready_only=False)))
@@ -315,6 +320,8 @@ def test_catalog_transcript_is_what_the_protocol_promises(catalog: Catalog) -> N
     assert seen["counts pending"] == {"ready": 0, "pending": 6}
     assert seen["hidden while pending"] == []
     assert seen["version after ready"] == 1
+    assert seen["without sketch"] == sorted([_record(1).id, _record(3).id])  # ready ones only, not 5 (pending)
+    assert seen["version after sketches"] == 2 and seen["without sketch after"] == [_record(3).id]
     assert [r.file_name for r in seen["get in given order"]] == ["img 3.jpg", "img 0.jpg"]
     assert [n.added_at for n in seen["names"]] == [1_700_000_000.5, 1_800_000_000.0]
     assert seen["sources"] == ["batch-a", "batch-b", "batch-z"]
@@ -324,12 +331,29 @@ def test_catalog_transcript_is_what_the_protocol_promises(catalog: Catalog) -> N
     assert (seen["unknown label"], seen["unknown image"]) == ("ValueError", "KeyError")
     assert seen["meta"] == ("6", None)
     assert [row["size_bytes"] for row in seen["frame rows"]] == [5_000_000_000 + n for n in range(5)]
+    assert [row["sketch"] for row in seen["frame rows"]][:2] == [bytes([0]) * 768, bytes(range(256)) * 3]
 
 
 def test_catalog_reopens_at_the_current_schema(catalog: Catalog) -> None:
     again = Catalog(catalog.engine.url.render_as_string(hide_password=False))
     try:
         assert again.schema_version() == catalog.schema_version() >= 1
+    finally:
+        again.close()
+
+
+def test_a_version_1_catalog_gains_the_sketch_column_and_keeps_its_rows(catalog: Catalog) -> None:
+    record = _record(1)
+    catalog.add_pending([record], [])
+    catalog.mark_ready([record.id])
+    with catalog.engine.begin() as conn:  # back to the v1 schema, as a catalog written before sketches
+        conn.execute(sa.text("ALTER TABLE images DROP COLUMN sketch"))
+        conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    again = Catalog(catalog.engine.url.render_as_string(hide_password=False))
+    try:
+        assert again.schema_version() == len(MIGRATIONS) == 2
+        assert again.ids_without_sketch() == [record.id]
+        assert again.get([record.id])[0].file_name == record.file_name
     finally:
         again.close()
 

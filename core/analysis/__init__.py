@@ -6,7 +6,7 @@ duplicates, anomalies and the map from it; all results are picklable numpy/datac
 """
 
 from core.analysis.anomalies import METHODS, AnomalyScores, anomaly_scores, select_anomalies
-from core.analysis.arrival import ArrivalCheck, StoredImage, check_arrival, hash_matches
+from core.analysis.arrival import ArrivalCheck, StoredImage, check_arrival, crop_candidates_for, hash_matches
 from core.analysis.duplicates import (
     DuplicateCandidates,
     DuplicateCluster,
@@ -41,6 +41,7 @@ __all__ = [
     "anomaly_scores",
     "build_graph",
     "check_arrival",
+    "crop_candidates_for",
     "duplicate_candidates",
     "duplicate_clusters",
     "duplicate_pairs",

@@ -2,7 +2,9 @@
 
 Ingest gives the new image's hashes, plus stored images found two ways: its nearest neighbours in
 the vector store (with their cosine) and the stored images within `HAMMING_MAX` pHash bits
-(`hash_matches` over the catalog's hash arrays; their cosine may be unknown). The verdict uses the
+(`hash_matches` over the catalog's hash arrays; their cosine may be unknown), and the crop
+candidates of `crop_candidates_for`: stored images matching a window of the new one, and stored
+images with a window matching it. Crops are verified against each of them in both directions. The verdict uses the
 collection's cached `SimilarityScale` and the same thresholds as the duplicate view.
 """
 
@@ -14,7 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.analysis.duplicates import DEFAULT_THRESHOLDS, DuplicateThresholds, judge_pairs, pair_strength
+from core.analysis.crops import contained, containing, crop_matches, window_hashes
+from core.analysis.duplicates import (
+    DEFAULT_THRESHOLDS,
+    DuplicateThresholds,
+    judge_pairs,
+    pair_strength,
+    sketch_arrays,
+)
 from core.analysis.hamming import distances_to, hashes_from_hex
 from core.analysis.similarity import SimilarityScale
 
@@ -31,6 +40,7 @@ class StoredImage:
     pixel_sha256: str | None
     phash: str
     phash_mirror: str
+    sketch: bytes | None  # None (or NaN from a DataFrame) for images stored before sketches existed
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class ArrivalCheck:
     similarity: float
     phash_distance: int | None
     mirrored: bool
+    crop_score: float | None
     signals: tuple[str, ...]
 
 
@@ -59,12 +70,38 @@ def hash_matches(phash: str, phash_mirror: str, stored_phash: np.ndarray, stored
     return hits[order], distance[hits][order]
 
 
-def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mirror: str,
+def crop_candidates_for(sketch: bytes | None, phash: str, stored_phash: np.ndarray, stored_windows: np.ndarray,
+                        ) -> np.ndarray:
+    """Positions of stored images that may be a crop of the new image or contain it, by window hashes.
+
+    `stored_windows` are the stored images' `window_hashes` (n, W); ~20 ms per 1M images each way.
+    """
+    pixels, present = sketch_arrays([sketch])
+    inside = contained(window_hashes(pixels)[0], stored_phash) if present[0] else np.zeros(0, dtype=np.int64)
+    return np.union1d(inside, containing(stored_windows, int(hashes_from_hex([phash])[0])))
+
+
+def _crop_scores(sketch: bytes | None, phash: np.uint64, stored: Sequence[StoredImage],
+                 stored_hashes: np.ndarray) -> np.ndarray:
+    """Verified crop score of the new image against each stored one, either way round (NaN: none)."""
+    scores = np.full(len(stored), np.nan, dtype=np.float32)
+    pixels, present = sketch_arrays([sketch, *(s.sketch for s in stored)])
+    if not present[0]:
+        return scores
+    hashes = np.concatenate([[phash], stored_hashes]).astype(np.uint64)
+    rows = np.arange(1, len(stored) + 1)
+    found = crop_matches(pixels, hashes, present, pairs=(np.zeros_like(rows), rows),
+                         exhaustive_max_n=0)
+    np.fmax.at(scores, np.maximum(found.outer, found.inner) - 1, found.score)
+    return scores
+
+
+def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mirror: str, sketch: bytes | None,
                   stored: Sequence[StoredImage], scale: SimilarityScale,
                   thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS) -> ArrivalCheck:
     """Exact duplicate (same bytes, then same pixels), near duplicate (strongest match), or none."""
     if not stored:
-        return ArrivalCheck("none", None, math.nan, math.nan, None, False, ())
+        return ArrivalCheck("none", None, math.nan, math.nan, None, False, None, ())
     new = hashes_from_hex([phash, phash_mirror])
     stored_hashes = hashes_from_hex([s.phash for s in stored])
     stored_mirrors = hashes_from_hex([s.phash_mirror for s in stored])
@@ -75,8 +112,9 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     same_bytes = np.array([s.sha256 == sha256 for s in stored])
     same_pixels = np.array([bool(pixel_sha256) and s.pixel_sha256 == pixel_sha256 for s in stored])
     exact = same_bytes | same_pixels
-    verdicts = judge_pairs(comparable, distance, exact, thresholds)
-    strength = pair_strength(comparable, distance, exact, thresholds) + same_bytes  # same bytes before same pixels
+    crop = _crop_scores(sketch, new[0], stored, stored_hashes)
+    verdicts = judge_pairs(comparable, distance, crop, exact, thresholds)
+    strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():
         best = int(np.flatnonzero(verdicts.accepted)[np.argmax(strength[verdicts.accepted])])
         verdict = "exact" if exact[best] else "near"
@@ -84,5 +122,5 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
         best = int(np.lexsort((distance, -comparable))[0])
         verdict = "none"
     return ArrivalCheck(verdict, stored[best].image_id, float(cosine[best]), float(similarity[best]),
-                        int(distance[best]), bool(mirrored[best]),
+                        int(distance[best]), bool(mirrored[best]), None if np.isnan(crop[best]) else float(crop[best]),
                         verdicts.signals(best, bool(same_bytes[best]), bool(same_pixels[best])))

@@ -94,7 +94,7 @@ def pairs_within(phash: np.ndarray, phash_mirror: np.ndarray,
 
 
 @intrinsic
-def _pop(typingctx, x):  # pragma: no cover - compiled
+def popcount_u64(typingctx, x):  # pragma: no cover - compiled
     """LLVM's ctpop: one popcnt instruction (vectorised where the CPU has VPOPCNTQ)."""
     sig = types.uint64(types.uint64)
 
@@ -106,8 +106,8 @@ def _pop(typingctx, x):  # pragma: no cover - compiled
 
 @numba.njit(inline="always")
 def _distance(a, am, b, bm):  # pragma: no cover - compiled
-    d = _pop(a ^ b)
-    f = min(_pop(a ^ bm), _pop(am ^ b))
+    d = popcount_u64(a ^ b)
+    f = min(popcount_u64(a ^ bm), popcount_u64(am ^ b))
     return min(d, f), f < d
 
 
@@ -123,7 +123,7 @@ def _count_tile(ph, pm, r, t, counts):  # pragma: no cover - compiled
             am = pm[i]
             c = 0
             for j in range(max(j0, i + 1), j1):
-                d = min(_pop(a ^ ph[j]), _pop(a ^ pm[j]), _pop(am ^ ph[j]))
+                d = min(popcount_u64(a ^ ph[j]), popcount_u64(a ^ pm[j]), popcount_u64(am ^ ph[j]))
                 c += d <= r
             counts[i] += c
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ images = sa.Table(
     sa.Column("uploader", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
     sa.Column("state", sa.String(10), nullable=False, index=True),
+    # RGB miniature for crop detection (core.images.sketch); NULL for images stored before v2
+    sa.Column("sketch", sa.LargeBinary, nullable=True),
 )
 
 image_names = sa.Table(
@@ -79,8 +81,15 @@ def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _add_sketch_v2(conn: Connection) -> None:
+    """v1 created the tables from the current definition, so a new catalog already has the column."""
+    if "sketch" not in {c["name"] for c in sa.inspect(conn).get_columns("images")}:
+        blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+        conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN sketch {blob}"))
+
+
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ class ImageRecord:
     uploader: str
     created_at: float
     state: str = PENDING
+    sketch: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -361,6 +371,21 @@ class Catalog:
         query = sa.select(images).where(images.c.state == READY).order_by(images.c.created_at, images.c.id)
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in images.columns])
+
+    def ids_without_sketch(self) -> list[str]:
+        """Visible images stored before sketches existed (crop detection skips them until backfilled)."""
+        query = sa.select(images.c.id).where(images.c.state == READY, images.c.sketch.is_(None))
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def set_sketches(self, sketches: dict[str, bytes]) -> None:
+        """Store backfilled sketches; a new version, since duplicate results may change."""
+        if not sketches:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(images.update().where(images.c.id == sa.bindparam("image_id")).values(
+                sketch=sa.bindparam("data")), [{"image_id": k, "data": v} for k, v in sketches.items()])
+            self._bump_version(conn)
 
     def pending_ids(self) -> list[str]:
         with self.engine.connect() as conn:

@@ -1,0 +1,153 @@
+"""Crops: a sub-window of one image found in another, on real pixels with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.analysis.arrival import StoredImage, check_arrival, crop_candidates_for
+from core.analysis.crops import WINDOWS, crop_candidates, crop_matches, window_hashes
+from core.analysis.duplicates import (
+    DuplicateThresholds,
+    ImageSignals,
+    duplicate_candidates,
+    duplicate_clusters,
+)
+from core.analysis.hamming import hashes_from_hex, popcount
+from core.analysis.neighbours import exact_graph
+from core.analysis.similarity import SimilarityScale
+from core.images import PreparedImage, prepare_image
+from core.synthetic import encode, photo
+
+SIZE = (320, 240)
+
+
+def prepared(image: Image.Image) -> PreparedImage:
+    return prepare_image(encode(image, "PNG"), max_bytes=1 << 26, max_pixels=1 << 26)
+
+
+def crop_box(fraction_x: float, fraction_y: float, at_x: float, at_y: float) -> tuple[int, int, int, int]:
+    w, h = int(SIZE[0] * fraction_x), int(SIZE[1] * fraction_y)
+    x0, y0 = int((SIZE[0] - w) * at_x), int((SIZE[1] - h) * at_y)
+    return x0, y0, x0 + w, y0 + h
+
+
+def sketches(images: list[PreparedImage]) -> np.ndarray:
+    return np.stack([np.frombuffer(p.sketch, dtype=np.uint8).reshape(16, 16, 3) for p in images])
+
+
+def phashes(images: list[PreparedImage]) -> np.ndarray:
+    return hashes_from_hex([p.phash for p in images])
+
+
+@pytest.fixture(scope="module")
+def scene() -> list[PreparedImage]:
+    """Rows: 0-5 unrelated photos; 6 a crop of 0 (82% x 85%, right/bottom); 7 a crop of 3 (80%, top left)."""
+    originals = [photo(seed, SIZE) for seed in range(6)]
+    crops = [originals[0].crop(crop_box(0.82, 0.85, 0.9, 0.7)), originals[3].crop(crop_box(0.8, 0.8, 0.1, 0.0))]
+    return [prepared(i) for i in originals + crops]
+
+
+def test_window_hash_is_the_phash_of_that_window_cropped() -> None:
+    original = photo(11, SIZE)
+    index = WINDOWS.index((0.88, 0.78, 2 / 3, 1 / 3))
+    sx, sy, px, py = WINDOWS[index]
+    cropped = prepared(original.crop(crop_box(sx, sy, px, py)))
+    windows = window_hashes(sketches([prepared(original)]))[0]
+    distance = popcount(windows ^ hashes_from_hex([cropped.phash])[0])
+    assert distance[index] <= 6  # the sketch is 16 px, so a few bits differ from the full-resolution pHash
+    assert distance[index] == distance.min()
+
+
+def test_crops_are_found_and_verified_and_unrelated_photos_are_not(scene: list[PreparedImage]) -> None:
+    found = crop_matches(sketches(scene), phashes(scene), np.ones(len(scene), dtype=bool))
+    strong = {(int(o), int(i)) for o, i, s in zip(found.outer, found.inner, found.score, strict=True) if s >= 0.9}
+    assert strong == {(0, 6), (3, 7)}
+    window = found.window[(found.outer == 0) & (found.inner == 6)][0]
+    assert window[0] == pytest.approx(0.82, abs=0.06) and window[1] == pytest.approx(0.85, abs=0.06)
+
+
+def test_given_pairs_give_the_same_candidates_as_the_exhaustive_search(scene: list[PreparedImage]) -> None:
+    every = crop_candidates(sketches(scene), phashes(scene), 16)
+    a, b = np.triu_indices(len(scene), 1)
+    listed = crop_candidates(sketches(scene), phashes(scene), 16, pairs=(a, b))
+    assert sorted(zip(*(x.tolist() for x in every), strict=True)) == sorted(zip(*(x.tolist() for x in listed),
+                                                                               strict=True))
+    only = crop_candidates(sketches(scene), phashes(scene), 16, pairs=(np.array([1]), np.array([2])))
+    assert set(only[0].tolist()) <= {1, 2}
+
+
+def test_images_without_a_sketch_take_no_part(scene: list[PreparedImage]) -> None:
+    present = np.ones(len(scene), dtype=bool)
+    present[6] = False
+    found = crop_matches(sketches(scene), phashes(scene), present)
+    assert 6 not in found.outer and 6 not in found.inner and ((found.outer == 3) & (found.inner == 7)).any()
+
+
+def signals_of(images: list[PreparedImage]) -> ImageSignals:
+    return ImageSignals.from_columns(
+        sha256=[p.sha256 for p in images], pixel_sha256=[p.pixel_sha256 for p in images],
+        phash=[p.phash for p in images], phash_mirror=[p.phash_mirror for p in images],
+        width=[p.width for p in images], height=[p.height for p in images], sketch=[p.sketch for p in images])
+
+
+def vectors_for(n: int, seed: int = 0) -> np.ndarray:
+    """Unrelated unit vectors: the embedding says nothing, so only pixels can tie a crop to its original."""
+    v = np.random.default_rng(seed).standard_normal((n, 16))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("exhaustive_max_n", [10_000, 0])
+def test_crop_joins_its_original_in_a_cluster_under_the_crop_threshold(scene: list[PreparedImage],
+                                                                       exhaustive_max_n: int) -> None:
+    x = vectors_for(len(scene))
+    signals = signals_of(scene)
+    # with the exhaustive search off, crops are looked for among graph edges: k covers every pair here
+    candidates = duplicate_candidates(exact_graph(x, len(scene) - 1), x, signals,
+                                      crop_exhaustive_max_n=exhaustive_max_n)
+    report = duplicate_clusters(candidates, x, signals)
+    clusters = {c.members for c in report.clusters}
+    assert clusters == {(0, 6), (3, 7)}
+    cluster = next(c for c in report.clusters if c.members == (0, 6))
+    assert cluster.signals_to_representative[1] == ("crop",)
+    assert cluster.links[0].crop_score is not None and cluster.links[0].crop_score >= 0.9
+    off = duplicate_clusters(candidates, x, signals, DuplicateThresholds(crop=1.01))
+    assert not off.clusters
+    with pytest.raises(ValueError, match="crop threshold"):
+        duplicate_clusters(candidates, x, signals, DuplicateThresholds(crop=0.5))
+
+
+def test_crop_search_beyond_the_exhaustive_size_misses_crops_outside_the_graph(scene: list[PreparedImage]) -> None:
+    x = vectors_for(len(scene), seed=3)
+    signals = signals_of(scene)
+    graph = exact_graph(x, 1)
+    neighbours_of = {i: set(graph.indices[i].tolist()) for i in range(len(scene))}
+    linked = {(a, b) for a, b in ((0, 6), (3, 7)) if b in neighbours_of[a] or a in neighbours_of[b]}
+    candidates = duplicate_candidates(graph, x, signals, crop_exhaustive_max_n=0)
+    found = {(int(a), int(b)) for a, b, s in zip(candidates.left, candidates.right, candidates.crop_score,
+                                                 strict=True) if s >= 0.9}
+    assert found == linked
+
+
+def stored_image(image_id: str, p: PreparedImage) -> StoredImage:
+    return StoredImage(image_id, float("nan"), p.sha256, p.pixel_sha256, p.phash, p.phash_mirror, p.sketch)
+
+
+def test_arrival_calls_a_crop_of_a_stored_image_a_near_duplicate_either_way_round(scene: list[PreparedImage]) -> None:
+    scale = SimilarityScale(reference_cosine=0.5, reference_rank=10, histogram_edges=(), histogram_counts=())
+
+    def arrive(new: PreparedImage, stored: list[tuple[str, PreparedImage]]):
+        return check_arrival(sha256=new.sha256, pixel_sha256=new.pixel_sha256, phash=new.phash,
+                             phash_mirror=new.phash_mirror, sketch=new.sketch,
+                             stored=[stored_image(i, p) for i, p in stored], scale=scale)
+
+    as_crop = arrive(scene[6], [("a", scene[1]), ("original", scene[0])])
+    assert (as_crop.verdict, as_crop.image_id, as_crop.signals) == ("near", "original", ("crop",))
+    as_original = arrive(scene[0], [("crop", scene[6]), ("b", scene[2])])
+    assert (as_original.verdict, as_original.image_id) == ("near", "crop")
+    assert arrive(scene[4], [("crop", scene[6])]).verdict == "none"
+    # candidates either way round, from window hashes, however far the whole pHashes are
+    stored = [scene[1], scene[2], scene[6]]
+    assert 2 in crop_candidates_for(scene[0].sketch, scene[0].phash, phashes(stored), window_hashes(sketches(stored)))
+    assert 0 in crop_candidates_for(scene[6].sketch, scene[6].phash, phashes(scene[:2]), window_hashes(sketches(scene[:2])))
