@@ -1,10 +1,10 @@
 """Ingest speed against this machine's compute floor, measured side by side in one run.
 
-Prints one markdown table: the torch matmul peak (fp32, and bf16 where the CPU has it), the
-ViT-B-32 image tower's FLOPs per image, the compute floor in images/s, and measured images/s for
-embedding alone (batch 1 and 32), decode+hash alone, and end-to-end ``Collection.ingest`` of
-generated 1024x768 JPEGs, each as a fraction of the fp32 floor (and of the bf16 floor where bf16 is
-in use). Run: ``python benchmarks/ingest.py [--images 500]``.
+Prints one markdown table: the torch matmul peak on the device the model runs on (fp32, and the
+lower precision PRECISION=auto chose, if any), the ViT-B-32 image tower's FLOPs per image, the
+compute floor in images/s, and measured images/s for embedding alone (batch 1 and 32), decode+hash
+alone, and end-to-end ``Collection.ingest`` of generated 1024x768 JPEGs, each as a fraction of the
+fp32 floor (and of the lower-precision floor where one is in use). Run: ``python benchmarks/ingest.py [--images 500]``.
 """
 
 from __future__ import annotations
@@ -39,21 +39,30 @@ class Row:
         return f"| {self.what} | {self.images_per_s:.1f} | {self.images_per_s / self.floor_fp32:.0%} | {low} |"
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n matmul in ``dtype``."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+def matmul_peak(dtype: torch.dtype, device: str, repeats: int = 5) -> float:
+    """Best GFLOP/s of an n x n matmul in ``dtype`` on ``device``, the one the model runs on (a GPU
+    needs a larger n to reach its peak)."""
+    n = 8192 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     a @ b
     best = 0.0
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         a @ b
+        _synchronize(device)
         best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
     return best
 
 
+def _synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def image_tower_flops(embedder: Embedder) -> float:
-    batch = torch.randn(1, 3, embedder.image_size, embedder.image_size)
+    batch = torch.randn(1, 3, embedder.image_size, embedder.image_size, device=embedder.device)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         embedder._fp32.encode_image(batch)
     return float(counter.get_total_flops())
@@ -103,8 +112,8 @@ def main() -> None:
     auto = Embedder(Settings(model_pretrained="none", precision="auto"))
     low_dtype = LOW_PRECISION.get(auto.precision)
     flops = image_tower_flops(fp32)
-    peak32 = matmul_peak(torch.float32)
-    peak_low = matmul_peak(low_dtype) if low_dtype is not None else None
+    peak32 = matmul_peak(torch.float32, fp32.device)
+    peak_low = matmul_peak(low_dtype, fp32.device) if low_dtype is not None else None
     floor32 = peak32 * 1e9 / flops
     floor_low = peak_low * 1e9 / flops if peak_low else None
 
@@ -138,7 +147,9 @@ def main() -> None:
                 )
             )
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    gpu = f", {torch.cuda.get_device_name()}" if fp32.device == "cuda" else ""
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; model on {fp32.device}{gpu}")
     print(f"precision choice: {auto.info.precision_note}")
     print(f"matmul peak fp32: {peak32:.0f} GFLOP/s" + (f", {auto.precision}: {peak_low:.0f} GFLOP/s" if peak_low else ""))
     print(f"ViT-B-32 image tower: {flops / 1e9:.2f} GFLOP/image")
