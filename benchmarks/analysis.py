@@ -96,10 +96,13 @@ def quality(workdir: Path) -> None:
     ours = pairs_from_groups(c.members for c in report.clusters)
     t = report.thresholds
     rows = [_dup_row(f"ours (default: similarity>={t.similarity}, pHash<={t.hamming}, {t.rule}"
-                     f" or both >={t.agree_similarity}/<={t.agree_hamming})", ours, truth, truth_no_crop, labels,
+                     f" or both >={t.agree_similarity}/<={t.agree_hamming}, or crop>={t.crop})", ours, truth, truth_no_crop, labels,
                      t2 - t0, t2 - t0 + features.hash_seconds + features.embed_seconds)]
-    for rule_t in (DuplicateThresholds(rule="both"), DuplicateThresholds(similarity=1.0, agree_hamming=0)):
-        label = "ours, rule both" if rule_t.rule == "both" else "ours, pHash<=8 alone (mirror-aware)"
+    variants = {"ours, rule both": DuplicateThresholds(rule="both"),
+                "ours, pixels only (pHash<=8 mirror-aware, crops; no embedding)":
+                    DuplicateThresholds(similarity=1.0, agree_hamming=0),
+                "ours without crops": DuplicateThresholds(crop=1.01)}
+    for label, rule_t in variants.items():
         r = duplicate_clusters(candidates, x, signals, rule_t)
         rows.append(_dup_row(label, pairs_from_groups(c.members for c in r.clusters), truth, truth_no_crop, labels,
                              None, None))
