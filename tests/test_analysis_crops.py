@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from core.analysis.arrival import StoredImage, check_arrival, crop_candidates_for
-from core.analysis.crops import WINDOWS, crop_candidates, crop_matches, window_hashes
+from core.analysis.crops import WINDOWS, crop_candidates, crop_matches, verify_crops, window_hashes
 from core.analysis.duplicates import (
     DuplicateThresholds,
     ImageSignals,
@@ -151,3 +151,10 @@ def test_arrival_calls_a_crop_of_a_stored_image_a_near_duplicate_either_way_roun
     stored = [scene[1], scene[2], scene[6]]
     assert 2 in crop_candidates_for(scene[0].sketch, scene[0].phash, phashes(stored), window_hashes(sketches(stored)))
     assert 0 in crop_candidates_for(scene[6].sketch, scene[6].phash, phashes(scene[:2]), window_hashes(sketches(scene[:2])))
+
+
+def test_pairs_that_fail_the_first_screen_keep_their_starting_score(scene: list[PreparedImage]) -> None:
+    unrelated = verify_crops(sketches(scene), np.array([1, 2]), np.array([4, 5]), np.array([0, 5]))
+    assert len(unrelated) == 2 and (unrelated.score < 0.9).all()
+    assert len(verify_crops(sketches(scene), np.array([], dtype=np.int32), np.array([], dtype=np.int32),
+                            np.array([], dtype=np.int16))) == 0

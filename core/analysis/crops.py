@@ -247,6 +247,8 @@ def verify_crops(sketches: np.ndarray, outer: np.ndarray, inner: np.ndarray, sta
             best = pair.correlations(params, rows_axis=True, scale=params[:, 1:2], pos=params[:, 3:4])[:, 0]
             for step, (scale_step, pos_step) in enumerate(_SEARCH_STEPS):
                 live = torch.nonzero(best >= _PRESCREEN[step]).flatten()
+                if not len(live):
+                    break
                 sub, p_live, b_live = pair.take(live), params[live], best[live]
                 for rows_axis in (True, False):
                     p_live, b_live = _refine(sub, p_live, b_live, scale_step, pos_step, rows_axis)
