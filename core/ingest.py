@@ -16,6 +16,7 @@ running the same ingest again completes them (every write is idempotent, keyed b
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -32,7 +33,7 @@ from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext
 from core.backends import Backends
 from core.embedding import Embedder
 from core.images import ImageRejected, PreparedImage, image_id, prepare_image
-from core.observability import record_ingest, timed
+from core.observability import log_event, record_ingest, timed
 from core.reports import ArrivalMatch
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
@@ -359,7 +360,7 @@ class Ingestor:
             if records:
                 with timed("embed"):
                     embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
-                nearest = self._nearest_stored(batch.prepared, embeddings)
+                nearest = self._arrival_checks(batch.prepared, embeddings)
                 with timed("store"):
                     vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
                     catalog.mark_ready(ids)
@@ -374,6 +375,16 @@ class Ingestor:
             else FileOutcome(e.item.name, ALREADY_PRESENT, image_id=e.image_id)
             for e in batch.entries
         ]
+
+    def _arrival_checks(self, prepared: Sequence[_Prepared], embeddings: np.ndarray) -> dict[str, ArrivalMatch]:
+        """The on-arrival duplicate checks, which only inform: when they fail, the images are still
+        stored (without a `nearest`) and the failure is logged, rather than the batch being lost."""
+        try:
+            return self._nearest_stored(prepared, embeddings)
+        except Exception as exc:
+            log_event("arrival_check_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}",
+                      files=len(prepared))
+            return {}
 
     def _nearest_stored(self, prepared: Sequence[_Prepared], embeddings: np.ndarray) -> dict[str, ArrivalMatch]:
         """For each new image, the closest image stored before it and whether it duplicates it, judged

@@ -116,6 +116,22 @@ def test_vector_store_failure_rolls_back_batch_and_rerun_completes(
     assert collection.status().consistent and collection.status().images == 20
 
 
+def test_a_failing_arrival_check_stores_the_images_without_a_verdict(
+    collection: Collection, image_folder: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collection.ingest([image_folder(3)])
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("analysis bug")
+
+    monkeypatch.setattr("core.analysis.check_arrival", broken)
+    report = collection.ingest_uploads([(f"new{i}.jpg", encode(photo(500 + i))) for i in range(2)])
+    assert report.ingested == 2 and all(o.nearest is None for o in report.outcomes)
+    assert collection.status().consistent and collection.status().images == 5
+    assert any(r.getMessage() == "arrival_check_failed" and "analysis bug" in str(r.fields) for r in caplog.records)
+
+
 def test_process_killed_mid_ingest_leaves_nothing_visible_and_rerun_completes(
     settings: Settings, image_folder: Callable[..., Path]
 ) -> None:
