@@ -250,9 +250,12 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     hl, hr, _, _ = pairs_within(signals.phash, signals.phash_mirror, hamming_max)
     hash_keys = _pair_keys(hl, hr, n)
     crop_pairs = None
-    if n > crop_exhaustive_max_n:
-        near = np.unique(np.concatenate([_graph_keys(graph, scale, -np.inf), hash_keys]))
-        crop_pairs = (near // n, near % n)
+    if n > crop_exhaustive_max_n:  # every graph edge (an edge listed both ways is checked twice) and pHash pair
+        rows = np.repeat(np.arange(n, dtype=np.int32), graph.k)
+        cols = graph.indices.ravel()
+        listed = cols >= 0
+        crop_pairs = (np.concatenate([rows[listed], hl]), np.concatenate([cols[listed], hr]))
+        del rows, listed
     crops = crop_matches(signals.sketch, signals.phash, signals.has_sketch, pairs=crop_pairs,
                          exhaustive_max_n=crop_exhaustive_max_n)
     strong = crops.score >= crop_floor
