@@ -31,6 +31,7 @@ from core.settings import Settings
 
 RANDOM_SEED = 0
 AGREEMENT_MIN_COSINE = 0.999
+CPU_PROBE_BATCH = 8  # enough to time a CPU, which is compute-bound from the first image
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -167,7 +168,9 @@ class Embedder:
         self.image_size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
         self.dim = int(model.text_projection.shape[1] if model.text_projection is not None else 512)
         self._mutex = threading.Lock()
-        self.precision, note = self._choose_precision(settings.precision)
+        # a GPU is only busy enough to tell precisions apart at the batch size ingest uses
+        probe = settings.embed_batch_size if self.device == "cuda" else CPU_PROBE_BATCH
+        self.precision, note = self._choose_precision(settings.precision, probe)
         self.info = ModelInfo(
             name=settings.model_name,
             weights=description,
@@ -198,7 +201,7 @@ class Embedder:
             best = min(best, time.perf_counter() - start)
         return best, out
 
-    def _choose_precision(self, requested: str) -> tuple[str, str]:
+    def _choose_precision(self, requested: str, probe_batch: int) -> tuple[str, str]:
         if requested == "fp32":
             return "fp32", "fp32 as configured (PRECISION=fp32)"
         if requested in ("bf16", "fp16"):
@@ -209,7 +212,7 @@ class Embedder:
         dtype = LOW_PRECISION[low]
         if low == "bf16" and not torch.backends.mkldnn.is_available():
             return "fp32", "fp32: no oneDNN for bf16 on this CPU"
-        batch = _probe_batch(self.image_size, 8)
+        batch = _probe_batch(self.image_size, probe_batch).to(self.device)  # transfers stay out of the timing
         low_model = copy.deepcopy(self._fp32).to(dtype)
         fp32_s, reference = self._timed(self._fp32, batch, torch.float32)
         low_s, candidate = self._timed(low_model, batch, dtype)
