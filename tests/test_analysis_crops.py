@@ -74,6 +74,11 @@ def test_given_pairs_give_the_same_candidates_as_the_exhaustive_search(scene: li
     listed = crop_candidates(sketches(scene), phashes(scene), 16, pairs=(a, b))
     assert sorted(zip(*(x.tolist() for x in every), strict=True)) == sorted(zip(*(x.tolist() for x in listed),
                                                                                strict=True))
+    n = len(scene)
+    table = np.array([[j for j in range(n) if j != i] + [-1] for i in range(n)], dtype=np.int32)
+    from_table = crop_candidates(sketches(scene), phashes(scene), 16, partners=table)  # each pair seen twice
+    assert set(zip(*(x.tolist() for x in every), strict=True)) == set(zip(*(x.tolist() for x in from_table),
+                                                                           strict=True))
     only = crop_candidates(sketches(scene), phashes(scene), 16, pairs=(np.array([1]), np.array([2])))
     assert set(only[0].tolist()) <= {1, 2}
 

@@ -44,7 +44,7 @@ _PHASH_SIDE = 32
 _PHASH_LOW = 8
 _MIN_SCALE, _MAX_SCALE = 0.5, 1.0
 _SEARCH_STEPS = ((0.04, 0.12), (0.02, 0.06))  # (scale, position) step per refinement round
-_CHUNK = 4096
+_CHUNK = 1024  # rows of window hashes at once: ~100 MB of temporaries
 _VERIFY_CHUNK = 2048
 _BLOCK_ROWS = 1024
 _PRESCREEN = (0.5, 0.7)  # least score to be refined further, per round
@@ -74,9 +74,13 @@ def check_sketches(sketches: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def grey(sketches: np.ndarray) -> np.ndarray:
-    """Luma of RGB sketches as Pillow's "L" conversion computes it, (n, side, side) float32."""
-    return (check_sketches(sketches) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
+def grey(sketches: np.ndarray) -> torch.Tensor:
+    """Luma of RGB sketches as Pillow's "L" conversion computes it, (n, side, side) float32.
+
+    Call it on blocks of rows: it makes float copies of what it is given.
+    """
+    pixels = torch.from_numpy(check_sketches(sketches)).float()
+    return pixels @ torch.tensor([0.299, 0.587, 0.114])
 
 
 def _resample(scale: torch.Tensor, position: torch.Tensor, side: int, out: int) -> torch.Tensor:
@@ -98,8 +102,8 @@ def _dct_rows(n: int = _PHASH_SIDE, k: int = _PHASH_LOW) -> torch.Tensor:
 
 def window_hashes(sketches: np.ndarray) -> np.ndarray:
     """(n, len(WINDOWS)) uint64: the pHash of each window of each sketch, in `WINDOWS` order."""
-    g = grey(sketches)
-    n, side = len(g), g.shape[1]
+    s = check_sketches(sketches)
+    n, side = len(s), s.shape[1]
     w = torch.tensor(WINDOWS, dtype=torch.float32)
     dct = _dct_rows()
     left = dct @ _resample(w[:, 1], w[:, 3], side, _PHASH_SIDE)  # (W, 8, side): rows of the window
@@ -108,7 +112,7 @@ def window_hashes(sketches: np.ndarray) -> np.ndarray:
     out = np.empty((n, len(WINDOWS)), dtype=np.uint64)
     with torch.inference_mode():
         for c0 in range(0, n, _CHUNK):
-            block = torch.from_numpy(g[c0:c0 + _CHUNK])
+            block = grey(s[c0:c0 + _CHUNK])
             c = len(block)
             # two large products instead of W * c small ones: columns of every window, then rows
             cols = (block.reshape(c * side, side) @ every_right).reshape(c, side, len(w), _PHASH_LOW)
@@ -122,34 +126,100 @@ def window_hashes(sketches: np.ndarray) -> np.ndarray:
 
 
 def crop_candidates(sketches: np.ndarray, phash: np.ndarray, radius: int = CROP_RADIUS,
-                    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                    pairs: tuple[np.ndarray, np.ndarray] | None = None, partners: np.ndarray | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ordered pairs (outer, inner, best window) where a window of outer is within `radius` of inner's pHash.
 
-    Without `pairs`, every ordered pair is compared (64 n^2 popcounts: keep n to about
-    `EXHAUSTIVE_MAX_N`); with them, both orders of each given (unordered) pair.
+    With neither `pairs` nor `partners`, every ordered pair is compared (64 n^2 popcounts: keep n
+    to about `EXHAUSTIVE_MAX_N`). Otherwise both orders of each given pair: `pairs` as two flat
+    arrays, `partners` as an (n, m) table of each row's partners (-1 where none), such as the
+    neighbour graph's lists, read in place. Window hashes are then made a block of outer rows at
+    a time, so memory stays flat (all of them would be 512 MB at 1M images). A pair given twice
+    comes out twice.
     """
     if not 0 <= radius <= 64:
         raise ValueError(f"crop radius must be between 0 and 64 bits, got {radius}")
-    win = window_hashes(sketches)
+    s = check_sketches(sketches)
     ph = np.ascontiguousarray(phash, dtype=np.uint64)
-    if ph.shape != (len(win),):
-        raise ValueError(f"expected one pHash per sketch ({len(win)}), got shape {ph.shape}")
-    if pairs is None:
-        found = []
-        for r0 in range(0, len(ph), _BLOCK_ROWS):
+    n = len(s)
+    if ph.shape != (n,):
+        raise ValueError(f"expected one pHash per sketch ({n}), got shape {ph.shape}")
+    found = []
+    if pairs is None and partners is None:
+        win = window_hashes(s)
+        for r0 in range(0, n, _BLOCK_ROWS):
             distance, window = _closest_block(win[r0:r0 + _BLOCK_ROWS], ph)
             rows = np.arange(len(distance))
             distance[rows, rows + r0] = 255  # an image is no crop of itself
             o, i = np.nonzero(distance <= radius)
             found.append(((o + r0).astype(np.int32), i.astype(np.int32), window[o, i]))
         return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
-    a, b = (np.ascontiguousarray(p, dtype=np.int32) for p in pairs)
-    d_ab, w_ab, d_ba, w_ba = _best_windows(win, ph, a, b)
-    fwd = (d_ab <= radius) & (a != b)
-    back = (d_ba <= radius) & (a != b)
-    return (np.concatenate([a[fwd], b[back]]), np.concatenate([b[fwd], a[back]]),
-            np.concatenate([w_ab[fwd], w_ba[back]]))
+    table = np.full((n, 0), -1, dtype=np.int32) if partners is None else np.ascontiguousarray(partners, np.int32)
+    a, b = (np.ascontiguousarray(p, dtype=np.int32) for p in (pairs or (np.zeros(0), np.zeros(0))))
+    offsets, others = _other_lists(table, a, b, n)  # per outer row: the inners not in its own table row
+    for r0 in range(0, n, _CHUNK):
+        win = window_hashes(s[r0:r0 + _CHUNK])
+        counts = np.zeros(len(win), dtype=np.int64)
+        _list_hits(win, r0, ph, table, offsets, others, radius, np.zeros(1, dtype=np.int64), counts, None, None, None)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        outer, inner = np.empty(starts[-1], dtype=np.int32), np.empty(starts[-1], dtype=np.int32)
+        best = np.empty(starts[-1], dtype=np.int16)
+        _list_hits(win, r0, ph, table, offsets, others, radius, starts, counts, outer, inner, best)
+        found.append((outer, inner, best))
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))  # type: ignore[return-value]
+
+
+@numba.njit(cache=True)
+def _other_lists(table, a, b, n):  # pragma: no cover - compiled
+    """CSR lists of the inner rows each outer row must also try: the rows whose table lists it,
+    and both orders of the given pairs (a counting sort, no pair array of the table's size)."""
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for i in range(table.shape[0]):
+        for m in range(table.shape[1]):
+            j = table[i, m]
+            if j >= 0 and j != i:
+                counts[j + 1] += 1
+    for p in range(a.shape[0]):
+        counts[a[p] + 1] += 1
+        counts[b[p] + 1] += 1
+    offsets = np.cumsum(counts)
+    cursor = offsets[:-1].copy()
+    others = np.empty(offsets[-1], dtype=np.int32)
+    for i in range(table.shape[0]):
+        for m in range(table.shape[1]):
+            j = table[i, m]
+            if j >= 0 and j != i:
+                others[cursor[j]] = i
+                cursor[j] += 1
+    for p in range(a.shape[0]):
+        others[cursor[a[p]]] = b[p]
+        cursor[a[p]] += 1
+        others[cursor[b[p]]] = a[p]
+        cursor[b[p]] += 1
+    return offsets, others
+
+
+@numba.njit(parallel=True, cache=True)
+def _list_hits(win, r0, ph, table, offsets, others, radius, starts, counts, outer, inner, best):  # pragma: no cover
+    """For outer rows r0.. (their windows in `win`): count hits into `counts` when `outer` is None,
+    else write them from `starts`. Inner rows come from the table row and the other lists."""
+    for q in numba.prange(win.shape[0]):
+        o = r0 + q
+        c = 0
+        width = table.shape[1]
+        for m in range(width + offsets[o + 1] - offsets[o]):
+            j = table[o, m] if m < width else others[offsets[o] + m - width]
+            if j < 0 or j == o:
+                continue
+            d, k = _closest_window(win, q, ph[j])
+            if d <= radius:
+                if outer is not None:
+                    outer[starts[q] + c] = o
+                    inner[starts[q] + c] = j
+                    best[starts[q] + c] = k
+                c += 1
+        if outer is None:
+            counts[q] = c
 
 
 @numba.njit(parallel=True, cache=True)
@@ -180,19 +250,6 @@ def _closest_window(win, row, h):  # pragma: no cover - compiled
             d_best = d
             k_best = k
     return d_best, k_best
-
-
-@numba.njit(parallel=True, cache=True)
-def _best_windows(win, ph, a, b):  # pragma: no cover - compiled
-    m = a.shape[0]
-    d_ab = np.empty(m, dtype=np.uint8)
-    w_ab = np.empty(m, dtype=np.int16)
-    d_ba = np.empty(m, dtype=np.uint8)
-    w_ba = np.empty(m, dtype=np.int16)
-    for p in numba.prange(m):
-        d_ab[p], w_ab[p] = _closest_window(win, a[p], ph[b[p]])
-        d_ba[p], w_ba[p] = _closest_window(win, b[p], ph[a[p]])
-    return d_ab, w_ab, d_ba, w_ba
 
 
 def contained(windows: np.ndarray, phash: np.ndarray, radius: int = CROP_RADIUS) -> np.ndarray:
@@ -338,14 +395,18 @@ def _normalise(img: torch.Tensor) -> torch.Tensor:
 
 
 def crop_matches(sketches: np.ndarray, phash: np.ndarray, has_sketch: np.ndarray, *, radius: int = CROP_RADIUS,
-                 pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                 pairs: tuple[np.ndarray, np.ndarray] | None = None, partners: np.ndarray | None = None,
                  exhaustive_max_n: int = EXHAUSTIVE_MAX_N) -> CropMatches:
-    """Verified crop candidates: every ordered pair up to `exhaustive_max_n` images, else `pairs` only.
+    """Verified crop candidates: every ordered pair up to `exhaustive_max_n` images, else those of
+    `pairs` and `partners` only (see `crop_candidates`).
 
     Images without a sketch (`has_sketch` False: stored before sketches existed) take no part.
     """
     s = check_sketches(sketches)
-    outer, inner, start = crop_candidates(s, phash, radius, None if len(s) <= exhaustive_max_n else pairs)
+    if len(s) <= exhaustive_max_n:
+        pairs = partners = None
+    outer, inner, start = crop_candidates(s, phash, radius, pairs, partners)
+    _, once = np.unique(outer.astype(np.int64) * len(s) + inner, return_index=True)  # pairs given twice
     present = np.asarray(has_sketch, dtype=bool)
-    keep = present[outer] & present[inner]
+    keep = once[present[outer[once]] & present[inner[once]]]
     return verify_crops(s, outer[keep], inner[keep], start[keep])

@@ -249,14 +249,8 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     scale = scale or similarity_scale(graph)
     hl, hr, _, _ = pairs_within(signals.phash, signals.phash_mirror, hamming_max)
     hash_keys = _pair_keys(hl, hr, n)
-    crop_pairs = None
-    if n > crop_exhaustive_max_n:  # every graph edge (an edge listed both ways is checked twice) and pHash pair
-        rows = np.repeat(np.arange(n, dtype=np.int32), graph.k)
-        cols = graph.indices.ravel()
-        listed = cols >= 0
-        crop_pairs = (np.concatenate([rows[listed], hl]), np.concatenate([cols[listed], hr]))
-        del rows, listed
-    crops = crop_matches(signals.sketch, signals.phash, signals.has_sketch, pairs=crop_pairs,
+    # beyond the exhaustive size: every graph edge (one listed both ways is checked twice) and pHash pair
+    crops = crop_matches(signals.sketch, signals.phash, signals.has_sketch, pairs=(hl, hr), partners=graph.indices,
                          exhaustive_max_n=crop_exhaustive_max_n)
     strong = crops.score >= crop_floor
     crop_keys = _pair_keys(crops.outer[strong], crops.inner[strong], n)
@@ -300,7 +294,8 @@ def _star_keys(groups: np.ndarray, n: int) -> np.ndarray:
     return _pair_keys(lead[linked], rows[linked], n)
 
 
-def _row_dots(x: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def _row_dots(x: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Cosine of each pair; rows are gathered a chunk at a time (two 16 MB copies at 512-d)."""
     out = np.empty(len(left), dtype=np.float32)
     for s in range(0, len(left), chunk):
         out[s:s + chunk] = np.einsum("ij,ij->i", x[left[s:s + chunk]], x[right[s:s + chunk]])
