@@ -7,7 +7,14 @@ import pytest
 from PIL import Image
 
 from core.analysis.arrival import StoredImage, check_arrival, crop_candidates_for
-from core.analysis.crops import WINDOWS, crop_candidates, crop_matches, verify_crops, window_hashes
+from core.analysis.crops import (
+    DEFAULT_CROP_MATCH,
+    WINDOWS,
+    crop_candidates,
+    crop_matches,
+    verify_crops,
+    window_hashes,
+)
 from core.analysis.duplicates import (
     DuplicateThresholds,
     ImageSignals,
@@ -62,7 +69,7 @@ def test_window_hash_is_the_phash_of_that_window_cropped() -> None:
 
 def test_crops_are_found_and_verified_and_unrelated_photos_are_not(scene: list[PreparedImage]) -> None:
     found = crop_matches(sketches(scene), phashes(scene), np.ones(len(scene), dtype=bool))
-    strong = {(int(o), int(i)) for o, i, s in zip(found.outer, found.inner, found.score, strict=True) if s >= 0.9}
+    strong = {(int(o), int(i)) for o, i, s in zip(found.outer, found.inner, found.score, strict=True) if s >= DEFAULT_CROP_MATCH}
     assert strong == {(0, 6), (3, 7)}
     window = found.window[(found.outer == 0) & (found.inner == 6)][0]
     assert window[0] == pytest.approx(0.82, abs=0.06) and window[1] == pytest.approx(0.85, abs=0.06)
@@ -116,7 +123,7 @@ def test_crop_joins_its_original_in_a_cluster_under_the_crop_threshold(scene: li
     assert clusters == {(0, 6), (3, 7)}
     cluster = next(c for c in report.clusters if c.members == (0, 6))
     assert cluster.signals_to_representative[1] == ("crop",)
-    assert cluster.links[0].crop_score is not None and cluster.links[0].crop_score >= 0.9
+    assert cluster.links[0].crop_score is not None and cluster.links[0].crop_score >= DEFAULT_CROP_MATCH
     off = duplicate_clusters(candidates, x, signals, DuplicateThresholds(crop=1.01))
     assert not off.clusters
     with pytest.raises(ValueError, match="crop threshold"):
@@ -131,7 +138,7 @@ def test_crop_search_beyond_the_exhaustive_size_misses_crops_outside_the_graph(s
     linked = {(a, b) for a, b in ((0, 6), (3, 7)) if b in neighbours_of[a] or a in neighbours_of[b]}
     candidates = duplicate_candidates(graph, x, signals, crop_exhaustive_max_n=0)
     found = {(int(a), int(b)) for a, b, s in zip(candidates.left, candidates.right, candidates.crop_score,
-                                                 strict=True) if s >= 0.9}
+                                                 strict=True) if s >= DEFAULT_CROP_MATCH}
     assert found == linked
 
 
@@ -160,6 +167,6 @@ def test_arrival_calls_a_crop_of_a_stored_image_a_near_duplicate_either_way_roun
 
 def test_pairs_that_fail_the_first_screen_keep_their_starting_score(scene: list[PreparedImage]) -> None:
     unrelated = verify_crops(sketches(scene), np.array([1, 2]), np.array([4, 5]), np.array([0, 5]))
-    assert len(unrelated) == 2 and (unrelated.score < 0.9).all()
+    assert len(unrelated) == 2 and (unrelated.score < DEFAULT_CROP_MATCH).all()
     assert len(verify_crops(sketches(scene), np.array([], dtype=np.int32), np.array([], dtype=np.int32),
                             np.array([], dtype=np.int16))) == 0
