@@ -48,7 +48,7 @@ _SEARCH_STEPS = ((0.04, 0.12), (0.02, 0.06))  # (scale, position) step per refin
 _CHUNK = 1024  # rows of window hashes at once: ~100 MB of temporaries
 _VERIFY_CHUNK = 2048
 _BLOCK_ROWS = 1024
-_PRESCREEN = (0.5, 0.7)  # least score to be refined further, per round
+_PRESCREEN = (0.6, 0.85)  # least score to be refined further, per round
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def grey(sketches: np.ndarray) -> torch.Tensor:
 
     Call it on blocks of rows: it makes float copies of what it is given.
     """
-    pixels = torch.from_numpy(check_sketches(sketches)).float()
+    pixels = torch.from_numpy(check_sketches(sketches).astype(np.float32))
     return pixels @ torch.tensor([0.299, 0.587, 0.114])
 
 
@@ -290,7 +290,7 @@ def verify_crops(sketches: np.ndarray, outer: np.ndarray, inner: np.ndarray, sta
     common mean, so a red shape does not match a green one of the same outline. A pair whose
     score is below `_PRESCREEN[round]` before a refinement round keeps that score: a round moves
     the window by a few percent, which never lifts an unrelated pair to a crop's score (true crops
-    start at 0.64 or more and pass 0.8 after the first round, on the benchmark).
+    start at 0.64 or more and pass 0.85 after the first round, on the benchmark).
     """
     s = check_sketches(sketches)
     m = len(outer)
