@@ -40,7 +40,7 @@ WINDOWS: tuple[tuple[float, float, float, float], ...] = tuple(
     product(WINDOW_SCALES, WINDOW_SCALES, WINDOW_POSITIONS, WINDOW_POSITIONS))
 CROP_RADIUS = 12  # window-to-whole pHash bits for a pair to be verified at all
 DEFAULT_CROP_MATCH = 0.93  # correlation of the refined window that makes a crop
-EXHAUSTIVE_MAX_N = 20_000  # every ordered pair up to here: 64 n^2 popcounts, ~3 s at 20k on 2 cores
+EXHAUSTIVE_MAX_N = 20_000  # every ordered pair up to here: 64 n^2 popcounts, ~7 s at 20k on 2 cores
 _PHASH_SIDE = 32
 _PHASH_LOW = 8
 _MIN_SCALE, _MAX_SCALE = 0.5, 1.0
