@@ -170,3 +170,11 @@ def test_pairs_that_fail_the_first_screen_keep_their_starting_score(scene: list[
     assert len(unrelated) == 2 and (unrelated.score < DEFAULT_CROP_MATCH).all()
     assert len(verify_crops(sketches(scene), np.array([], dtype=np.int32), np.array([], dtype=np.int32),
                             np.array([], dtype=np.int16))) == 0
+
+
+def test_the_same_picture_re_encoded_is_a_candidate_but_not_called_a_crop() -> None:
+    picture = photo(0, SIZE)
+    same = [prepared(picture), prepare_image(encode(picture, "JPEG", quality=90), max_bytes=1 << 26,
+                                             max_pixels=1 << 26)]
+    assert len(crop_candidates(sketches(same), phashes(same))[0]) == 2  # each is like a window of the other
+    assert len(crop_matches(sketches(same), phashes(same), np.ones(2, dtype=bool))) == 0

@@ -30,7 +30,7 @@ import numba
 import numpy as np
 import torch
 
-from core.analysis.hamming import popcount_u64
+from core.analysis.hamming import popcount, popcount_u64
 
 WINDOW_SCALES = (0.78, 0.88)
 WINDOW_POSITIONS = (0.0, 1 / 3, 2 / 3, 1.0)
@@ -49,6 +49,7 @@ _CHUNK = 1024  # rows of window hashes at once: ~100 MB of temporaries
 _VERIFY_CHUNK = 2048
 _BLOCK_ROWS = 1024
 _PRESCREEN = (0.6, 0.85)  # least score to be refined further, per round
+_SAME_PICTURE_BITS = 2
 
 
 @dataclass(frozen=True)
@@ -401,7 +402,9 @@ def crop_matches(sketches: np.ndarray, phash: np.ndarray, has_sketch: np.ndarray
     """Verified crop candidates: every ordered pair up to `exhaustive_max_n` images, else those of
     `pairs` and `partners` only (see `crop_candidates`).
 
-    Images without a sketch (`has_sketch` False: stored before sketches existed) take no part.
+    Images without a sketch (`has_sketch` False: stored before sketches existed) take no part, and
+    neither do pairs whose whole-image pHashes are within `_SAME_PICTURE_BITS`: those are the same
+    picture (a re-encode, a resize), which pHash already matches, not one cut from the other.
     """
     s = check_sketches(sketches)
     if len(s) <= exhaustive_max_n:
@@ -409,5 +412,7 @@ def crop_matches(sketches: np.ndarray, phash: np.ndarray, has_sketch: np.ndarray
     outer, inner, start = crop_candidates(s, phash, radius, pairs, partners)
     _, once = np.unique(outer.astype(np.int64) * len(s) + inner, return_index=True)  # pairs given twice
     present = np.asarray(has_sketch, dtype=bool)
-    keep = once[present[outer[once]] & present[inner[once]]]
+    ph = np.asarray(phash, dtype=np.uint64)
+    o, i = outer[once], inner[once]
+    keep = once[present[o] & present[i] & (popcount(ph[o] ^ ph[i]) > _SAME_PICTURE_BITS)]
     return verify_crops(s, outer[keep], inner[keep], start[keep])
