@@ -256,31 +256,15 @@ def _closest_window(win, row, h):  # pragma: no cover - compiled
 
 def contained(windows: np.ndarray, phash: np.ndarray, radius: int = CROP_RADIUS) -> np.ndarray:
     """Rows of `phash` within `radius` bits of some window in `windows` (one image's): what it may contain."""
-    found = _closest_to_windows(np.ascontiguousarray(windows, dtype=np.uint64).reshape(1, -1),
-                                np.ascontiguousarray(phash, dtype=np.uint64))
-    return np.flatnonzero(found <= radius)
+    distance, _ = _closest_block(np.ascontiguousarray(windows, dtype=np.uint64).reshape(1, -1),
+                                 np.ascontiguousarray(phash, dtype=np.uint64))
+    return np.flatnonzero(distance[0] <= radius)
 
 
 def containing(windows: np.ndarray, phash: int, radius: int = CROP_RADIUS) -> np.ndarray:
     """Rows of `windows` (n, W) with a window within `radius` bits of one pHash: what may contain it."""
-    found = _closest_windows_to(np.ascontiguousarray(windows, dtype=np.uint64), np.uint64(phash))
-    return np.flatnonzero(found <= radius)
-
-
-@numba.njit(parallel=True, cache=True)
-def _closest_to_windows(win, ph):  # pragma: no cover - compiled
-    out = np.empty(ph.shape[0], dtype=np.uint8)
-    for j in numba.prange(ph.shape[0]):
-        out[j] = _closest_window(win, 0, ph[j])[0]
-    return out
-
-
-@numba.njit(parallel=True, cache=True)
-def _closest_windows_to(win, h):  # pragma: no cover - compiled
-    out = np.empty(win.shape[0], dtype=np.uint8)
-    for j in numba.prange(win.shape[0]):
-        out[j] = _closest_window(win, j, h)[0]
-    return out
+    distance, _ = _closest_block(np.ascontiguousarray(windows, dtype=np.uint64), np.array([phash], dtype=np.uint64))
+    return np.flatnonzero(distance[:, 0] <= radius)
 
 
 def verify_crops(sketches: np.ndarray, outer: np.ndarray, inner: np.ndarray, start: np.ndarray,
