@@ -90,16 +90,22 @@ class CollectionAnalysis:
     def _key(self, version: int, name: str) -> str:
         return f"va:{self.collection_id}:v{version}:{name}"
 
-    def _cached(self, version: int, name: str, compute: Callable[[], object]) -> object:
+    def _cached(self, version: int, name: str, compute: Callable[[], object], *, shared: bool = True) -> object:
+        """The value for this version: from this process, else the cache backend, else computed.
+
+        `shared=False` keeps it in this process only, for values rebuilt from the catalog more
+        cheaply than sent through the cache (the image signals carry 768 bytes of sketch an image).
+        """
         with self._lock:
             if (version, name) in self._memo:
                 return self._memo[(version, name)]
-            raw = self.cache.get(self._key(version, name))
+            raw = self.cache.get(self._key(version, name)) if shared else None
             value = pickle.loads(raw) if raw is not None else None
             if value is None:
                 with observe_analysis(name.split(":")[0], version=version):
                     value = compute()
-                self.cache.set(self._key(version, name), pickle.dumps(value, protocol=5), ttl_s=CACHE_TTL_S)
+                if shared:
+                    self.cache.set(self._key(version, name), pickle.dumps(value, protocol=5), ttl_s=CACHE_TTL_S)
             self._memo = {key: v for key, v in self._memo.items() if key[0] == version}
             self._memo[(version, name)] = value
             return value
@@ -137,6 +143,7 @@ class CollectionAnalysis:
                 phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
                 created=f["created_at"].tolist(), sketch=f["sketch"].tolist(),
             ),
+            shared=False,
         )
 
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:

@@ -199,6 +199,10 @@ def test_analysis_is_shared_through_the_cache_backend(
     monkeypatch.setattr(analysis, "update_graph", lambda *a, **k: pytest.fail("graph not found in the cache"))
     with Collection.open(settings, embedder=embedder) as second:  # as another process would
         assert second.duplicates().pair_count == expected
+        # the image signals (with their sketches) are rebuilt from the catalog, not sent through Redis
+        version = second.backends.catalog.version()
+        assert second.backends.cache.get(second.analysis._key(version, "signals")) is None
+        assert second.backends.cache.get(second.analysis._key(version, "graph:k30")) is not None
 
 
 def test_byte_identical_files_are_listed_and_exported(
