@@ -111,7 +111,7 @@ def knn_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = 
     return out
 
 
-def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 16384) -> np.ndarray:
+def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 4096) -> np.ndarray:
     """Squared whitened distance of each row from the mean, covariance shrunk by `shrinkage`."""
     n, d = vectors.shape
     mean = np.zeros(d)

@@ -25,6 +25,7 @@ from core.analysis.exact import (
     search_tensors,
     true_neighbours,
 )
+from core.analysis.heap import release_free_memory
 from core.devices import check_device
 
 DEFAULT_K = 30
@@ -94,6 +95,7 @@ def approximate_graph(vectors: np.ndarray, k: int = DEFAULT_K, *, target_recall:
     if n <= max(4 * sample, 4 * k):
         return exact_graph(x, k, device=device)
     result = ivf_neighbours(x, k, target_recall=target_recall, seed=seed, sample=sample, device=device)
+    release_free_memory()  # the inverted file's freed working copies
     check_rows = np.random.default_rng(seed + 1).choice(n, size=sample, replace=False)
     measured = graph_recall(NeighbourGraph(result.indices, result.similarities, "", 0.0), x, rows=check_rows,
                             device=device)
