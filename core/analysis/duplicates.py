@@ -27,9 +27,16 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from core.analysis.crops import DEFAULT_CROP_MATCH, EXHAUSTIVE_MAX_N, crop_matches
+from core.analysis.crops import (
+    DEFAULT_CROP_MATCH,
+    EXHAUSTIVE_MAX_N,
+    PACKED_BYTES,
+    crop_matches,
+    pack_sketches,
+)
 from core.analysis.exact import check_vectors
 from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within
+from core.analysis.heap import release_free_memory
 from core.analysis.neighbours import NeighbourGraph
 from core.analysis.similarity import SimilarityScale, similarity_scale
 from core.images import SKETCH_SIDE
@@ -54,8 +61,9 @@ class ImageSignals:
 
     `bytes_group` / `pixels_group`: equal values mean the same SHA-256 / the same decoded pixels.
     `created` orders images by arrival (earlier is smaller) to pick cluster representatives.
-    `sketch` holds each image's RGB miniature (`core.images.sketch`); rows whose `has_sketch` is
-    False (stored before sketches existed) are zeros and take no part in crop detection.
+    `sketch` holds each image's miniature (`core.images.sketch`) packed by `pack_sketches`; rows
+    whose `has_sketch` is False (stored before sketches existed) are zeros and take no part in
+    crop detection.
     """
 
     bytes_group: np.ndarray  # (n,) int64
@@ -64,7 +72,7 @@ class ImageSignals:
     phash_mirror: np.ndarray  # (n,) uint64
     pixels: np.ndarray  # (n,) int64, width * height
     created: np.ndarray  # (n,) float64
-    sketch: np.ndarray  # (n, side, side, 3) uint8
+    sketch: np.ndarray  # (n, PACKED_BYTES) uint8
     has_sketch: np.ndarray  # (n,) bool
 
     def __len__(self) -> int:
@@ -100,19 +108,26 @@ class ImageSignals:
         )
 
 
-def sketch_arrays(sketch: Sequence[bytes | memoryview | float | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(n, side, side, 3) uint8 pixels and (n,) presence from `core.images.sketch` bytes (None: missing)."""
+def sketch_arrays(sketch: Sequence[bytes | memoryview | float | None],
+                  chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Packed sketches (n, PACKED_BYTES) uint8 (`pack_sketches`) and (n,) presence from
+    `core.images.sketch` bytes (None: missing); converted a chunk at a time, so the RGB pixels of
+    the whole collection are never in memory at once."""
     size = SKETCH_SIDE * SKETCH_SIDE * 3
-    pixels = np.zeros((len(sketch), size), dtype=np.uint8)
+    packed = np.zeros((len(sketch), PACKED_BYTES), dtype=np.uint8)
     present = np.zeros(len(sketch), dtype=bool)
-    for i, data in enumerate(sketch):
-        if not isinstance(data, (bytes, bytearray, memoryview)):  # None, or NaN where pandas read a SQL NULL
-            continue
-        if len(data) != size:
-            raise ValueError(f"a sketch must be {size} bytes ({SKETCH_SIDE}x{SKETCH_SIDE} RGB), got {len(data)}")
-        pixels[i] = np.frombuffer(data, dtype=np.uint8)
-        present[i] = True
-    return pixels.reshape(len(sketch), SKETCH_SIDE, SKETCH_SIDE, 3), present
+    for c0 in range(0, len(sketch), chunk):
+        rgb = np.zeros((min(chunk, len(sketch) - c0), size), dtype=np.uint8)
+        for i, data in enumerate(sketch[c0:c0 + chunk]):
+            if not isinstance(data, (bytes, bytearray, memoryview)):  # None, or NaN where pandas read a SQL NULL
+                continue
+            if len(data) != size:
+                raise ValueError(f"a sketch must be {size} bytes ({SKETCH_SIDE}x{SKETCH_SIDE} RGB), got {len(data)}")
+            rgb[i] = np.frombuffer(data, dtype=np.uint8)
+            present[c0 + i] = True
+        packed[c0:c0 + len(rgb)] = pack_sketches(rgb.reshape(len(rgb), SKETCH_SIDE, SKETCH_SIDE, 3))
+    packed[~present] = 0
+    return packed, present
 
 
 @dataclass(frozen=True)
@@ -261,6 +276,7 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     np.fmax.at(crop_score, np.searchsorted(keys, crop_keys), crops.score[strong])  # best of both orders
     left, right = (keys // max(n, 1)).astype(np.int32), (keys % max(n, 1)).astype(np.int32)
     distance, mirrored = pair_distances(signals.phash, signals.phash_mirror, left, right)
+    release_free_memory()  # the crop search's and pair gathering's freed temporaries
     return DuplicateCandidates(
         left=left, right=right, cosine=_row_dots(x, left, right), phash_distance=distance, mirrored=mirrored,
         same_bytes=signals.bytes_group[left] == signals.bytes_group[right],
