@@ -189,7 +189,7 @@ def scaling(workdir: Path, sizes: list[int], method: str) -> None:
     print(table(["n", "graph", "graph s", "duplicates s", "anomalies s", "total s", "peak RSS GiB",
                  "RSS before GiB", "recall@10", "clusters", "planted copies found"], rows))
     print("\nEach size runs in a fresh process; peak RSS includes the float32 vectors themselves "
-          "(n x 512 x 4 bytes), the crop sketches (n x 512 bytes packed, read after the graph is built) and the "
+          "(n x 512 x 4 bytes), the crop sketches (n x 384 bytes packed, read after the graph is built) and the "
           "Python/torch runtime ('RSS before' = after loading the vectors). "
           "recall@10 is measured against exact search on 1,000 rows not used for tuning (1.0 = exact graph).")
 
@@ -221,7 +221,7 @@ def _measure(data: Path, method: str) -> None:
     t0 = time.perf_counter()
     graph = build_graph(x, method=method, device=device)
     graph_s = time.perf_counter() - t0
-    # the graph needs only the vectors: the sketches (512 bytes an image) are read for the duplicate step
+    # the graph needs only the vectors: the sketches (384 bytes an image) are read for the duplicate step
     signals = ImageSignals(bytes_group=rows, pixels_group=rows, phash=phash, phash_mirror=mirror,
                            pixels=np.full(n, 512 * 512, dtype=np.int64), created=rows.astype(np.float64),
                            sketch=z["sketch"], has_sketch=np.ones(n, dtype=bool))

@@ -94,7 +94,7 @@ class CollectionAnalysis:
         """The value for this version: from this process, else the cache backend, else computed.
 
         `shared=False` keeps it in this process only, for values rebuilt from the catalog more
-        cheaply than sent through the cache (the image signals carry 512 bytes of packed sketch an image).
+        cheaply than sent through the cache (the image signals carry 384 bytes of packed sketch an image).
         """
         with self._lock:
             if (version, name) in self._memo:

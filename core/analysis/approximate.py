@@ -59,9 +59,10 @@ def ivf_neighbours(x: np.ndarray, k: int, *, target_recall: float, seed: int,
     """Approximate top-k neighbours of every row of the unit vectors `x` (self excluded)."""
     n = len(x)
     rng = np.random.default_rng(seed)
-    ivf = _build_inverted_file(x, rng, device)
     tune_rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
+    # before the inverted file exists: the exact search's blocks and the int8 copy never coexist
     truth = true_neighbours(x, tune_rows, min(10, k), device=device)
+    ivf = _build_inverted_file(x, rng, device)
     order, nlist = ivf.order, len(ivf.bounds) - 1
     where = np.empty(n, dtype=np.int64)
     where[order] = np.arange(n)

@@ -4,7 +4,7 @@ A crop keeps 75-90% of each side and shifts the content, so its whole-image pHas
 from the original's (no radius catches that without flooding the result), and random-weight
 embeddings move far under a crop. Instead every image carries a sketch: its pixels resized to
 16 x 16 RGB (768 bytes, computed at ingest by `core.images.sketch`), held in memory packed as
-luma plus half-resolution chroma (`pack_sketches`, 512 bytes). From the sketch's luma we derive, per
+luma plus half-resolution chroma (`pack_sketches`, 384 bytes). From the sketch's luma we derive, per
 image, the pHash of `len(WINDOWS)` sub-windows (two scales per axis on a 4 x 4 grid of
 positions) exactly as pHash is defined (DCT of a 32 x 32 rendering, low 8 x 8 frequencies, cut
 at their median), and compare them with every other image's stored whole-image pHash.
@@ -54,7 +54,7 @@ _PRESCREEN = (0.6, 0.85)  # least score to be refined further, per round
 _SAME_PICTURE_BITS = 2
 _HALF = SKETCH_SIDE // 2
 LUMA_BYTES = SKETCH_SIDE * SKETCH_SIDE
-PACKED_BYTES = LUMA_BYTES + 2 * SKETCH_SIDE * _HALF  # luma, then Cb and Cr at half horizontal resolution
+PACKED_BYTES = LUMA_BYTES + 2 * _HALF * _HALF  # luma, then Cb and Cr at half resolution per axis
 _PACK_CHUNK = 16384  # rows converted at once: ~50 MB of float temporaries
 # ITU-R BT.601 as JPEG (JFIF) uses it; the luma row is Pillow's "L" conversion
 _TO_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
@@ -81,11 +81,11 @@ class CropMatches:
 def pack_sketches(rgb: np.ndarray) -> np.ndarray:
     """RGB sketches (n, SKETCH_SIDE, SKETCH_SIDE, 3) uint8 packed as (n, PACKED_BYTES) uint8.
 
-    Full-resolution luma, then Cb and Cr averaged over pairs of pixels along each row (JPEG's
-    4:2:2): two thirds of the bytes of RGB, which matters because analysis holds every image's
-    sketch in memory (512 MB at 1M images instead of 768). On the labelled benchmark, in two
-    renderings, crop and unrelated scores stay within 0.004 of RGB's; halving the rows as well
-    (4:2:0, 384 bytes) lifted an unrelated pair of clip art from 0.918 to the crop threshold.
+    Full-resolution luma, then Cb and Cr averaged over 2 x 2 pixels (JPEG's 4:2:0): half the
+    bytes of RGB, which matters because analysis holds every image's sketch in memory (384 MB at
+    1M images instead of 768). On the labelled benchmark, in two renderings, crops score at most
+    0.015 lower than from RGB and unrelated pairs at most 0.003 higher (the highest 0.921, under
+    `DEFAULT_CROP_MATCH`), with the same precision and recall.
     """
     arr = np.asarray(rgb)
     if arr.ndim != 4 or arr.shape[1:] != (SKETCH_SIDE, SKETCH_SIDE, 3) or arr.dtype != np.uint8:
@@ -94,7 +94,7 @@ def pack_sketches(rgb: np.ndarray) -> np.ndarray:
     for c0 in range(0, len(arr), _PACK_CHUNK):
         ycc = arr[c0:c0 + _PACK_CHUNK].astype(np.float32) @ _TO_YCBCR.T  # (c, side, side, 3)
         c = len(ycc)
-        chroma = ycc[..., 1:].reshape(c, SKETCH_SIDE, _HALF, 2, 2).mean(axis=3) + 128.0  # (c, side, half, Cb/Cr)
+        chroma = ycc[..., 1:].reshape(c, _HALF, 2, _HALF, 2, 2).mean(axis=(2, 4)) + 128.0  # (c, half, half, Cb/Cr)
         out[c0:c0 + c, :LUMA_BYTES] = _to_bytes(ycc[..., 0].reshape(c, -1))
         out[c0:c0 + c, LUMA_BYTES:] = _to_bytes(chroma.transpose(0, 3, 1, 2).reshape(c, -1))
     return out
@@ -120,10 +120,10 @@ def grey(sketches: np.ndarray) -> torch.Tensor:
 
 
 def colour(sketches: np.ndarray) -> torch.Tensor:
-    """RGB of packed sketches, (n, 3, side, side) float32, each chroma sample repeated over its 2 pixels."""
+    """RGB of packed sketches, (n, 3, side, side) float32, each chroma sample repeated over its 2 x 2 pixels."""
     s = check_sketches(sketches)
-    chroma = torch.from_numpy(s[:, LUMA_BYTES:].astype(np.float32)).reshape(len(s), 2, SKETCH_SIDE, _HALF) - 128.0
-    chroma = chroma.repeat_interleave(2, dim=3)  # (n, 2, side, side)
+    chroma = torch.from_numpy(s[:, LUMA_BYTES:].astype(np.float32)).reshape(len(s), 2, _HALF, _HALF) - 128.0
+    chroma = chroma.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # (n, 2, side, side)
     return grey(s)[:, None] + torch.einsum("ck,nkyx->ncyx", _FROM_CBCR, chroma)
 
 
@@ -178,8 +178,8 @@ def crop_candidates(sketches: np.ndarray, phash: np.ndarray, radius: int = CROP_
     to about `EXHAUSTIVE_MAX_N`). Otherwise both orders of each given pair: `pairs` as two flat
     arrays, `partners` as an (n, m) table of each row's partners (-1 where none), such as the
     neighbour graph's lists, read in place. Window hashes are then made a block of outer rows at
-    a time, so memory stays flat (all of them would be 512 MB at 1M images). A pair given twice
-    comes out twice.
+    a time, so memory stays flat (all of them would be 512 MB at 1M images). Mutual entries of
+    the table are tried once per order; a pair given in both `pairs` and `partners` comes out twice.
     """
     if not 0 <= radius <= 64:
         raise ValueError(f"crop radius must be between 0 and 64 bits, got {radius}")
@@ -215,13 +215,15 @@ def crop_candidates(sketches: np.ndarray, phash: np.ndarray, radius: int = CROP_
 
 @numba.njit(cache=True)
 def _other_lists(table, a, b, n):  # pragma: no cover - compiled
-    """CSR lists of the inner rows each outer row must also try: the rows whose table lists it,
-    and both orders of the given pairs (a counting sort, no pair array of the table's size)."""
+    """CSR lists of the inner rows each outer row must also try: the rows whose table lists it
+    (unless its own table row lists them as well: mutual neighbours, about half of a neighbour
+    graph's edges, are tried from there), and both orders of the given pairs. A counting sort:
+    no pair array of the table's size."""
     counts = np.zeros(n + 1, dtype=np.int64)
     for i in range(table.shape[0]):
         for m in range(table.shape[1]):
             j = table[i, m]
-            if j >= 0 and j != i:
+            if j >= 0 and j != i and not _listed(table, j, i):
                 counts[j + 1] += 1
     for p in range(a.shape[0]):
         counts[a[p] + 1] += 1
@@ -232,7 +234,7 @@ def _other_lists(table, a, b, n):  # pragma: no cover - compiled
     for i in range(table.shape[0]):
         for m in range(table.shape[1]):
             j = table[i, m]
-            if j >= 0 and j != i:
+            if j >= 0 and j != i and not _listed(table, j, i):
                 others[cursor[j]] = i
                 cursor[j] += 1
     for p in range(a.shape[0]):
@@ -241,6 +243,14 @@ def _other_lists(table, a, b, n):  # pragma: no cover - compiled
         others[cursor[b[p]]] = a[p]
         cursor[b[p]] += 1
     return offsets, others
+
+
+@numba.njit(inline="always")
+def _listed(table, row, value):  # pragma: no cover - compiled
+    m = 0
+    while m < table.shape[1] and table[row, m] != value:
+        m += 1
+    return m < table.shape[1]
 
 
 @numba.njit(parallel=True, cache=True)
