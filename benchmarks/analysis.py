@@ -81,7 +81,7 @@ def quality(workdir: Path) -> None:
                                         phash=features.phash, phash_mirror=features.phash_mirror,
                                         width=features.width, height=features.height, sketch=features.sketch)
     truth = truth_pairs(labels)
-    crop_rows = {i for i, lab in enumerate(labels) if lab.transform == "crop"}
+    crop_rows = {i for i, lab in enumerate(labels) if lab.transform in ("crop", "crop_flip")}
     truth_no_crop = {p for p in truth if not crop_rows & set(p)}
 
     device = graph_device()

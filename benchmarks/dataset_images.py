@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-NEAR_KINDS = ("resize", "jpeg", "crop", "brightness", "rotation", "watermark", "flip")
+COPY_KINDS = ("resize", "jpeg", "crop", "brightness", "rotation", "watermark", "flip")  # drawn at random per copy
+NEAR_KINDS = (*COPY_KINDS, "crop_flip")  # a crop, flipped: a common pair of training augmentations
 EXACT_KINDS = ("same_bytes", "same_pixels")
 _FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 
@@ -165,7 +166,8 @@ def _encode(img: Image.Image, fmt: str, quality: int = 90, compress_level: int =
 
 
 def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_source: int = 16,
-                 n_group: int = 25, n_with_copies: int = 200, copies_each: int = 3) -> list[LabelledImage]:
+                 n_group: int = 25, n_with_copies: int = 200, copies_each: int = 3,
+                 n_flipped_crops: int = 40) -> list[LabelledImage]:
     """Write the labelled folder `root` (replacing it) and return its labels (also saved beside it)."""
     rng = np.random.default_rng(seed)
     if root.exists():
@@ -197,7 +199,7 @@ def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_sour
     chosen = rng.choice(len(normal), size=n_with_copies, replace=False)
     for j in chosen:
         base, kind, img, fmt = normal[j]
-        for how in rng.choice(NEAR_KINDS, size=copies_each, replace=False):
+        for how in rng.choice(COPY_KINDS, size=copies_each, replace=False):
             copy = transform(img, str(how), rng)
             out_fmt = "JPEG" if how == "jpeg" else fmt
             quality = int(rng.integers(25, 50)) if how == "jpeg" else 90
@@ -214,6 +216,12 @@ def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_sour
         else:
             decoded = Image.open(io.BytesIO(payloads[first]))
             add(f"{base}_same_pixels.png", _encode(decoded, "PNG", compress_level=1), base, kind, "same_pixels")
+
+    flips = np.random.default_rng(seed + 1)  # a stream of its own: the files above stay as they were
+    for j in flips.choice(len(normal), size=n_flipped_crops, replace=False):
+        base, kind, img, fmt = normal[j]
+        add(f"{base}_crop_flip.{fmt.lower().replace('jpeg', 'jpg')}",
+            _encode(ImageOps.mirror(transform(img, "crop", flips)), fmt), base, kind, "crop_flip")
 
     for name, data in payloads.items():
         (root / name).write_bytes(data)

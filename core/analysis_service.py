@@ -295,7 +295,7 @@ class ArrivalContext:
         stored = {s.image_id: s for s in neighbours}
         rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
         f = self.frame
-        crops = analysis.crop_candidates_for(sketch, phash, self.phash, self.windows)
+        crops = analysis.crop_candidates_for(sketch, phash, phash_mirror, self.phash, self.phash_mirror, self.windows)
         for row in [*rows[:ARRIVAL_NEIGHBOURS], *crops[:ARRIVAL_NEIGHBOURS]]:
             image_id = str(f.at[row, "id"])
             stored.setdefault(image_id, StoredImage(image_id, math.nan, str(f.at[row, "sha256"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.analysis.arrival import StoredImage, check_arrival, crop_candidates_for
 from core.analysis.crops import (
@@ -53,6 +53,10 @@ def phashes(images: list[PreparedImage]) -> np.ndarray:
     return hashes_from_hex([p.phash for p in images])
 
 
+def mirrors(images: list[PreparedImage]) -> np.ndarray:
+    return hashes_from_hex([p.phash_mirror for p in images])
+
+
 @pytest.fixture(scope="module")
 def scene() -> list[PreparedImage]:
     """Rows: 0-5 unrelated photos; 6 a crop of 0 (82% x 85%, right/bottom); 7 a crop of 3 (80%, top left)."""
@@ -92,7 +96,7 @@ def test_window_hash_is_the_phash_of_that_window_cropped() -> None:
 
 
 def test_crops_are_found_and_verified_and_unrelated_photos_are_not(scene: list[PreparedImage]) -> None:
-    found = crop_matches(sketches(scene), phashes(scene), np.ones(len(scene), dtype=bool))
+    found = crop_matches(sketches(scene), phashes(scene), mirrors(scene), np.ones(len(scene), dtype=bool))
     strong = {(int(o), int(i)) for o, i, s in zip(found.outer, found.inner, found.score, strict=True) if s >= DEFAULT_CROP_MATCH}
     assert strong == {(0, 6), (3, 7)}
     window = found.window[(found.outer == 0) & (found.inner == 6)][0]
@@ -112,7 +116,7 @@ def test_given_pairs_give_the_same_candidates_as_the_exhaustive_search(scene: li
                                                                                strict=True))
     one_sided = np.full((n, 1), -1, dtype=np.int32)
     one_sided[6, 0] = 0  # 6 lists 0, 0 lists nothing: both orders are still tried
-    outer, inner, _ = crop_candidates(sketches(scene), phashes(scene), 16, partners=one_sided)
+    outer, inner, _, _ = crop_candidates(sketches(scene), phashes(scene), 16, partners=one_sided)
     expected = {(o, i) for o, i in zip(every[0].tolist(), every[1].tolist(), strict=True) if {o, i} == {0, 6}}
     assert len(expected) == 2 and set(zip(outer.tolist(), inner.tolist(), strict=True)) == expected
     only = crop_candidates(sketches(scene), phashes(scene), 16, pairs=(np.array([1]), np.array([2])))
@@ -122,7 +126,7 @@ def test_given_pairs_give_the_same_candidates_as_the_exhaustive_search(scene: li
 def test_images_without_a_sketch_take_no_part(scene: list[PreparedImage]) -> None:
     present = np.ones(len(scene), dtype=bool)
     present[6] = False
-    found = crop_matches(sketches(scene), phashes(scene), present)
+    found = crop_matches(sketches(scene), phashes(scene), mirrors(scene), present)
     assert 6 not in found.outer and 6 not in found.inner and ((found.outer == 3) & (found.inner == 7)).any()
 
 
@@ -190,8 +194,10 @@ def test_arrival_calls_a_crop_of_a_stored_image_a_near_duplicate_either_way_roun
     assert arrive(scene[4], [("crop", scene[6])]).verdict == "none"
     # candidates either way round, from window hashes, however far the whole pHashes are
     stored = [scene[1], scene[2], scene[6]]
-    assert 2 in crop_candidates_for(scene[0].sketch, scene[0].phash, phashes(stored), window_hashes(sketches(stored)))
-    assert 0 in crop_candidates_for(scene[6].sketch, scene[6].phash, phashes(scene[:2]), window_hashes(sketches(scene[:2])))
+    assert 2 in crop_candidates_for(scene[0].sketch, scene[0].phash, scene[0].phash_mirror, phashes(stored),
+                                    mirrors(stored), window_hashes(sketches(stored)))
+    assert 0 in crop_candidates_for(scene[6].sketch, scene[6].phash, scene[6].phash_mirror, phashes(scene[:2]),
+                                    mirrors(scene[:2]), window_hashes(sketches(scene[:2])))
 
 
 def test_pairs_that_fail_the_first_screen_keep_their_starting_score(scene: list[PreparedImage]) -> None:
@@ -206,4 +212,28 @@ def test_the_same_picture_re_encoded_is_a_candidate_but_not_called_a_crop() -> N
     same = [prepared(picture), prepare_image(encode(picture, "JPEG", quality=90), max_bytes=1 << 26,
                                              max_pixels=1 << 26)]
     assert len(crop_candidates(sketches(same), phashes(same))[0]) >= 1  # like a window of the other: a candidate
-    assert len(crop_matches(sketches(same), phashes(same), np.ones(2, dtype=bool))) == 0
+    assert len(crop_matches(sketches(same), phashes(same), mirrors(same), np.ones(2, dtype=bool))) == 0
+
+
+def test_a_flipped_crop_is_found_verified_and_judged_on_arrival(scene: list[PreparedImage]) -> None:
+    original = photo(21, SIZE)
+    flipped_crop = prepared(ImageOps.mirror(original.crop(crop_box(0.8, 0.85, 0.2, 0.6))))
+    images = [prepared(original), flipped_crop, *scene[1:4]]
+    found = crop_matches(sketches(images), phashes(images), mirrors(images), np.ones(len(images), dtype=bool))
+    strong = found.score >= DEFAULT_CROP_MATCH
+    assert {(int(o), int(i)) for o, i in zip(found.outer[strong], found.inner[strong], strict=True)} == {(0, 1)}
+    assert found.mirrored[strong].all()
+    # without the mirrored hashes the window test misses it: the flip is what makes it a candidate
+    assert (0, 1) not in set(zip(*(c.tolist() for c in crop_candidates(sketches(images), phashes(images))[:2]),
+                                 strict=True))
+    listed = crop_matches(sketches(images), phashes(images), mirrors(images), np.ones(len(images), dtype=bool),
+                          pairs=(np.array([1]), np.array([0])), exhaustive_max_n=0)
+    assert listed.score[(listed.outer == 0) & (listed.inner == 1)][0] >= DEFAULT_CROP_MATCH
+    scale = SimilarityScale(reference_cosine=0.5, reference_rank=10, histogram_edges=(), histogram_counts=())
+    check = check_arrival(sha256=flipped_crop.sha256, pixel_sha256=flipped_crop.pixel_sha256,
+                          phash=flipped_crop.phash, phash_mirror=flipped_crop.phash_mirror, sketch=flipped_crop.sketch,
+                          stored=[stored_image("original", images[0]), stored_image("other", images[2])], scale=scale)
+    assert (check.verdict, check.image_id, check.signals) == ("near", "original", ("crop",))
+    assert 0 in crop_candidates_for(flipped_crop.sketch, flipped_crop.phash, flipped_crop.phash_mirror,
+                                    phashes(images[:1] + images[2:]), mirrors(images[:1] + images[2:]),
+                                    window_hashes(sketches(images[:1] + images[2:])))

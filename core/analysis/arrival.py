@@ -70,27 +70,32 @@ def hash_matches(phash: str, phash_mirror: str, stored_phash: np.ndarray, stored
     return hits[order], distance[hits][order]
 
 
-def crop_candidates_for(sketch: bytes | None, phash: str, stored_phash: np.ndarray, stored_windows: np.ndarray,
-                        ) -> np.ndarray:
-    """Positions of stored images that may be a crop of the new image or contain it, by window hashes.
+def crop_candidates_for(sketch: bytes | None, phash: str, phash_mirror: str, stored_phash: np.ndarray,
+                        stored_phash_mirror: np.ndarray, stored_windows: np.ndarray) -> np.ndarray:
+    """Positions of stored images that may be a crop of the new image or contain it, flipped or
+    not, by window hashes.
 
     `stored_windows` are the stored images' `window_hashes` (n, W); ~20 ms per 1M images each way.
     """
     pixels, present = sketch_arrays([sketch])
-    inside = contained(window_hashes(pixels)[0], stored_phash) if present[0] else np.zeros(0, dtype=np.int64)
-    return np.union1d(inside, containing(stored_windows, int(hashes_from_hex([phash])[0])))
+    inside = (contained(window_hashes(pixels)[0], stored_phash, stored_phash_mirror) if present[0]
+              else np.zeros(0, dtype=np.int64))
+    own, own_mirror = (int(h) for h in hashes_from_hex([phash, phash_mirror]))
+    return np.union1d(inside, containing(stored_windows, own, own_mirror))
 
 
-def _crop_scores(sketch: bytes | None, phash: np.uint64, stored: Sequence[StoredImage],
-                 stored_hashes: np.ndarray) -> np.ndarray:
-    """Verified crop score of the new image against each stored one, either way round (NaN: none)."""
+def _crop_scores(sketch: bytes | None, phash: np.ndarray, stored: Sequence[StoredImage],
+                 stored_hashes: np.ndarray, stored_mirrors: np.ndarray) -> np.ndarray:
+    """Verified crop score of the new image (`phash`: its pHash and mirrored pHash) against each
+    stored one, either way round, flipped or not (NaN: none)."""
     scores = np.full(len(stored), np.nan, dtype=np.float32)
     pixels, present = sketch_arrays([sketch, *(s.sketch for s in stored)])
     if not present[0]:
         return scores
-    hashes = np.concatenate([[phash], stored_hashes]).astype(np.uint64)
+    hashes = np.concatenate([phash[:1], stored_hashes]).astype(np.uint64)
+    mirrors = np.concatenate([phash[1:], stored_mirrors]).astype(np.uint64)
     rows = np.arange(1, len(stored) + 1)
-    found = crop_matches(pixels, hashes, present, pairs=(np.zeros_like(rows), rows),
+    found = crop_matches(pixels, hashes, mirrors, present, pairs=(np.zeros_like(rows), rows),
                          exhaustive_max_n=0)
     np.fmax.at(scores, np.maximum(found.outer, found.inner) - 1, found.score)
     return scores
@@ -112,7 +117,7 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     same_bytes = np.array([s.sha256 == sha256 for s in stored])
     same_pixels = np.array([bool(pixel_sha256) and s.pixel_sha256 == pixel_sha256 for s in stored])
     exact = same_bytes | same_pixels
-    crop = _crop_scores(sketch, new[0], stored, stored_hashes)
+    crop = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
     verdicts = judge_pairs(comparable, distance, crop, exact, thresholds)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():

@@ -264,9 +264,9 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     scale = scale or similarity_scale(graph)
     hl, hr, _, _ = pairs_within(signals.phash, signals.phash_mirror, hamming_max)
     hash_keys = _pair_keys(hl, hr, n)
-    # beyond the exhaustive size: every graph edge (one listed both ways is checked twice) and pHash pair
-    crops = crop_matches(signals.sketch, signals.phash, signals.has_sketch, pairs=(hl, hr), partners=graph.indices,
-                         exhaustive_max_n=crop_exhaustive_max_n)
+    # beyond the exhaustive size: every graph edge and pHash pair, both ways round
+    crops = crop_matches(signals.sketch, signals.phash, signals.phash_mirror, signals.has_sketch, pairs=(hl, hr),
+                         partners=graph.indices, exhaustive_max_n=crop_exhaustive_max_n)
     strong = crops.score >= crop_floor
     crop_keys = _pair_keys(crops.outer[strong], crops.inner[strong], n)
     parts = [_graph_keys(graph, scale, similarity_floor), hash_keys, crop_keys,
