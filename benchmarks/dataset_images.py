@@ -2,7 +2,8 @@
 
 Normal content is clip art drawn here (RGBA, transparent background) and photo tiles cut from
 scikit-image's bundled colour photos. Some of them get transformed copies (the near duplicates to find,
-one transform kind per copy) and a few get byte-identical or pixel-identical copies. A planted group of
+one transform kind per copy), some a crop that is also flipped, and a few byte-identical or
+pixel-identical copies. A planted group of
 microscopy tiles and a handful of loners are the anomalies to find.
 """
 
