@@ -44,7 +44,7 @@ WINDOWS: tuple[tuple[float, float, float, float], ...] = tuple(
     product(WINDOW_SCALES, WINDOW_SCALES, WINDOW_POSITIONS, WINDOW_POSITIONS))
 CROP_RADIUS = 12  # window-to-whole pHash bits for a pair to be verified at all
 DEFAULT_CROP_MATCH = 0.93  # correlation of the refined window that makes a crop
-EXHAUSTIVE_MAX_N = 20_000  # every ordered pair up to here: 64 n^2 popcounts, ~7 s at 20k on 2 cores
+EXHAUSTIVE_MAX_N = 20_000  # every ordered pair up to here: 128 n^2 popcounts (direct and mirrored), ~7 s at 20k on 2 cores
 _PHASH_SIDE = 32
 _PHASH_LOW = 8
 _LOWER_MEDIAN = _PHASH_LOW * _PHASH_LOW // 2 - 1  # of the 64 coefficients, in sorted order
