@@ -84,16 +84,16 @@ def crop_candidates_for(sketch: bytes | None, phash: str, phash_mirror: str, sto
     return np.union1d(inside, containing(stored_windows, own, own_mirror))
 
 
-def _crop_scores(sketch: bytes | None, phash: np.ndarray, stored: Sequence[StoredImage],
+def _crop_scores(sketch: bytes | None, own_hashes: np.ndarray, stored: Sequence[StoredImage],
                  stored_hashes: np.ndarray, stored_mirrors: np.ndarray) -> np.ndarray:
-    """Verified crop score of the new image (`phash`: its pHash and mirrored pHash) against each
-    stored one, either way round, flipped or not (NaN: none)."""
+    """Verified crop score of the new image (`own_hashes`: its pHash, then its mirrored pHash)
+    against each stored one, either way round, flipped or not (NaN: none)."""
     scores = np.full(len(stored), np.nan, dtype=np.float32)
     pixels, present = sketch_arrays([sketch, *(s.sketch for s in stored)])
     if not present[0]:
         return scores
-    hashes = np.concatenate([phash[:1], stored_hashes]).astype(np.uint64)
-    mirrors = np.concatenate([phash[1:], stored_mirrors]).astype(np.uint64)
+    hashes = np.concatenate([own_hashes[:1], stored_hashes]).astype(np.uint64)
+    mirrors = np.concatenate([own_hashes[1:], stored_mirrors]).astype(np.uint64)
     rows = np.arange(1, len(stored) + 1)
     found = crop_matches(pixels, hashes, mirrors, present, pairs=(np.zeros_like(rows), rows),
                          exhaustive_max_n=0)
