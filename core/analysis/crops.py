@@ -33,7 +33,7 @@ import numba
 import numpy as np
 import torch
 
-from core.analysis.hamming import popcount, popcount_u64
+from core.analysis.hamming import pair_distances, popcount_u64
 from core.images import SKETCH_SIDE
 
 WINDOW_SCALES = (0.78, 0.88)
@@ -483,8 +483,8 @@ def crop_matches(sketches: np.ndarray, phash: np.ndarray, phash_mirror: np.ndarr
     outer, inner, start, mirrored = crop_candidates(s, phash, radius, pairs, partners, phash_mirror)
     _, once = np.unique(outer.astype(np.int64) * len(s) + inner, return_index=True)  # pairs given twice
     present = np.asarray(has_sketch, dtype=bool)
-    ph, pm = (np.asarray(h, dtype=np.uint64) for h in (phash, phash_mirror))
     o, i = outer[once], inner[once]
-    same_picture = np.minimum(popcount(ph[o] ^ ph[i]), popcount(ph[o] ^ pm[i])) <= _SAME_PICTURE_BITS
+    same_picture = pair_distances(np.asarray(phash, dtype=np.uint64), np.asarray(phash_mirror, dtype=np.uint64),
+                                  o, i)[0] <= _SAME_PICTURE_BITS
     keep = once[present[o] & present[i] & ~same_picture]
     return verify_crops(s, outer[keep], inner[keep], start[keep], mirrored[keep])
