@@ -334,10 +334,10 @@ def contained(windows: np.ndarray, phash: np.ndarray, phash_mirror: np.ndarray,
               radius: int = CROP_RADIUS) -> np.ndarray:
     """Rows of `phash` / `phash_mirror` within `radius` bits of some window in `windows` (one image's):
     what it may contain, flipped or not."""
-    one = np.ascontiguousarray(windows, dtype=np.uint64).reshape(1, -1)
-    hits = [np.flatnonzero(_closest_block(one, np.ascontiguousarray(h, dtype=np.uint64))[0][0] <= radius)
-            for h in (phash, phash_mirror)]
-    return np.union1d(*hits)
+    n = len(phash)
+    distance, _ = _closest_block(np.ascontiguousarray(windows, dtype=np.uint64).reshape(1, -1),
+                                 np.concatenate([phash, phash_mirror]).astype(np.uint64))
+    return np.flatnonzero(np.minimum(distance[0, :n], distance[0, n:]) <= radius)
 
 
 def containing(windows: np.ndarray, phash: int, phash_mirror: int, radius: int = CROP_RADIUS) -> np.ndarray:
