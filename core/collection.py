@@ -11,6 +11,7 @@ The model is loaded on first use, so ``status()`` and browsing stay instant.
 
 from __future__ import annotations
 
+import copy
 import getpass
 import threading
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ from os import PathLike
 
 import numpy as np
 
+from core.access import Action, Actor, Role, require
 from core.analysis import DuplicateThresholds
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
@@ -69,8 +71,12 @@ class RepairReport:
 class Collection:
     """An image collection over its stores and model (see the module docstring)."""
 
-    def __init__(self, settings: Settings, backends: Backends, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, backends: Backends, embedder: Embedder | None = None,
+                 actor: Actor | None = None) -> None:
         self.settings = settings
+        # Who calls act for: the machine's own user as an admin unless a caller names another
+        # (the app and the API always do, per request); see acting_as().
+        self.actor = actor or Actor(_current_user(), Role.ADMIN)
         self.backends = backends
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
@@ -94,6 +100,17 @@ class Collection:
 
     def close(self) -> None:
         self.backends.close()
+
+    # who acts -----------------------------------------------------------------------------------
+    def acting_as(self, actor: Actor) -> Collection:
+        """This collection acting for ``actor``: the same stores, model and caches (nothing is
+        opened or copied), with every call checked against that actor's role."""
+        view = copy.copy(self)
+        view.actor = actor
+        return view
+
+    def _require(self, action: Action) -> None:
+        require(self.actor, action)
 
     # model --------------------------------------------------------------------------------------
     @property
