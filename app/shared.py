@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import observability
-from core.collection import Collection
-from core.embedding import ModelUnavailable
-from core.settings import Settings, SettingsError
-from core.storage.errors import StorageError
+from core import (
+    Collection,
+    DomainError,
+    ModelUnavailable,
+    Settings,
+    SettingsError,
+    record_page_view,
+    setup_observability,
+)
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
@@ -16,17 +20,17 @@ def collection() -> Collection:
     """One collection (stores and model) per server process, shared by every session; the logs and
     the metrics server start with it."""
     settings = Settings.from_env()
-    observability.setup(settings)
+    setup_observability(settings)
     return Collection.open(settings)
 
 
 def open_collection(page: str) -> Collection:
     """The collection, or a clear error on the page (and a stop) when it cannot be opened. Counts the
     page view."""
-    observability.record_page_view(page)
+    record_page_view(page)
     try:
         return collection()
-    except (SettingsError, StorageError) as exc:
+    except (SettingsError, DomainError) as exc:
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise

@@ -20,6 +20,7 @@ from core.analysis.duplicates import (
 from core.analysis.hamming import hashes_from_hex, pairs_within, popcount
 from core.analysis.neighbours import exact_graph
 from core.analysis.similarity import similarity_scale
+from core.errors import InvalidRequest
 
 D = 32
 
@@ -211,7 +212,7 @@ def test_thresholds_outside_the_gathered_range_are_refused() -> None:
         duplicate_pairs(candidates, DuplicateThresholds(similarity=0.1))
     with pytest.raises(ValueError, match="hamming_max"):
         duplicate_pairs(candidates, DuplicateThresholds(hamming=20))
-    with pytest.raises(ValueError, match="rule"):
+    with pytest.raises(InvalidRequest, match="rule"):
         DuplicateThresholds(rule="any")
 
 
