@@ -13,6 +13,7 @@ from core.access import Actor, Role
 from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
+from core.errors import InvalidRequest, NotFound
 from core.search import SearchFilter
 from core.settings import Settings
 from core.synthetic import encode, photo
@@ -93,11 +94,12 @@ def test_text_search_is_cached_and_returns_collection_images(searchable: Collect
 
 
 def test_search_needs_exactly_one_query(searchable: Collection) -> None:
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(InvalidRequest, match="exactly one"):
         searchable.search(text="x", image_id="y")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidRequest, match="empty") as empty:
         searchable.search(text="  ")
-    with pytest.raises(KeyError):
+    assert empty.value.field == "text"
+    with pytest.raises(NotFound):
         searchable.search(image_id="00000000-0000-0000-0000-000000000000")
 
 
@@ -113,4 +115,4 @@ def test_cli_search_by_image_and_text_prints_json(
     assert answer["results"][0]["file_name"] == "b1.png"
     assert all(r["source"] == "beta" for r in answer["results"])
     assert cli_main(["search", "--similar-to", "00000000-0000-0000-0000-000000000000"]) == 2
-    assert "No image with id" in capsys.readouterr().err
+    assert "No image '00000000-0000-0000-0000-000000000000'" in capsys.readouterr().err
