@@ -7,6 +7,7 @@ repeat and refine the same queries.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -68,11 +69,7 @@ class SearchFilter:
 
     def to_vector_filter(self) -> VectorFilter:
         """The vector store's own filter: the storage type stays beneath the facade."""
-        return VectorFilter(
-            sources=self.sources, uploaders=self.uploaders, formats=self.formats,
-            created_from=self.created_from, created_to=self.created_to,
-            min_size_bytes=self.min_size_bytes, max_size_bytes=self.max_size_bytes,
-        )
+        return VectorFilter(**dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
