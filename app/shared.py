@@ -18,10 +18,20 @@ from core import (
 @st.cache_resource(show_spinner="Opening the collection…")
 def collection() -> Collection:
     """One collection (stores and model) per server process, shared by every session; the logs and
-    the metrics server start with it."""
+    the metrics server start with it. First run: the admin's password is printed once on the
+    server's terminal (never logged), and a server deployment without AUTH_SECRET stops here."""
     settings = Settings.from_env()
     setup_observability(settings)
-    return Collection.open(settings)
+    opened = Collection.open(settings)
+    try:
+        opened.auth_secret()
+        password = opened.ensure_admin()
+    except BaseException:
+        opened.close()
+        raise
+    if password:
+        print(f"First run: created user admin with password {password} (also in DATA_DIR/initial-admin-password).")
+    return opened
 
 
 def open_collection(page: str) -> Collection:
