@@ -217,6 +217,12 @@ def test_placeholder_auth_secrets_are_refused(value: str, tmp_path: Path) -> Non
         Settings.from_env({"DATA_DIR": str(tmp_path), "AUTH_SECRET": value})
 
 
+def test_the_auth_secret_never_shows_in_settings(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "AUTH_SECRET": "s3cret-signing-key-0123456789"})
+    assert settings.auth_secret == "s3cret-signing-key-0123456789"
+    assert settings.public()["auth_secret"] == "***" and "s3cret" not in repr(settings)
+
+
 def test_a_server_backend_needs_an_auth_secret(settings: Settings, embedder: Embedder, postgres_url: str) -> None:
     with Collection.open(replace(settings, database_url=postgres_url), embedder=embedder) as served, \
             pytest.raises(SettingsError, match="AUTH_SECRET is not set"):
@@ -269,6 +275,7 @@ def test_unknown_image_ids_are_not_found(people: Collection, call: Callable[[Col
         (lambda c: c.anomalies(contamination=250), "contamination"),
         (lambda c: c.search(text="x", filters=SearchFilter(sources=("a\nb",))), "sources"),
         (lambda c: c.duplicates(DuplicateThresholds(hamming=99)), "hamming"),
+        (lambda c: c.duplicates(DuplicateThresholds(similarity=-5.0)), "similarity"),
         (lambda c: c.duplicate_examples("colour"), "signal"),
         (lambda c: c.add_user("Ana", "viewer", PASSWORD), "name"),
         (lambda c: c.add_user("ana\tx", "viewer", PASSWORD), "name"),

@@ -208,9 +208,9 @@ def test_moving_a_threshold_towards_strict_never_adds_pairs() -> None:
 
 def test_thresholds_outside_the_gathered_range_are_refused() -> None:
     _, _, candidates, _ = Collection().build()
-    with pytest.raises(ValueError, match="similarity_floor"):
+    with pytest.raises(InvalidRequest, match="similarity_floor"):
         duplicate_pairs(candidates, DuplicateThresholds(similarity=0.1))
-    with pytest.raises(ValueError, match="hamming_max"):
+    with pytest.raises(InvalidRequest, match="hamming_max"):
         duplicate_pairs(candidates, DuplicateThresholds(hamming=20))
     with pytest.raises(InvalidRequest, match="rule"):
         DuplicateThresholds(rule="any")

@@ -321,16 +321,16 @@ def _row_dots(x: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8
 # thresholds -------------------------------------------------------------------------------------
 
 def _check_range(candidates: DuplicateCandidates, thresholds: DuplicateThresholds) -> None:
+    """A threshold outside the range the candidates were gathered for is the caller's to change."""
     if thresholds.lowest_similarity < candidates.similarity_floor:
-        raise ValueError(f"similarity threshold {thresholds.lowest_similarity} is below the "
-                         f"{candidates.similarity_floor} the candidates were gathered for; gather them again "
-                         "with a lower similarity_floor")
+        raise InvalidRequest("similarity", f"{thresholds.lowest_similarity} is below the {candidates.similarity_floor} "
+                             "the candidates were gathered for (gather them again with a lower similarity_floor)")
     if thresholds.crop < candidates.crop_floor:
-        raise ValueError(f"crop threshold {thresholds.crop} is below the {candidates.crop_floor} the candidates "
-                         "were gathered for; gather them again with a lower crop_floor")
+        raise InvalidRequest("crop", f"{thresholds.crop} is below the {candidates.crop_floor} the candidates were "
+                             "gathered for (gather them again with a lower crop_floor)")
     if thresholds.rule == "either" and thresholds.highest_hamming > candidates.hamming_max:
-        raise ValueError(f"Hamming threshold {thresholds.highest_hamming} is above the {candidates.hamming_max} "
-                         "bits the candidates were gathered for; gather them again with a higher hamming_max")
+        raise InvalidRequest("hamming", f"{thresholds.highest_hamming} is above the {candidates.hamming_max} bits "
+                             "the candidates were gathered for (gather them again with a higher hamming_max)")
 
 
 @dataclass(frozen=True)
