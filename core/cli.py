@@ -258,8 +258,9 @@ def cmd_users(collection: Collection, args: argparse.Namespace) -> int:
         users = collection.users()
         if args.json:
             _print_json({"users": [u.to_json() for u in users]})
-        for user in [] if args.json else users:
-            print(f"{user.name:24} {user.role.value:8}" + ("  disabled" if user.disabled else ""))
+        else:
+            for user in users:
+                print(f"{user.name:24} {user.role.value:8}" + ("  disabled" if user.disabled else ""))
         return 0
     if action == "bootstrap":
         return _bootstrap(collection, args)

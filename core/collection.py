@@ -104,6 +104,7 @@ class Collection:
             backends.cache, backends.catalog.collection_id(), self.snapshot, device=resolve_device(settings.device)
         )
         self._shared = _Shared(embedder, analysis)
+        self._owns_stores = True  # views (acting_as) share the stores and never close them
 
     @property
     def analysis(self) -> CollectionAnalysis:
@@ -123,7 +124,9 @@ class Collection:
         self.close()
 
     def close(self) -> None:
-        self.backends.close()
+        """Close the stores; on a view (acting_as, as_user) nothing happens: its original owns them."""
+        if self._owns_stores:
+            self.backends.close()
 
     # who acts -----------------------------------------------------------------------------------
     def acting_as(self, actor: Actor) -> Collection:
@@ -131,6 +134,7 @@ class Collection:
         opened or copied), with every call checked against that actor's role."""
         view = copy.copy(self)
         view.actor = actor
+        view._owns_stores = False
         return view
 
     def as_user(self, name: str) -> Collection:

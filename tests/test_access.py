@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -335,12 +335,17 @@ def test_an_unreachable_catalog_server_is_unavailable(settings: Settings, embedd
 
 
 # views share what is expensive --------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Info:
+    name: str = "counted"
+
+
 class _CountingEmbedder:
     loads = 0
 
     def __init__(self, _settings: Settings) -> None:
         type(self).loads += 1
-        self.info = "counted"
+        self.info = _Info()
 
 
 def test_a_view_loads_the_model_and_the_snapshot_for_the_original(
@@ -351,6 +356,9 @@ def test_a_view_loads_the_model_and_the_snapshot_for_the_original(
         view = original.acting_as(Actor("vic", Role.VIEWER))
         assert original.model_info() is None
         view.embedder  # noqa: B018 (loads the model)
-        assert original.model_info() == "counted" and original.embedder is view.embedder
+        assert original.model_info() == _Info() and original.embedder is view.embedder
         assert _CountingEmbedder.loads == 1
         assert view.snapshot() is original.snapshot() and view.analysis is original.analysis
+        with original.acting_as(Actor("ana", Role.ANALYST)) as request:  # a request's view, closed after it
+            request.status()
+        assert original.status().images == 0  # the original's stores are still open
