@@ -10,7 +10,7 @@ the facade's own business (tests/test_layering.py enforces it). Long-running cal
 API) also start logs and metrics here (``setup_observability``) and count what they serve.
 """
 
-from core.access import Action, Actor, Role
+from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
@@ -24,10 +24,13 @@ from core.errors import (
     Unavailable,
 )
 from core.ingest import FileOutcome, IngestReport
-from core.observability import record_login, record_page_view
+from core.health import ServerCheck, check_servers
+from core.observability import record_login, record_page_view, record_request
 from core.observability import setup as setup_observability
 from core.records import ImageFileName, ImageInfo
 from core.reports import (
+    ANOMALY_COLUMNS,
+    DUPLICATE_COLUMNS,
     AnomaliesView,
     AnomalyRow,
     DuplicateGroup,
@@ -44,6 +47,8 @@ from core.settings import Settings, SettingsError
 from core.users import User
 
 __all__ = [
+    "ANOMALY_COLUMNS",
+    "DUPLICATE_COLUMNS",
     "METHODS",
     "Action",
     "Actor",
@@ -76,11 +81,15 @@ __all__ = [
     "SearchFilter",
     "SearchResponse",
     "SearchResult",
+    "ServerCheck",
     "Settings",
     "SettingsError",
     "Unavailable",
     "User",
+    "check_servers",
     "record_login",
     "record_page_view",
+    "record_request",
+    "require",
     "setup_observability",
 ]

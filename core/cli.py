@@ -20,6 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import (
+    ANOMALY_COLUMNS,
+    DUPLICATE_COLUMNS,
     METHODS,
     Collection,
     CollectionStatus,
@@ -37,11 +39,6 @@ from core.health import check_servers
 from core.observability import configure_logging
 from core.users import INITIAL_PASSWORD_FILE
 
-DUPLICATE_COLUMNS = [
-    "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
-    "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as",
-]
-ANOMALY_COLUMNS = ["image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected"]
 # Expected failures, shown as one sentence; DomainError carries its own exit status.
 USER_ERRORS = (DomainError, SettingsError, ModelUnavailable, FileNotFoundError)
 
@@ -138,7 +135,7 @@ def cmd_search(collection: Collection, args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
+def _write_csv(path: str, rows: list[dict], columns: Sequence[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()

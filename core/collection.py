@@ -395,17 +395,29 @@ class Collection:
         if filters is not None and not isinstance(filters, SearchFilter):
             raise InvalidRequest("filters", f"expected a SearchFilter, got {type(filters).__name__}")
         exclude: tuple[str, ...] = ()
-        if text is not None:
-            text = validation.text("text", text, max_length=validation.MAX_FILE_NAME)
-            vector, query = text_vector(text, self.embedder, self.backends), f"text: {text}"
-        elif image is not None:
-            vector, query = image_vector(image, self.embedder, self.settings), "image: uploaded"
+        if image_id is None:
+            vector, query = self._query_vector(text, image)
         else:
             image_id = self._visible(image_id).id
             vector, query = self.backends.vectors.fetch([image_id])[0], f"similar to: {image_id}"
             exclude = (image_id,)
         flt = None if filters is None else filters.to_vector_filter()
         return nearest(self.backends, vector, query=query, k=k, min_score=min_score, flt=flt, exclude_ids=exclude)
+
+    def embed(self, *, text: str | None = None, image: bytes | None = None) -> np.ndarray:
+        """The model's embedding of a text or an image (exactly one), for callers with their own store;
+        nothing is stored."""
+        self._require(Action.READ)
+        if (text is None) == (image is None):
+            raise InvalidRequest("text", "embed exactly one of: text, image")
+        return self._query_vector(text, image)[0]
+
+    def _query_vector(self, text: str | None, image: bytes | None) -> tuple[np.ndarray, str]:
+        """A text's or an image's embedding and how to describe it as a query."""
+        if text is not None:
+            text = validation.text("text", text, max_length=validation.MAX_FILE_NAME)
+            return text_vector(text, self.embedder, self.backends), f"text: {text}"
+        return image_vector(image, self.embedder, self.settings), "image: uploaded"
 
     # browse -------------------------------------------------------------------------------------
     def status(self) -> CollectionStatus:

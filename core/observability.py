@@ -50,6 +50,10 @@ def _collector(kind: type, name: str, documentation: str, labels: tuple[str, ...
 HTTP_REQUESTS = _collector(
     Counter, "http_requests", "Requests served; for Streamlit, page views by page.", ("method", "endpoint", "status")
 )
+HTTP_LATENCY = _collector(
+    Histogram, "http_request_duration_seconds", "Seconds per API request, by route.", ("method", "endpoint"),
+    buckets=_SECONDS,
+)
 IMAGE_PROCESSING = _collector(
     Histogram,
     "image_processing_duration_seconds",
@@ -180,6 +184,13 @@ def observe_analysis(analysis: str, **fields: Any) -> AbstractContextManager[dic
 def record_page_view(page: str, *, method: str = "GET", status: int = 200) -> None:
     """Count a Streamlit page view as ``http_requests_total{method,endpoint,status}``."""
     HTTP_REQUESTS.labels(method=method, endpoint=page, status=str(status)).inc()
+
+
+def record_request(method: str, endpoint: str, status: int, seconds: float) -> None:
+    """Count and time one API request; ``endpoint`` is the route template (``/v1/images/{image_id}``),
+    never the concrete path, so ids do not multiply the series."""
+    HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status=str(status)).inc()
+    HTTP_LATENCY.labels(method=method, endpoint=endpoint).observe(seconds)
 
 
 def record_login(user: str, *, success: bool) -> None:

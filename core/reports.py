@@ -9,6 +9,14 @@ from dataclasses import dataclass
 from core.analysis import DuplicateThresholds, SimilarityScale
 
 
+# The columns of the duplicates and anomalies CSVs (CLI --csv, API Accept: text/csv), in order.
+DUPLICATE_COLUMNS = (
+    "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
+    "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as",
+)
+ANOMALY_COLUMNS = ("image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected")
+
+
 @dataclass(frozen=True)
 class ImageRef:
     image_id: str

@@ -50,6 +50,12 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("LOCK_TIMEOUT_S", "60", "How long to wait for another process holding the embedded vector shard."),
     Setting("METRICS_PORT", None, "Serve Prometheus metrics on this port (`/metrics`); unset: no metrics server."),
     Setting("LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line (log collectors)."),
+    Setting("API_TOKEN_TTL_S", "3600", "Lifetime of an API access token (`POST /v1/token`), in seconds."),
+    Setting("API_MAX_FILES", "100", "Most files one `POST /v1/images` request may carry."),
+    Setting("API_MAX_BODY_MB", "512", "Largest API request body, in MB (413 beyond)."),
+    Setting("API_JOB_FILES", "20", "Uploads with more files than this run as a job (`202`, then `GET /v1/jobs/{id}`)."),
+    Setting("API_RATE_LIMIT", "600", "Requests per minute per user on the API (429 with Retry-After beyond)."),
+    Setting("API_CORS_ORIGINS", None, "Comma-separated origins allowed to call the API from a browser; unset: CORS off."),
     Setting("AUTH_SECRET", None, "Key that signs login cookies and API tokens. Required (not a placeholder such as `change-me`) with any server backend; unset on the embedded default: generated once into DATA_DIR/auth-secret."),
 )
 
@@ -105,6 +111,12 @@ class Settings:
     metrics_port: int | None = None
     log_format: str = "text"
     auth_secret: str | None = field(default=None, repr=False)
+    api_token_ttl_s: int = 3600
+    api_max_files: int = 100
+    api_max_body_mb: int = 512
+    api_job_files: int = 20
+    api_rate_limit: int = 600
+    api_cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Notebook users pass plain strings for paths.
@@ -147,6 +159,12 @@ class Settings:
             metrics_port=_int(env, "METRICS_PORT") if text("METRICS_PORT") else None,
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
             auth_secret=text("AUTH_SECRET"),
+            api_token_ttl_s=_int(env, "API_TOKEN_TTL_S"),
+            api_max_files=_int(env, "API_MAX_FILES"),
+            api_max_body_mb=_int(env, "API_MAX_BODY_MB"),
+            api_job_files=_int(env, "API_JOB_FILES"),
+            api_rate_limit=_int(env, "API_RATE_LIMIT"),
+            api_cors_origins=tuple(o.strip() for o in (text("API_CORS_ORIGINS") or "").split(",") if o.strip()),
         )
         settings.check()
         return settings

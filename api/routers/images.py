@@ -1,0 +1,90 @@
+"""Images: upload (per-file outcomes; large batches as a job), the per-image record, its bytes, labels."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, File, Form, Response, UploadFile
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from api.deps import Caller, State
+from api.problems import ApiError, problem
+from core import Action, NotFound, Role, require
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+                "BMP": "image/bmp", "TIFF": "image/tiff"}
+_IMAGE_BYTES = {200: {"content": {"image/*": {}}, "description": "The image's bytes"}}
+
+
+async def _read_uploads(files: list[UploadFile], limit: int) -> list[tuple[str, bytes]]:
+    """(name, bytes) per file; a file over ``limit`` is read only one byte past it, enough for the
+    ingest to reject it by size without holding the rest in memory."""
+    return [(f.filename or "upload", await f.read(limit + 1)) for f in files]
+
+
+@router.post("/images", summary="Upload images (multipart, many files)",
+             responses={202: {"description": "A large batch, accepted as a job (poll GET /v1/jobs/{job_id})"},
+                        413: {"description": "Too many files in one request"},
+                        422: {"description": "No file was stored; the per-file reasons are in `files`"}})
+async def upload(collection: Caller, api: State, files: Annotated[list[UploadFile], File()],
+                 source: Annotated[str | None, Form(max_length=200)] = None) -> Response:
+    """Per file, as `visual-anomaly ingest --json`: ingested (with the nearest stored image and its
+    verdict), already present, or rejected with the reason."""
+    settings = collection.settings
+    require(collection.actor, Action.UPLOAD)
+    if len(files) > settings.api_max_files:
+        raise ApiError(413, "files", f"{len(files)} files in one request; send at most {settings.api_max_files}.")
+    uploads = await _read_uploads(files, settings.max_upload_bytes)
+    if len(uploads) > settings.api_job_files:
+        job = api.jobs.start(collection.actor.name, len(uploads),
+                             lambda progress: collection.ingest_uploads(uploads, source=source, progress=progress))
+        return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    report = collection.ingest_uploads(uploads, source=source).to_json()
+    if report["rejected"] and not report["ingested"] and not report["already_present"]:
+        first = report["rejected"][0]
+        return problem(422, f"No file was stored; {first['file']}: {first['reason']}", field="files",
+                       files=report["files"])
+    return JSONResponse(report)
+
+
+@router.get("/jobs/{job_id}", summary="Progress and result of an upload job")
+def job(job_id: str, collection: Caller, api: State) -> dict:
+    found = api.jobs.get(job_id)
+    if found is None or (found.owner != collection.actor.name and collection.actor.role is not Role.ADMIN):
+        raise NotFound("job", job_id)
+    return found.to_json()
+
+
+@router.get("/images/{image_id}", summary="The image's record and every name it arrived under")
+def image(image_id: str, collection: Caller) -> dict:
+    names = collection.names(image_id)  # NotFound for an unknown or invisible id
+    info = collection.images([image_id])[0]
+    return asdict(info) | {"names": [asdict(n) for n in names]}
+
+
+@router.get("/images/{image_id}/thumbnail", response_class=Response, responses=_IMAGE_BYTES,
+            summary="The gallery thumbnail (JPEG), or a redirect to a presigned URL")
+def thumbnail(image_id: str, collection: Caller) -> Response:
+    url = collection.thumbnail_url(image_id)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    return Response(collection.thumbnail(image_id), media_type="image/jpeg")
+
+
+@router.get("/images/{image_id}/original", response_class=Response, responses=_IMAGE_BYTES,
+            summary="The original bytes as uploaded")
+def original(image_id: str, collection: Caller) -> Response:
+    data = collection.original(image_id)
+    info = collection.images([image_id])
+    media = _MEDIA_TYPES.get(info[0].format, "application/octet-stream") if info else "application/octet-stream"
+    return Response(data, media_type=media)
+
+
+@router.put("/images/{image_id}/label", summary="Record (or clear, with null) an analyst's review label")
+def label(image_id: str, collection: Caller,
+          value: Annotated[Literal["anomaly", "normal"] | None, Body(embed=True, alias="label")]) -> dict:
+    collection.label(image_id, value)
+    return {"image_id": image_id, "label": value}

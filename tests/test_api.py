@@ -1,0 +1,239 @@
+"""The HTTP API over a real collection (embedded default and the server stack), driven in-process
+with FastAPI's TestClient: tokens, roles per write endpoint, the bad-input set, ETags, jobs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from qdrant_client import QdrantClient
+
+from api.app import create_app
+from core.collection import Collection
+from core.embedding import Embedder
+from core.settings import Settings
+from core.synthetic import encode, photo
+
+pytest_plugins = ("fixtures_servers",)
+
+PASSWORD = "correct horse battery"
+ROLES = ("viewer", "analyst", "admin")
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def api_collection(request: pytest.FixtureRequest, settings: Settings, embedder: Embedder) -> Iterator[Collection]:
+    settings = replace(settings, api_job_files=4, api_max_files=10, max_upload_mb=1)
+    if request.param == "embedded":
+        opened = Collection.open(settings, embedder=embedder)
+    else:
+        postgres_url = request.getfixturevalue("postgres_url")
+        server = replace(settings, database_url=postgres_url, redis_url=request.getfixturevalue("redis_url"),
+                         auth_secret=uuid.uuid4().hex, qdrant_collection=f"api_{uuid.uuid4().hex[:8]}",
+                         **request.getfixturevalue("s3_settings"))
+        opened = request.getfixturevalue("open_on_servers")(server, embedder, QdrantClient(location=":memory:"))
+    with opened:
+        for role in ROLES:
+            opened.add_user(role, role, PASSWORD)
+        yield opened
+
+
+@pytest.fixture
+def client(api_collection: Collection) -> TestClient:
+    return TestClient(create_app(api_collection))
+
+
+def token(client: TestClient, user: str) -> dict[str, str]:
+    answer = client.post("/v1/token", data={"username": user, "password": PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def jpeg(seed: int) -> bytes:
+    return encode(photo(seed))
+
+
+def upload(client: TestClient, user: str, files: list[tuple[str, bytes]], **data: str):
+    return client.post("/v1/images", headers=token(client, user), data=data,
+                       files=[("files", (name, body, "application/octet-stream")) for name, body in files])
+
+
+def stored(collection: Collection) -> int:
+    return collection.status().images
+
+
+def assert_problem(answer, status: int, field: str | None = None) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    body = answer.json()
+    assert body["status"] == status and body["detail"]
+    if field is not None:
+        assert body["field"] == field
+    return body
+
+
+def test_token_names_the_user_and_role(client: TestClient) -> None:
+    me = client.get("/v1/me", headers=token(client, "analyst"))
+    assert me.json() == {"name": "analyst", "role": "analyst"}
+    assert_problem(client.post("/v1/token", data={"username": "analyst", "password": "wrong one!"}), 401)
+
+
+def test_missing_forged_and_expired_tokens_are_refused(client: TestClient, api_collection: Collection) -> None:
+    assert_problem(client.get("/v1/me"), 401, "Authorization")
+    forged = jwt.encode({"sub": "admin", "exp": time.time() + 60}, "not-the-secret-" * 4, algorithm="HS256")
+    assert_problem(client.get("/v1/me", headers={"Authorization": f"Bearer {forged}"}), 401, "Authorization")
+    secret = api_collection.auth_secret()
+    expired = jwt.encode({"sub": "admin", "exp": time.time() - 5}, secret, algorithm="HS256")
+    body = assert_problem(client.get("/v1/me", headers={"Authorization": f"Bearer {expired}"}), 401)
+    assert "expired" in body["detail"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_upload_per_role(client: TestClient, api_collection: Collection, role: str) -> None:
+    answer = upload(client, role, [("a.jpg", jpeg(1)), ("b.jpg", jpeg(2))], source="batch-1")
+    if role == "viewer":
+        assert_problem(answer, 403)
+        assert stored(api_collection) == 0
+    else:
+        assert answer.status_code == 200, answer.text
+        assert [f["status"] for f in answer.json()["files"]] == ["ingested", "ingested"]
+        assert stored(api_collection) == 2
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_label_per_role(client: TestClient, api_collection: Collection, role: str) -> None:
+    image_id = upload(client, "admin", [("a.jpg", jpeg(1))]).json()["files"][0]["image_id"]
+    answer = client.put(f"/v1/images/{image_id}/label", headers=token(client, role), json={"label": "anomaly"})
+    if role == "viewer":
+        assert_problem(answer, 403)
+        assert api_collection.anomalies().rows[0].label is None
+    else:
+        assert answer.status_code == 200, answer.text
+        assert api_collection.anomalies().rows[0].label == "anomaly"
+
+
+def test_bad_files_get_per_file_reasons_and_good_ones_are_stored(client: TestClient, api_collection: Collection) -> None:
+    big = b"\xff\xd8" + b"0" * (1024 * 1024 + 10)
+    answer = upload(client, "analyst", [("ok.jpg", jpeg(3)), ("notes.jpg", b"just some text"), ("empty.png", b""),
+                                        ("big.jpg", big)])
+    assert answer.status_code == 200, answer.text
+    outcomes = {f["file"]: f for f in answer.json()["files"]}
+    assert outcomes["ok.jpg"]["status"] == "ingested"
+    for name in ("notes.jpg", "empty.png", "big.jpg"):
+        assert outcomes[name]["status"] == "rejected" and outcomes[name]["reason"], outcomes[name]
+    assert stored(api_collection) == 1
+
+
+def test_only_bad_files_is_a_422_listing_each(client: TestClient, api_collection: Collection) -> None:
+    body = assert_problem(upload(client, "analyst", [("notes.jpg", b"text"), ("empty.png", b"")]), 422, "files")
+    assert {f["file"] for f in body["files"]} == {"notes.jpg", "empty.png"}
+    assert stored(api_collection) == 0
+
+
+def test_too_many_files_stores_nothing(client: TestClient, api_collection: Collection) -> None:
+    answer = upload(client, "analyst", [(f"{i}.jpg", jpeg(i)) for i in range(11)])
+    assert_problem(answer, 413, "files")
+    assert stored(api_collection) == 0
+
+
+def test_non_utf8_file_name_is_refused_by_field(client: TestClient, api_collection: Collection) -> None:
+    boundary = "XyZ"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"".encode()
+            + b"bad\xff\xfe\x00.jpg" + b"\"\r\nContent-Type: image/jpeg\r\n\r\n" + jpeg(4)
+            + f"\r\n--{boundary}--\r\n".encode())
+    headers = token(client, "analyst") | {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    answer = client.post("/v1/images", headers=headers, content=body)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert stored(api_collection) == 0
+
+
+def test_large_batch_runs_as_a_job(client: TestClient, api_collection: Collection) -> None:
+    answer = upload(client, "analyst", [(f"{i}.jpg", jpeg(i)) for i in range(5)])
+    assert answer.status_code == 202, answer.text
+    location = answer.headers["Location"]
+    deadline = time.monotonic() + 120
+    while (job := client.get(location, headers=token(client, "analyst")).json())["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job["state"] == "finished" and job["result"]["ingested"] == 5
+    assert client.get(location, headers=token(client, "viewer")).status_code == 404  # not theirs
+
+
+def test_search_by_id_text_and_bad_arguments(client: TestClient) -> None:
+    ids = [f["image_id"] for f in upload(client, "analyst", [(f"{i}.jpg", jpeg(i)) for i in range(3)]).json()["files"]]
+    viewer = token(client, "viewer")
+    hits = client.post("/v1/search", headers=viewer, data={"image_id": ids[0], "k": "2"}).json()["results"]
+    assert len(hits) == 2 and ids[0] not in {h["image_id"] for h in hits}
+    assert client.post("/v1/search", headers=viewer, data={"text": "a red car", "k": "3"}).status_code == 200
+    assert_problem(client.post("/v1/search", headers=viewer, data={"image_id": ids[0], "k": "-1"}), 422, "k")
+    answer = client.post("/v1/search", headers=viewer, data={"text": "x" * 1_000_000})
+    assert 400 <= answer.status_code < 500
+    assert_problem(client.post("/v1/search", headers=viewer, data={"image_id": "nope"}), 404, "image")
+    assert_problem(client.post("/v1/search", headers=viewer, files={"image": ("t.jpg", b"text", "image/jpeg")}),
+                   422, "image")
+
+
+def test_unknown_image_is_404(client: TestClient) -> None:
+    viewer = token(client, "viewer")
+    for path in ("/v1/images/nope", "/v1/images/nope/thumbnail", "/v1/images/nope/original"):
+        assert_problem(client.get(path, headers=viewer), 404, "image")
+
+
+def test_image_record_and_bytes(client: TestClient) -> None:
+    original = jpeg(7)
+    image_id = upload(client, "analyst", [("seven.jpg", original)]).json()["files"][0]["image_id"]
+    viewer = token(client, "viewer")
+    record = client.get(f"/v1/images/{image_id}", headers=viewer).json()
+    assert record["file_name"] == "seven.jpg" and record["names"][0]["file_name"] == "seven.jpg"
+    assert client.get(f"/v1/images/{image_id}/original", headers=viewer).content == original
+    thumb = client.get(f"/v1/images/{image_id}/thumbnail", headers=viewer, follow_redirects=True)
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+
+
+def test_duplicates_etag_csv_and_paging(client: TestClient) -> None:
+    image = jpeg(5)
+    upload(client, "analyst", [("a.jpg", image), ("b.png", encode(photo(5), "PNG")), ("c.jpg", jpeg(9))])
+    viewer = token(client, "viewer")
+    first = client.get("/v1/duplicates", headers=viewer, params={"limit": 1})
+    assert first.status_code == 200 and len(first.json()["rows"]) == 1 and first.json()["total"] == 2
+    etag = first.headers["ETag"]
+    assert client.get("/v1/duplicates", headers=viewer | {"If-None-Match": etag}, params={"limit": 1}).status_code == 304
+    changed = client.get("/v1/duplicates", headers=viewer | {"If-None-Match": etag}, params={"limit": 1, "hamming": 0})
+    assert changed.status_code == 200
+    as_csv = client.get("/v1/duplicates", headers=viewer | {"Accept": "text/csv"})
+    lines = as_csv.text.strip().splitlines()
+    assert as_csv.headers["content-type"].startswith("text/csv") and lines[0].startswith("cluster_id,image_id")
+    assert len(lines) == 3
+    anomalies = client.get("/v1/anomalies", headers=viewer, params={"top": 1})
+    assert anomalies.json()["selected"] == 1 and len(anomalies.json()["rows"]) == 3
+    assert_problem(client.get("/v1/anomalies", headers=viewer, params={"method": "magic"}), 422, "method")
+
+
+def test_embed_text_and_image(client: TestClient, embedder: Embedder) -> None:
+    viewer = token(client, "viewer")
+    by_text = client.post("/v1/embed", headers=viewer, data={"text": "a cat"}).json()
+    by_image = client.post("/v1/embed", headers=viewer, files={"image": ("a.jpg", jpeg(1), "image/jpeg")}).json()
+    assert by_text["dim"] == by_image["dim"] == embedder.dim
+    assert_problem(client.post("/v1/embed", headers=viewer), 422, "text")
+
+
+def test_rate_limit_answers_429_with_retry_after(api_collection: Collection) -> None:
+    limited = TestClient(create_app(api_collection.acting_as(api_collection.actor)))
+    limited.app.state.api.limiter._per_minute = 2
+    headers = token(limited, "viewer")
+    assert [limited.get("/v1/me", headers=headers).status_code for _ in range(2)] == [200, 200]
+    answer = limited.get("/v1/me", headers=headers)
+    assert_problem(answer, 429)
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_health_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/readyz").status_code == 200
+    client.get("/v1/me", headers=token(client, "viewer"))
+    metrics = client.get("/metrics").text
+    assert 'endpoint="/v1/me"' in metrics and "http_request_duration_seconds" in metrics
