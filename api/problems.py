@@ -56,10 +56,18 @@ def _domain(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.http_status, str(exc), field=field, headers=headers)
 
 
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def _field(location: tuple | list) -> str:
+    """``("query", "k")`` -> ``"k"``: the name the caller sent, not where FastAPI found it."""
+    parts = [str(p) for p in location]
+    return ".".join(parts[1:] if parts and parts[0] in _LOCATIONS else parts) or "body"
+
+
 def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "reason": e.get("msg", "")}
-              for e in exc.errors()]
+    errors = [{"field": _field(e.get("loc", ())), "reason": e.get("msg", "")} for e in exc.errors()]
     first = errors[0] if errors else {"field": None, "reason": "invalid request"}
     return problem(422, f"Invalid {first['field']}: {first['reason']}", field=first["field"], errors=errors)
 
