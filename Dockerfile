@@ -16,6 +16,7 @@ RUN mkdir core && touch core/__init__.py \
     && pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
     && rm -rf core build
 COPY core ./core
+COPY api ./api
 RUN pip install --no-deps .
 
 COPY app ./app
@@ -28,8 +29,8 @@ RUN useradd --create-home --uid 10001 app \
 USER app
 
 ENV DATA_DIR=/data
-# 8501: the app; 9464: Prometheus metrics (METRICS_PORT), scraped inside the stack's network.
-EXPOSE 8501 9464
+# 8501: the app; 8000: the HTTP API (its own service in compose.yaml); 9464: Prometheus metrics (METRICS_PORT), scraped inside the stack's network.
+EXPOSE 8501 8000 9464
 
 # Check every configured server first: an unreachable one is named (never its password) and the
 # container exits, instead of the app failing later on its first page.

@@ -228,6 +228,17 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 2
 
 
+def cmd_serve_api(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the HTTP API (api/ in this repository) with uvicorn; each worker opens the collection."""
+    import uvicorn  # the API's server; only this command needs it
+
+    if args.workers > 1 and not settings.uses_servers:
+        raise InvalidRequest("workers", "the embedded default is one process's: use --workers 1, or server backends")
+    uvicorn.run("api.serve:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="info" if settings.log_format == "json" else "warning")
+    return 0
+
+
 def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
     report = collection.repair()
     if args.json:
@@ -354,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("image_id")
     label.add_argument("label", choices=("anomaly", "normal", "clear"))
     label.set_defaults(run=cmd_label)
+
+    serve = commands.add_parser("serve-api", help="serve the HTTP API (OpenAPI at /docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_positive, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=_positive, default=1, help="worker processes (server backends only)")
+    serve.set_defaults(run=cmd_serve_api, needs_collection=False)
 
     check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")

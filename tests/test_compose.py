@@ -35,7 +35,7 @@ def env_example() -> dict[str, str]:
 
 
 def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"app", "postgres", "qdrant", "minio", "minio-init", "redis", "prometheus"}
+    assert set(compose["services"]) == {"app", "api", "postgres", "qdrant", "minio", "minio-init", "redis", "prometheus"}
     assert compose["services"]["app"]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
     assert (ROOT / "Dockerfile").is_file()
 
@@ -78,13 +78,19 @@ def test_app_environment_uses_only_settings_the_app_reads(compose: dict[str, Any
     assert environment["LOG_FORMAT"] == "json"
 
 
+def test_api_shares_the_apps_environment_and_image(compose: dict[str, Any]) -> None:
+    app, api = compose["services"]["app"], compose["services"]["api"]
+    assert api["environment"] == app["environment"] and api["image"] == app["image"]
+    assert "serve-api" in " ".join(api["command"]) and "8000:8000" in api["ports"]
+
+
 def test_prometheus_scrapes_the_apps_metrics_port(compose: dict[str, Any]) -> None:
     port = compose["services"]["app"]["environment"]["METRICS_PORT"]
     assert port in compose["services"]["app"]["expose"]
     mounted = [v for v in compose["services"]["prometheus"]["volumes"] if v.endswith(":/etc/prometheus/prometheus.yml:ro")]
     config = yaml.safe_load((ROOT / mounted[0].split(":")[0]).read_text())
     targets = [t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
-    assert targets == [f"app:{port}"]
+    assert targets == [f"app:{port}", "api:8000"]
 
 
 def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> None:
@@ -121,7 +127,7 @@ def test_dotenv_is_never_committed() -> None:
 
 def test_only_the_app_minio_and_prometheus_are_published(compose: dict[str, Any]) -> None:
     published = {name for name, service in compose["services"].items() if service.get("ports")}
-    assert published == {"app", "minio", "prometheus"}
+    assert published == {"app", "api", "minio", "prometheus"}
     for port in compose["services"]["prometheus"]["ports"]:
         assert port.startswith("127.0.0.1:")
 
