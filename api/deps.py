@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import RateLimiter, TokenSigner, caller
 from api.jobs import Jobs
@@ -24,10 +25,14 @@ def state(request: Request) -> ApiState:
     return request.app.state.api
 
 
-def current(request: Request, authorization: Annotated[str | None, Header()] = None) -> Collection:
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/token")
+
+
+def current(request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Collection:
     """The collection acting for the bearer token's user."""
     api = state(request)
-    return caller(api.collection, api.signer, api.limiter, authorization)
+    return caller(api.collection, api.signer, api.limiter, None if credentials is None else credentials.credentials)
 
 
 Caller = Annotated[Collection, Depends(current)]
