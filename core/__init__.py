@@ -23,8 +23,8 @@ from core.errors import (
     NotFound,
     Unavailable,
 )
-from core.ingest import FileOutcome, IngestReport
 from core.health import ServerCheck, check_servers
+from core.ingest import FileOutcome, IngestReport
 from core.observability import record_login, record_page_view, record_request
 from core.observability import setup as setup_observability
 from core.records import ImageFileName, ImageInfo

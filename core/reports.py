@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from core.analysis import DuplicateThresholds, SimilarityScale
 
-
 # The columns of the duplicates and anomalies CSVs (CLI --csv, API Accept: text/csv), in order.
 DUPLICATE_COLUMNS = (
     "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",

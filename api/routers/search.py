@@ -29,7 +29,7 @@ async def search(
     min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
     source: Annotated[list[str] | None, Form()] = None,
     uploader: Annotated[list[str] | None, Form()] = None,
-    format: Annotated[list[str] | None, Form()] = None,  # noqa: A002 - the CLI's option name
+    format: Annotated[list[str] | None, Form()] = None,
 ) -> dict:
     filters = SearchFilter(sources=tuple(source or ()), uploaders=tuple(uploader or ()), formats=tuple(format or ()))
     response = collection.search(text=text, image=await _image_bytes(image, collection.settings.max_upload_bytes),
