@@ -241,3 +241,18 @@ def test_results_survive_pickling() -> None:
     assert pickle.loads(pickle.dumps(report)) == report
     again = pickle.loads(pickle.dumps(candidates))
     assert np.array_equal(again.left, candidates.left)
+
+
+def test_an_embedding_with_another_scale_gives_the_same_default_clusters() -> None:
+    c = Collection(filler=80, seed=5)
+    for _ in range(8):  # groups of copies: hashes a few bits apart, embeddings near
+        v, h = c.rng.standard_normal(D), int(c.rng.integers(0, 2**63))
+        for _ in range(3):
+            c.add(near(v, c.rng, 0.05), ph=h ^ (1 << int(c.rng.integers(0, 64))))
+    _, _, _, report = c.build()
+    offset = np.full(D, 3.0)  # a constant offset before normalising: every cosine crowds towards 1
+    c.vectors = [unit(v + offset) for v in c.vectors]
+    _, _, candidates, shifted = c.build()
+    assert np.median(candidates.cosine) > 0.8
+    assert [set(cl.members) for cl in shifted.clusters] == [set(cl.members) for cl in report.clusters]
+    assert len(report.clusters) == 8
