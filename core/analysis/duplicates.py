@@ -303,7 +303,7 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         crop_floor=float(crop_floor))
 
 
-def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Per pair, the correlation of the two colour sketches (softened as crops are), the better of
     right as stored and mirrored: whether the pictures agree, independently of what proposed the pair.
 
