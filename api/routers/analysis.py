@@ -78,7 +78,7 @@ def duplicates(
     elif similarity is not None:
         thresholds = replace(thresholds, similarity=similarity)
     view = collection.duplicates(thresholds)
-    header = {"thresholds": asdict(view.thresholds), "clusters": len(view.groups), "pairs": view.pair_count,
+    header = {"thresholds": asdict(view.thresholds), "clusters": view.cluster_count, "pairs": view.pair_count,
               "images": view.images}
     return _respond(header, view.rows(), DUPLICATE_COLUMNS, offset, limit, accept, if_none_match)
 
