@@ -19,13 +19,14 @@ run: $(STAMP)
 	$(PY) -m streamlit run app/Home.py --server.port $(PORT)
 
 test: $(STAMP)
-	$(PY) -m ruff check core app tests benchmarks
+	$(PY) -m ruff check core app api tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.search
 	$(PY) -m benchmarks.analysis
+	$(PY) -m benchmarks.api
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

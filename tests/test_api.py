@@ -136,7 +136,7 @@ def test_only_bad_files_is_a_422_listing_each(client: TestClient, api_collection
 
 
 def test_too_many_files_stores_nothing(client: TestClient, api_collection: Collection) -> None:
-    answer = upload(client, "analyst", [(f"{i}.jpg", jpeg(i)) for i in range(11)])
+    answer = upload(client, "analyst", [(f"{i}.jpg", jpeg(1)) for i in range(1000)])
     assert_problem(answer, 413, "files")
     assert stored(api_collection) == 0
 
@@ -171,8 +171,7 @@ def test_search_by_id_text_and_bad_arguments(client: TestClient) -> None:
     assert len(hits) == 2 and ids[0] not in {h["image_id"] for h in hits}
     assert client.post("/v1/search", headers=viewer, data={"text": "a red car", "k": "3"}).status_code == 200
     assert_problem(client.post("/v1/search", headers=viewer, data={"image_id": ids[0], "k": "-1"}), 422, "k")
-    answer = client.post("/v1/search", headers=viewer, data={"text": "x" * 1_000_000})
-    assert 400 <= answer.status_code < 500
+    assert_problem(client.post("/v1/search", headers=viewer, data={"text": "x" * 1_000_000}), 422, "text")
     assert_problem(client.post("/v1/search", headers=viewer, data={"image_id": "nope"}), 404, "image")
     assert_problem(client.post("/v1/search", headers=viewer, files={"image": ("t.jpg", b"text", "image/jpeg")}),
                    422, "image")
