@@ -15,6 +15,7 @@ from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
 from core.errors import Busy, DomainError, Forbidden, InvalidRequest, NotFound, Unavailable
 from core.ingest import FileOutcome, IngestReport
+from core.paging import Page
 from core.reports import (
     AnomaliesView,
     AnomalyRow,
@@ -54,6 +55,7 @@ __all__ = [
     "MapView",
     "ModelUnavailable",
     "NotFound",
+    "Page",
     "RepairReport",
     "Role",
     "SameBytesFiles",

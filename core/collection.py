@@ -22,20 +22,32 @@ import numpy as np
 
 from core.access import Action, Actor, Role, require
 from core.analysis import DuplicateThresholds
+from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
+from core.errors import InvalidRequest
 from core.images import prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
-from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
+from core.paging import DEFAULT_LIMIT, Page, check_page
+from core.reports import (
+    AnomaliesView,
+    AnomalyRow,
+    DuplicateGroup,
+    DuplicateLink,
+    DuplicatesView,
+    MapView,
+    SameBytesFiles,
+)
 from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import ImageName, ImageRecord
+from core.storage.catalog import IMAGE_SORTS, ImageName, ImageRecord
 from core.storage.vectors import VectorFilter
 
 _SKETCH_BATCH = 500
+MAX_FILTER_CHARS = 500
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -241,15 +253,25 @@ class Collection:
         return ids, (np.concatenate(chunks) if chunks else np.zeros((0, self.backends.vectors.dim), np.float32))
 
     # analysis -----------------------------------------------------------------------------------
-    def duplicates(self, thresholds: DuplicateThresholds | None = None) -> DuplicatesView:
+    # ``wait=False``: a value another caller is computing right now (a first graph or map build takes
+    # minutes at 1M images) raises Busy with a retry hint instead of waiting for it.
+    def duplicates(self, thresholds: DuplicateThresholds | None = None, *, wait: bool = True) -> DuplicatesView:
         """Exact and near duplicates as clusters. The neighbour graph and candidate pairs are cached
         per collection version, so calling this again with other thresholds is cheap."""
-        view = self.analysis.duplicates(thresholds or DuplicateThresholds())
+        with waiting(wait):
+            view = self.analysis.duplicates(thresholds or DuplicateThresholds())
         same_bytes = tuple(
             SameBytesFiles(image_id, tuple((n.file_name, n.source) for n in names))
             for image_id, names in self.backends.catalog.repeated_names().items()
         )
         return replace(view, same_bytes=same_bytes)
+
+    def duplicate_groups(self, thresholds: DuplicateThresholds | None = None, *, offset: int = 0,
+                         limit: int = DEFAULT_LIMIT, wait: bool = True) -> Page[DuplicateGroup]:
+        """One page of :meth:`duplicates`' groups, largest first, numbered as there."""
+        check_page(offset, limit)
+        with waiting(wait):
+            return self.analysis.duplicate_groups(thresholds or DuplicateThresholds(), offset, limit)
 
     def duplicate_examples(
         self, signal: str, thresholds: DuplicateThresholds | None = None, count: int = 6
@@ -265,19 +287,45 @@ class Collection:
         threshold: float | None = None,
         top: int | None = None,
         contamination: float | None = None,
+        wait: bool = True,
     ) -> AnomaliesView:
         """Every image scored and ranked, most unusual first, with the analysts' labels; at most one
         of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
-        if sum(c is not None for c in (threshold, top, contamination)) > 1:
-            raise ValueError("Select anomalies by one of threshold, top or contamination, not several.")
-        labels = {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
-        return self.analysis.anomalies(
-            method=method, k=k, threshold=threshold, top=top, contamination=contamination, labels=labels
-        )
+        _check_one_criterion(threshold, top, contamination)
+        with waiting(wait):
+            return self.analysis.anomalies(method=method, k=k, threshold=threshold, top=top,
+                                           contamination=contamination, labels=self._labels())
 
-    def projection(self) -> MapView:
-        """2-D UMAP coordinates of every image, from the shared neighbour graph (cached)."""
-        return self.analysis.projection()
+    def anomaly_rows(
+        self,
+        *,
+        method: str = "combined",
+        k: int | None = None,
+        threshold: float | None = None,
+        top: int | None = None,
+        contamination: float | None = None,
+        selected_only: bool = False,
+        offset: int = 0,
+        limit: int = DEFAULT_LIMIT,
+        wait: bool = True,
+    ) -> Page[AnomalyRow]:
+        """One page of :meth:`anomalies`' rows, most unusual first (only the selected ones with
+        ``selected_only``); sorted once per version, so paging recomputes nothing."""
+        _check_one_criterion(threshold, top, contamination)
+        check_page(offset, limit)
+        with waiting(wait):
+            return self.analysis.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
+                                              contamination=contamination, labels=self._labels(),
+                                              selected_only=selected_only, offset=offset, limit=limit)[1]
+
+    def projection(self, *, wait: bool = True) -> MapView:
+        """2-D UMAP coordinates of every image, from the shared neighbour graph (cached), each with its
+        anomaly score, label, duplicate cluster and source (see :class:`MapPoint`)."""
+        with waiting(wait):
+            return self.analysis.projection(self._labels())
+
+    def _labels(self) -> dict[str, str]:
+        return {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
 
     def label(self, image_id: str, label: str | None, labelled_by: str | None = None) -> None:
         """Store an analyst's review label ("anomaly" or "normal"); ``None`` clears it."""
@@ -293,8 +341,11 @@ class Collection:
         k: int = 20,
         min_score: float | None = None,
         filters: VectorFilter | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> SearchResponse:
-        """Images nearest to a text, an uploaded image, or an image in the collection (exactly one)."""
+        """Images nearest to a text, an uploaded image, or an image in the collection (exactly one):
+        the ``k`` nearest, as the page of ``limit`` (all ``k`` by default) from ``offset``."""
         given = [q for q in (text, image, image_id) if q is not None]
         if len(given) != 1:
             raise ValueError("Search by exactly one of: text, image, image_id.")
@@ -309,10 +360,34 @@ class Collection:
             vector, query = self.backends.vectors.fetch([image_id])[0], f"similar to: {image_id}"
             exclude = (image_id,)
         return nearest(
-            self.backends, vector, query=query, k=k, min_score=min_score, flt=filters, exclude_ids=exclude
+            self.backends, vector, query=query, k=k, min_score=min_score, flt=filters, exclude_ids=exclude,
+            offset=offset, limit=limit,
         )
 
     # browse -------------------------------------------------------------------------------------
+    def version(self) -> int:
+        """The collection's version: changes whenever the visible images do. One catalog read (no
+        blob listing, no vector count), so callers can cache by it and the API can send it as an ETag."""
+        return self.backends.catalog.version()
+
+    def list_images(self, *, offset: int = 0, limit: int = DEFAULT_LIMIT, sort: str = "arrival",
+                    descending: bool = False, source: str | None = None,
+                    name_contains: str | None = None) -> Page[ImageRecord]:
+        """One page of the visible images, sorted by ``sort`` (``arrival``, ``name``, ``source``,
+        ``size`` or ``pixels``); ``source`` and ``name_contains`` (case-insensitive) match any name an
+        image arrived under. A catalog query: nothing else is read."""
+        check_page(offset, limit)
+        if sort not in IMAGE_SORTS:
+            raise InvalidRequest("sort", f"must be one of {', '.join(IMAGE_SORTS)} (got {sort!r})")
+        for field, text in (("source", source), ("name_contains", name_contains)):
+            if text is not None and (not isinstance(text, str) or len(text) > MAX_FILTER_CHARS
+                                     or not text.isprintable()):
+                raise InvalidRequest(field, f"must be printable text of at most {MAX_FILTER_CHARS} characters")
+        records, total = self.backends.catalog.list_ready(offset=offset, limit=limit, sort=sort,
+                                                          descending=descending, source=source,
+                                                          name_contains=name_contains)
+        return Page(tuple(records), offset, limit, total)
+
     def status(self) -> CollectionStatus:
         counts = self.backends.catalog.counts()
         return CollectionStatus(
@@ -321,7 +396,7 @@ class Collection:
             vectors=self.backends.vectors.count(),
             blobs=self.backends.blobs.count("originals/"),
             thumbnails=self.backends.blobs.count("thumbnails/"),
-            version=self.backends.catalog.version(),
+            version=self.version(),
             backends=self.backends.describe(),
             model=self.model_config(),
             cache_healthy=self.backends.cache.healthy,
@@ -345,6 +420,11 @@ class Collection:
 
     def sources(self) -> list[str]:
         return self.backends.catalog.sources()
+
+
+def _check_one_criterion(threshold: float | None, top: int | None, contamination: float | None) -> None:
+    if sum(c is not None for c in (threshold, top, contamination)) > 1:
+        raise ValueError("Select anomalies by one of threshold, top or contamination, not several.")
 
 
 def _current_user() -> str:
