@@ -389,6 +389,8 @@ class Catalog:
         if name_contains is not None:
             where.append(arrived_under(image_names.c.file_name.icontains(name_contains, autoescape=True)))
         order = IMAGE_SORTS[sort]
+        if self.dialect == "postgresql" and isinstance(order.type, sa.Text):
+            order = order.collate("C")  # code point order, as SQLite's: both backends page alike
         columns = [c for c in images.columns if c.name != "sketch"]
         query = (
             sa.select(*columns).where(*where)
