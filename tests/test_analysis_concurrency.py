@@ -117,7 +117,7 @@ def test_only_the_newest_version_and_the_latest_views_are_kept() -> None:
         memo.get(version, "graph", lambda: "g")
     assert len(memo) == 1  # version 1 went when version 2 arrived
     for name in "abcde":
-        memo.get(2, name, lambda: name)
+        memo.get(2, name, lambda name=name: name)
     assert len(memo) == 3
     calls: list[str] = []
     assert memo.get(2, "e", lambda: calls.append("e") or "again") == "e" and calls == []
