@@ -109,3 +109,20 @@ def test_map_points_carry_id_score_label_cluster_and_source(tmp_path: Path, embe
         assert clustered and {i: p.cluster_id for i, p in points.items() if p.cluster_id} == clustered
         assert points[labelled].label == "normal" and sum(p.label is not None for p in points.values()) == 1
         assert {p.source for p in points.values()} == {"camera", "phone"}
+
+
+@pytest.mark.parametrize("catalog", ["sqlite", "postgresql"])
+def test_image_pages_and_versions_agree_on_both_catalogs(
+    catalog: str, tmp_path: Path, embedder: Embedder, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_url") if catalog == "postgresql" else None
+    settings = Settings(data_dir=tmp_path / "data", model_pretrained="none", database_url=url)
+    with Collection.open(settings, embedder=embedder) as collection:
+        assert collection.backends.catalog.dialect == catalog
+        before = collection.version()
+        collection.ingest_uploads([(name, encode(photo(1100 + i))) for i, name in
+                                   enumerate(["b.jpg", "a.jpg", "C.jpg", "ab.jpg"])], source="s1")
+        assert collection.version() > before
+        page = collection.list_images(sort="name", offset=1, limit=2)
+        assert (page.total, [r.file_name for r in page.items]) == (4, ["a.jpg", "ab.jpg"])  # "C" < "a"
+        assert [r.file_name for r in collection.list_images(name_contains="A", sort="name").items] == ["a.jpg", "ab.jpg"]
