@@ -125,17 +125,16 @@ class CollectionAnalysis:
     def _latest_key(self, name: str) -> str:
         return f"va:{FORMAT}:{self.collection_id}:latest:{name}"
 
-    def _read(self, key: str, codec: Codec[T], rows: int | None = None) -> T | None:
+    def _read(self, key: str, codec: Codec[T], images: int | None = None) -> T | None:
         """The cache backend's value under ``key``, or ``None`` when it is absent or is not a value of
-        this type for ``rows`` images (logged once per key, then recomputed and overwritten)."""
+        this type for ``images`` images (logged once per key, then recomputed and overwritten)."""
         raw = self.cache.get(key)
         if raw is None:
             return None
         try:
             value = codec.decode(raw)
-            found = codec.rows(value)
-            if rows is not None and found is not None and found != rows:
-                raise CodecError(f"it covers {found} images, the collection has {rows}")
+            if images is not None and not codec.fits(value, images):
+                raise CodecError(f"it does not fit the version's {images} images")
         except CodecError as exc:
             if key not in self._ignored:
                 self._ignored.add(key)

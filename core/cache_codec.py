@@ -44,7 +44,7 @@ class Codec(Generic[T]):
     tag: str
     to_parts: Callable[[T], tuple[Fields, Arrays]]
     from_parts: Callable[[Fields, Arrays], T]
-    rows: Callable[[T], int | None] = lambda _value: None  # image rows the value covers, when it has rows
+    fits: Callable[[T, int], bool] = lambda _value, _n: True  # whether it can be a value for n images
 
     def encode(self, value: T) -> bytes:
         fields, arrays = self.to_parts(value)
@@ -121,7 +121,7 @@ GRAPH: Codec[NeighbourGraph] = Codec(
     lambda g: ({"method": g.method, "recall_at_10": g.recall_at_10, "recall_sample": g.recall_sample},
                {"indices": g.indices, "similarities": g.similarities}),
     _graph_from,
-    rows=lambda g: g.n,
+    fits=lambda g, n: g.n == n and (g.indices.size == 0 or int(g.indices.max()) < n),
 )
 
 
@@ -162,6 +162,7 @@ CANDIDATES: Codec[DuplicateCandidates] = Codec(
                 "hamming_max": c.hamming_max, "crop_floor": c.crop_floor},
                {name: getattr(c, name) for name in _CANDIDATE_ARRAYS}),
     _candidates_from,
+    fits=lambda c, n: len(c) == 0 or max(int(c.left.max()), int(c.right.max())) < n,
 )
 
 
@@ -178,7 +179,7 @@ ANOMALY_SCORES: Codec[AnomalyScores] = Codec(
     "anomaly-scores",
     lambda s: ({"method": s.method, "k": s.k}, {"scores": s.scores, "percentiles": s.percentiles}),
     _scores_from,
-    rows=lambda s: len(s.scores),
+    fits=lambda s, n: len(s.scores) == n,
 )
 
 
@@ -194,11 +195,9 @@ PROJECTION: Codec[Projection] = Codec(
     "projection",
     lambda p: ({}, {"coordinates": p.coordinates, "fitted": p.fitted}),
     _projection_from,
-    rows=lambda p: len(p.coordinates),
+    fits=lambda p, n: len(p.coordinates) == n and (p.fitted.size == 0 or int(p.fitted.max()) < n),
 )
 
 
 # a query vector (search by text) ------------------------------------------------------------------
-VECTOR: Codec[np.ndarray] = Codec(
-    "vector", lambda v: ({}, {"vector": v}), lambda _f, a: _array(a, "vector", "f", 1), rows=lambda _v: None
-)
+VECTOR: Codec[np.ndarray] = Codec("vector", lambda v: ({}, {"vector": v}), lambda _f, a: _array(a, "vector", "f", 1))

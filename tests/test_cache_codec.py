@@ -98,8 +98,9 @@ def test_garbage_under_a_key_is_recomputed(
     server = redis.Redis.from_url(redis_url)
     good = server.get("visual-anomaly:" + key)
     assert good is not None
-    for bad in (b"\x00garbage", good[:-7], good[:8] + b"{not json" + good[17:], SCALE.encode(
-            SCALE.decode(server.get("visual-anomaly:" + key.replace("graph:k30", "scale"))))):
+    another_type = SCALE.encode(SCALE.decode(server.get("visual-anomaly:" + key.replace("graph:k30", "scale"))))
+    another_size = GRAPH.encode(_graph(n=6))  # well formed, but for another number of images
+    for bad in (b"\x00garbage", good[:-7], good[:8] + b"{not json" + good[17:], another_type, another_size):
         server.set("visual-anomaly:" + key, bad)
         with Collection.open(settings, embedder=embedder) as again:
             assert _values(again) == expected
