@@ -133,11 +133,14 @@ def test_every_cached_type_comes_back_equal() -> None:
         left=np.arange(m, dtype=np.int32), right=np.arange(1, m + 1, dtype=np.int32),
         cosine=np.full(m, 0.9, np.float32), phash_distance=np.arange(m, dtype=np.uint8),
         mirrored=np.zeros(m, bool), same_bytes=np.zeros(m, bool), same_pixels=np.ones(m, bool),
-        crop_score=np.array([np.nan, 0.8, np.nan, 0.95], np.float32), scale=scale, similarity_floor=0.5,
+        crop_score=np.array([np.nan, 0.8, np.nan, 0.95], np.float32),
+        pixel_score=np.array([0.99, np.nan, 0.7, 0.95], np.float32), scale=scale, similarity_floor=0.5,
         hamming_max=12, crop_floor=0.6)
     got = CANDIDATES.decode(CANDIDATES.encode(candidates))
     assert got.scale == scale and (got.similarity_floor, got.hamming_max, got.crop_floor) == (0.5, 12, 0.6)
-    assert np.array_equal(got.crop_score, candidates.crop_score, equal_nan=True)
+    for name in ("left", "right", "cosine", "phash_distance", "mirrored", "same_bytes", "same_pixels", "crop_score",
+                 "pixel_score"):
+        assert np.array_equal(getattr(got, name), getattr(candidates, name), equal_nan=True), name
     assert np.array_equal(VECTOR.decode(VECTOR.encode(np.ones(4, np.float32))), np.ones(4))
 
 
