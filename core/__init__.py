@@ -27,6 +27,7 @@ from core.health import ServerCheck, check_servers
 from core.ingest import FileOutcome, IngestReport
 from core.observability import record_login, record_page_view, record_request
 from core.observability import setup as setup_observability
+from core.paging import Page
 from core.records import ImageFileName, ImageInfo
 from core.reports import (
     ANOMALY_COLUMNS,
@@ -75,6 +76,7 @@ __all__ = [
     "MapView",
     "ModelUnavailable",
     "NotFound",
+    "Page",
     "RepairReport",
     "Role",
     "SameBytesFiles",

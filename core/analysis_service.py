@@ -4,17 +4,23 @@ The neighbour graph is built from the collection's vectors once per version (upd
 when images were only added), and the duplicate candidates, the similarity scale, anomaly scores
 and the map all derive from it. Results are cached twice: in this process for the current version
 (moving a threshold re-reads nothing) and through the cache backend under a key that holds the
-collection's id and version (another process, or a restart with Redis, finds them there).
+cache format, the collection's id and version (another process, or a restart with Redis, finds them
+there). What the cache backend holds is plain data (:mod:`core.cache_codec`), never a pickle: a
+value that does not decode is logged and recomputed. Each value is computed once, by its first
+caller, without a lock around the computation (:mod:`core.analysis_memo`): a threshold move or an
+arrival check never waits behind a graph or UMAP build of another value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import math
-import pickle
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,18 +29,34 @@ from core import analysis
 from core.analysis import (
     AnomalyScores,
     DuplicateCandidates,
+    DuplicateCluster,
     DuplicatePair,
+    DuplicateReport,
     DuplicateThresholds,
     ImageSignals,
     NeighbourGraph,
-    Projection,
     SimilarityScale,
     StoredImage,
 )
+from core.analysis.anomalies import DEFAULT_METHOD
 from core.analysis.crops import WINDOWS, window_hashes
 from core.analysis.duplicates import sketch_arrays
 from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
+from core.analysis_memo import ComputedOnce
+from core.cache_codec import (
+    ANOMALY_SCORES,
+    CANDIDATES,
+    FORMAT,
+    GRAPH,
+    LATEST_GRAPH,
+    PROJECTION,
+    SCALE,
+    Codec,
+    CodecError,
+    LatestGraph,
+)
 from core.observability import observe_analysis
+from core.paging import Page, page_of
 from core.reports import (
     AnomaliesView,
     AnomalyRow,
@@ -50,8 +72,12 @@ from core.reports import (
 from core.storage.cache import Cache
 
 CACHE_TTL_S = 7 * 24 * 3600
+MAX_THRESHOLD_VIEWS = 16  # clusterings kept per version: the latest slider positions
 ARRIVAL_NEIGHBOURS = 5
 MIN_CALIBRATION_IMAGES = 2 * 10 + 1  # the scale's reference rank needs that many images
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +99,11 @@ class VectorSnapshot:
 
 
 class CollectionAnalysis:
-    """Graph, duplicate candidates, scale, scores and map for one collection (see module docstring)."""
+    """Graph, duplicate candidates, scale, scores and map for one collection (see module docstring).
+
+    Each value is computed once per (version, name) by its first caller (:class:`ComputedOnce`);
+    threshold views (clusters for one set of thresholds) are kept for the few latest thresholds.
+    """
 
     def __init__(self, cache: Cache, collection_id: str, snapshot: Callable[[], VectorSnapshot], k: int = DEFAULT_K,
                  device: str = "cpu"):
@@ -82,107 +112,139 @@ class CollectionAnalysis:
         self.snapshot = snapshot
         self.k = k
         self.device = device  # where the neighbour graph is computed: "cpu" or "cuda"
-        self._memo: dict[tuple[int, str], object] = {}
-        self._lock = threading.RLock()
+        self._values = ComputedOnce()
+        self._views = ComputedOnce(max_values=MAX_THRESHOLD_VIEWS)
+        self._windows_lock = threading.Lock()
         self._windows: tuple[list[str], np.ndarray] = ([], np.zeros((0, len(WINDOWS)), dtype=np.uint64))
+        self._ignored: set[str] = set()  # keys whose unreadable values were already logged
 
     # caching --------------------------------------------------------------------------------------
     def _key(self, version: int, name: str) -> str:
-        return f"va:{self.collection_id}:v{version}:{name}"
+        return f"va:{FORMAT}:{self.collection_id}:{version}:{name}"
 
-    def _cached(self, version: int, name: str, compute: Callable[[], object], *, shared: bool = True) -> object:
-        """The value for this version: from this process, else the cache backend, else computed.
+    def _latest_key(self, name: str) -> str:
+        return f"va:{FORMAT}:{self.collection_id}:latest:{name}"
 
-        `shared=False` keeps it in this process only, for values rebuilt from the catalog more
-        cheaply than sent through the cache (the image signals carry 384 bytes of packed sketch an image).
-        """
-        with self._lock:
-            if (version, name) in self._memo:
-                return self._memo[(version, name)]
-            raw = self.cache.get(self._key(version, name)) if shared else None
-            value = pickle.loads(raw) if raw is not None else None
+    def _read(self, key: str, codec: Codec[T], images: int | None = None) -> T | None:
+        """The cache backend's value under ``key``, or ``None`` when it is absent or is not a value of
+        this type for ``images`` images (logged once per key, then recomputed and overwritten)."""
+        raw = self.cache.get(key)
+        if raw is None:
+            return None
+        try:
+            value = codec.decode(raw)
+            if images is not None and not codec.fits(value, images):
+                raise CodecError(f"it does not fit the version's {images} images")
+        except CodecError as exc:
+            if key not in self._ignored:
+                self._ignored.add(key)
+                log.warning("Ignoring the cached value under %s (recomputing it): %s", key, exc)
+            return None
+        return value
+
+    def _cached(self, snap: VectorSnapshot, name: str, compute: Callable[[], T], codec: Codec[T] | None) -> T:
+        """The value for this version: from this process, else the cache backend, else computed, once
+        however many callers ask at the same time. ``codec=None`` keeps it in this process only, for
+        values rebuilt from the catalog more cheaply than sent through the cache (the image signals
+        carry 384 bytes of packed sketch an image)."""
+
+        def load_or_compute() -> T:
+            key = self._key(snap.version, name)
+            value = self._read(key, codec, len(snap.ids)) if codec is not None else None
             if value is None:
-                with observe_analysis(name.split(":")[0], version=version):
+                with observe_analysis(name.split(":")[0], version=snap.version):
                     value = compute()
-                if shared:
-                    self.cache.set(self._key(version, name), pickle.dumps(value, protocol=5), ttl_s=CACHE_TTL_S)
-            self._memo = {key: v for key, v in self._memo.items() if key[0] == version}
-            self._memo[(version, name)] = value
+                if codec is not None:
+                    self.cache.set(key, codec.encode(value), ttl_s=CACHE_TTL_S)
             return value
+
+        return self._values.get(snap.version, name, load_or_compute)
 
     # shared pieces --------------------------------------------------------------------------------
     def graph(self, snap: VectorSnapshot) -> NeighbourGraph:
-        return self._cached(snap.version, f"graph:k{self.k}", lambda: self._build_graph(snap))  # type: ignore[return-value]
+        return self._cached(snap, f"graph:k{self.k}", lambda: self._build_graph(snap), GRAPH)
 
     def _build_graph(self, snap: VectorSnapshot) -> NeighbourGraph:
         """Update the latest graph when this version only added images after it; else build anew."""
-        latest_key = f"va:{self.collection_id}:graph-latest:k{self.k}"
-        raw = self.cache.get(latest_key)
+        latest_key = self._latest_key(f"graph:k{self.k}")
+        latest = self._read(latest_key, LATEST_GRAPH)
         ids = snap.ids
         graph: NeighbourGraph | None = None
-        if raw is not None:
-            old_ids, old_graph = pickle.loads(raw)
-            if 0 < len(old_ids) <= len(ids) and ids[: len(old_ids)] == old_ids:
-                if len(old_ids) < len(ids):
-                    graph = analysis.update_graph(old_graph, snap.vectors, device=self.device)
-                else:
-                    graph = old_graph
+        if (latest is not None and 0 < latest.count <= len(ids) and latest.graph.n == latest.count
+                and _ids_digest(ids[: latest.count]) == latest.ids_sha256):
+            graph = latest.graph
+            if latest.count < len(ids):
+                graph = analysis.update_graph(graph, snap.vectors, device=self.device)
         if graph is None:
             graph = analysis.build_graph(snap.vectors, k=min(self.k, max(1, len(ids) - 1)), device=self.device)
-        self.cache.set(latest_key, pickle.dumps((ids, graph), protocol=5), ttl_s=CACHE_TTL_S)
+        self.cache.set(latest_key, LATEST_GRAPH.encode(LatestGraph(len(ids), _ids_digest(ids), graph)),
+                       ttl_s=CACHE_TTL_S)
         return graph
 
     def signals(self, snap: VectorSnapshot) -> ImageSignals:
         """Per-image hashes and sizes; kept for the version, since every threshold move needs them."""
         f = snap.frame
-        return self._cached(  # type: ignore[return-value]
-            snap.version,
+        return self._cached(
+            snap,
             "signals",
             lambda: ImageSignals.from_columns(
                 sha256=f["sha256"].tolist(), pixel_sha256=f["pixel_sha256"].tolist(), phash=f["phash"].tolist(),
                 phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
                 created=f["created_at"].tolist(), sketch=f["sketch"].tolist(),
             ),
-            shared=False,
+            None,
         )
 
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:
         def compute() -> SimilarityScale:
             scale = analysis.similarity_scale(self.graph(snap))
-            self.cache.set(self._latest_scale_key(), pickle.dumps(scale), ttl_s=CACHE_TTL_S)
+            self.cache.set(self._latest_key("scale"), SCALE.encode(scale), ttl_s=CACHE_TTL_S)
             return scale
 
-        return self._cached(snap.version, "scale", compute)  # type: ignore[return-value]
+        return self._cached(snap, "scale", compute, SCALE)
 
     def candidates(self, snap: VectorSnapshot) -> DuplicateCandidates:
-        return self._cached(  # type: ignore[return-value]
-            snap.version,
+        return self._cached(
+            snap,
             "candidates",
             lambda: analysis.duplicate_candidates(
                 self.graph(snap), snap.vectors, self.signals(snap), scale=self.scale(snap)
             ),
+            CANDIDATES,
         )
 
-    # views ----------------------------------------------------------------------------------------
+    # duplicates -----------------------------------------------------------------------------------
+    def _report(self, snap: VectorSnapshot, thresholds: DuplicateThresholds) -> DuplicateReport:
+        """Clusters under these thresholds, largest first; kept for the latest few thresholds, so
+        paging through them re-clusters nothing."""
+        return self._views.get(
+            snap.version, f"duplicates:{thresholds!r}",
+            lambda: analysis.duplicate_clusters(self.candidates(snap), snap.vectors, self.signals(snap), thresholds),
+        )
+
     def duplicates(self, thresholds: DuplicateThresholds) -> DuplicatesView:
         snap = self.snapshot()
         if len(snap.ids) < 2:
             return DuplicatesView((), thresholds, self._empty_scale(), 0, len(snap.ids))
-        candidates = self.candidates(snap)
-        report = analysis.duplicate_clusters(candidates, snap.vectors, self.signals(snap), thresholds)
-        groups = []
-        for number, cluster in enumerate(report.clusters, 1):
-            refs = snap.refs(list(cluster.members))
-            members = tuple(
-                DuplicateMember(ref, i == 0, sim, cos, dist, crop, sig)
-                for i, (ref, sim, cos, dist, crop, sig) in enumerate(
-                    zip(refs, cluster.similarity_to_representative, cluster.cosine_to_representative,
-                        cluster.phash_distance_to_representative, cluster.crop_score_to_representative,
-                        cluster.signals_to_representative, strict=True)
-                )
-            )
-            groups.append(DuplicateGroup(number, members, cluster.exact, _link(snap, cluster.weakest_link)))
-        return DuplicatesView(tuple(groups), thresholds, report.scale, report.pair_count, len(snap.ids))
+        report = self._report(snap, thresholds)
+        groups = tuple(_group(snap, number, cluster) for number, cluster in enumerate(report.clusters, 1))
+        return DuplicatesView(groups, thresholds, report.scale, report.pair_count, len(snap.ids))
+
+    def duplicate_groups(self, thresholds: DuplicateThresholds, offset: int, limit: int) -> Page[DuplicateGroup]:
+        """One page of :meth:`duplicates`' groups (largest first), built for that page only."""
+        snap = self.snapshot()
+        clusters = self._report(snap, thresholds).clusters if len(snap.ids) >= 2 else ()
+        page = page_of(clusters, offset, limit)
+        groups = tuple(_group(snap, number, c) for number, c in enumerate(page.items, offset + 1))
+        return Page(groups, offset, limit, page.total)
+
+    def cluster_ids(self, snap: VectorSnapshot, thresholds: DuplicateThresholds) -> np.ndarray:
+        """Each row's cluster id under these thresholds (as in :meth:`duplicates`), 0 when in none."""
+        found = np.zeros(len(snap.ids), dtype=np.int64)
+        if len(snap.ids) >= 2:
+            for number, cluster in enumerate(self._report(snap, thresholds).clusters, 1):
+                found[list(cluster.members)] = number
+        return found
 
     def threshold_examples(self, thresholds: DuplicateThresholds, signal: str, count: int = 6
                            ) -> tuple[list[DuplicateLink], list[DuplicateLink]]:
@@ -193,46 +255,75 @@ class CollectionAnalysis:
         inside, outside = analysis.threshold_examples(self.candidates(snap), thresholds, signal, count)
         return [_link(snap, p) for p in inside], [_link(snap, p) for p in outside]
 
+    # anomalies ------------------------------------------------------------------------------------
     def anomaly_scores(self, snap: VectorSnapshot, method: str, k: int | None) -> AnomalyScores:
+        """Scores of every row; every image ties (score 0) while there are fewer than two."""
+        if len(snap.ids) < 2:
+            return AnomalyScores(method, k, np.zeros(len(snap.ids)), np.full(len(snap.ids), 100.0))
+
         def compute() -> AnomalyScores:
             same = self.signals(snap).pixels_group
             return analysis.anomaly_scores(snap.vectors, self.graph(snap), method=method, k=k, same_image=same)
 
-        return self._cached(snap.version, f"anomalies:{method}:k{k}", compute)  # type: ignore[return-value]
+        return self._cached(snap, f"anomalies:{method}:k{k}", compute, ANOMALY_SCORES)
+
+    def _ranked(self, snap: VectorSnapshot, method: str, k: int | None) -> tuple[AnomalyScores, np.ndarray]:
+        """Scores and their ranking (rows, most unusual first), sorted once per version."""
+        def rank() -> tuple[AnomalyScores, np.ndarray]:
+            scores = self.anomaly_scores(snap, method, k)
+            return scores, scores.ranking()
+
+        return self._values.get(snap.version, f"ranking:{method}:k{k}", rank)
+
+    def anomaly_rows(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
+                     contamination: float | None, labels: dict[str, str], selected_only: bool = False,
+                     offset: int = 0, limit: int | None = None) -> tuple[AnomalyScores, Page[AnomalyRow]]:
+        """Rows ``offset``.. of the ranking (only the selected ones with ``selected_only``), built for
+        that page only; ``limit=None`` gives them all (exports)."""
+        snap = self.snapshot()
+        scores, order = self._ranked(snap, method, k)
+        selected = np.zeros(len(snap.ids), dtype=bool)
+        if len(snap.ids) >= 2 and any(c is not None for c in (threshold, top, contamination)):
+            selected[analysis.select_anomalies(scores, threshold=threshold, top=top, contamination=contamination)] = True
+        rank_of = np.empty(len(order), dtype=np.int64)
+        rank_of[order] = np.arange(1, len(order) + 1)
+        listed = order[selected[order]] if selected_only else order
+        limit = len(listed) if limit is None else limit
+        page = listed[offset:offset + limit]
+        rows = tuple(
+            AnomalyRow(ref, float(scores.scores[row]), float(scores.percentiles[row]), int(rank_of[row]),
+                       labels.get(ref.image_id), bool(selected[row]))
+            for row, ref in zip(page, snap.refs(page), strict=True)
+        )
+        return scores, Page(rows, offset, limit, len(listed))
 
     def anomalies(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
                   contamination: float | None, labels: dict[str, str]) -> AnomaliesView:
-        snap = self.snapshot()
-        if len(snap.ids) < 2:
-            refs = snap.refs(range(len(snap.ids)))
-            rows = tuple(AnomalyRow(r, 0.0, 100.0, 1, labels.get(r.image_id), False) for r in refs)
-            return AnomaliesView(method, k, rows)
-        scores = self.anomaly_scores(snap, method, k)
-        criteria = [c for c in (threshold, top, contamination) if c is not None]
-        selected = (
-            set(analysis.select_anomalies(scores, threshold=threshold, top=top, contamination=contamination).tolist())
-            if criteria
-            else set()
-        )
-        order = scores.ranking()
-        refs = snap.refs(order)
-        rows = tuple(
-            AnomalyRow(ref, float(scores.scores[row]), float(scores.percentiles[row]), rank,
-                       labels.get(ref.image_id), int(row) in selected)
-            for rank, (row, ref) in enumerate(zip(order, refs, strict=True), 1)
-        )
-        return AnomaliesView(scores.method, scores.k, rows)
+        scores, page = self.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
+                                         contamination=contamination, labels=labels)
+        return AnomaliesView(scores.method, scores.k, page.items)
 
-    def projection(self) -> MapView:
+    # the map --------------------------------------------------------------------------------------
+    def projection(self, labels: dict[str, str]) -> MapView:
+        """Every image's map position with what colours it: anomaly score and percentile (default
+        method), duplicate cluster (default thresholds), label and source; all cached per version."""
         snap = self.snapshot()
-        if len(snap.ids) < 3:
-            return MapView(tuple(MapPoint(r, 0.0, 0.0) for r in snap.refs(range(len(snap.ids)))), 0)
-        projection: Projection = self._cached(  # type: ignore[assignment]
-            snap.version, "projection", lambda: analysis.umap_projection(snap.vectors, self.graph(snap))
+        n = len(snap.ids)
+        if n < 3:
+            coordinates, fitted = np.zeros((n, 2), dtype=np.float32), 0
+        else:
+            projection = self._cached(snap, "projection", lambda: analysis.umap_projection(
+                snap.vectors, self.graph(snap)), PROJECTION)
+            coordinates, fitted = projection.coordinates, len(projection.fitted)
+        scores = self.anomaly_scores(snap, DEFAULT_METHOD, None)
+        clusters = self.cluster_ids(snap, DuplicateThresholds())
+        points = tuple(
+            MapPoint(ref, float(x), float(y), float(score), float(percentile), labels.get(ref.image_id),
+                     int(cluster) or None)
+            for ref, (x, y), score, percentile, cluster in zip(
+                snap.refs(range(n)), coordinates, scores.scores, scores.percentiles, clusters, strict=True)
         )
-        refs = snap.refs(range(len(snap.ids)))
-        points = tuple(MapPoint(r, float(x), float(y)) for r, (x, y) in zip(refs, projection.coordinates, strict=True))
-        return MapView(points, len(projection.fitted))
+        return MapView(points, fitted)
 
     def _empty_scale(self) -> SimilarityScale:
         return SimilarityScale(reference_cosine=math.nan, reference_rank=0, histogram_edges=(), histogram_counts=())
@@ -255,7 +346,7 @@ class CollectionAnalysis:
         """Window hashes of the frame's images for crop checks on arrival. Kept in the process between
         ingests, so each ingest computes only the images added since (1M take ~1 min the first time)."""
         ids = frame["id"].tolist()
-        with self._lock:
+        with self._windows_lock:
             known, windows = self._windows
             if ids[: len(known)] != known:
                 known, windows = [], windows[:0]
@@ -265,15 +356,29 @@ class CollectionAnalysis:
             return windows
 
     def _latest_scale(self, n: int) -> SimilarityScale | None:
-        raw = self.cache.get(self._latest_scale_key())
-        if raw is not None:
-            return pickle.loads(raw)
+        scale = self._read(self._latest_key("scale"), SCALE)
+        if scale is not None:
+            return scale
         if MIN_CALIBRATION_IMAGES <= n <= EXACT_MAX_N:
             return self.scale(self.snapshot())
         return None
 
-    def _latest_scale_key(self) -> str:
-        return f"va:{self.collection_id}:scale-latest"
+
+def _ids_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def _group(snap: VectorSnapshot, number: int, cluster: DuplicateCluster) -> DuplicateGroup:
+    refs = snap.refs(list(cluster.members))
+    members = tuple(
+        DuplicateMember(ref, i == 0, sim, cos, dist, crop, sig)
+        for i, (ref, sim, cos, dist, crop, sig) in enumerate(
+            zip(refs, cluster.similarity_to_representative, cluster.cosine_to_representative,
+                cluster.phash_distance_to_representative, cluster.crop_score_to_representative,
+                cluster.signals_to_representative, strict=True)
+        )
+    )
+    return DuplicateGroup(number, members, cluster.exact, _link(snap, cluster.weakest_link))
 
 
 def _link(snap: VectorSnapshot, p: DuplicatePair) -> DuplicateLink:

@@ -25,6 +25,7 @@ import numpy as np
 from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
 from core.backends import Backends, open_backends
@@ -34,12 +35,21 @@ from core.errors import InvalidRequest, NotFound
 from core.facade_errors import domain_errors
 from core.images import prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.paging import DEFAULT_LIMIT, Page, check_page
 from core.records import ImageFileName, ImageInfo
-from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
+from core.reports import (
+    AnomaliesView,
+    AnomalyRow,
+    DuplicateGroup,
+    DuplicateLink,
+    DuplicatesView,
+    MapView,
+    SameBytesFiles,
+)
 from core.search import SearchFilter, SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import LABELS, ImageRecord
+from core.storage.catalog import IMAGE_SORTS, LABELS, ImageRecord
 from core.users import User, UserDirectory
 
 _SKETCH_BATCH = 500
@@ -323,16 +333,26 @@ class Collection:
         return ids, (np.concatenate(chunks) if chunks else np.zeros((0, self.backends.vectors.dim), np.float32))
 
     # analysis -----------------------------------------------------------------------------------
-    def duplicates(self, thresholds: DuplicateThresholds | None = None) -> DuplicatesView:
+    # ``wait=False``: a value another caller is computing right now (a first graph or map build takes
+    # minutes at 1M images) raises Busy with a retry hint instead of waiting for it.
+    def duplicates(self, thresholds: DuplicateThresholds | None = None, *, wait: bool = True) -> DuplicatesView:
         """Exact and near duplicates as clusters. The neighbour graph and candidate pairs are cached
         per collection version, so calling this again with other thresholds is cheap."""
         self._require(Action.READ)
-        view = self.analysis.duplicates(thresholds or DuplicateThresholds())
+        with waiting(wait):
+            view = self.analysis.duplicates(thresholds or DuplicateThresholds())
         same_bytes = tuple(
             SameBytesFiles(image_id, tuple((n.file_name, n.source) for n in names))
             for image_id, names in self.backends.catalog.repeated_names().items()
         )
         return replace(view, same_bytes=same_bytes)
+
+    def duplicate_groups(self, thresholds: DuplicateThresholds | None = None, *, offset: int = 0,
+                         limit: int = DEFAULT_LIMIT, wait: bool = True) -> Page[DuplicateGroup]:
+        """One page of :meth:`duplicates`' groups, largest first, numbered as there."""
+        check_page(offset, limit)
+        with waiting(wait):
+            return self.analysis.duplicate_groups(thresholds or DuplicateThresholds(), offset, limit)
 
     def duplicate_examples(
         self, signal: str, thresholds: DuplicateThresholds | None = None, count: int = 6
@@ -350,22 +370,53 @@ class Collection:
         threshold: float | None = None,
         top: int | None = None,
         contamination: float | None = None,
+        wait: bool = True,
     ) -> AnomaliesView:
         """Every image scored and ranked, most unusual first, with the analysts' labels; at most one
         of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
+        self._check_anomaly_request(method, threshold, top, contamination)
+        with waiting(wait):
+            return self.analysis.anomalies(method=method, k=k, threshold=threshold, top=top,
+                                           contamination=contamination, labels=self._labels())
+
+    def anomaly_rows(
+        self,
+        *,
+        method: str = "combined",
+        k: int | None = None,
+        threshold: float | None = None,
+        top: int | None = None,
+        contamination: float | None = None,
+        selected_only: bool = False,
+        offset: int = 0,
+        limit: int = DEFAULT_LIMIT,
+        wait: bool = True,
+    ) -> Page[AnomalyRow]:
+        """One page of :meth:`anomalies`' rows, most unusual first (only the selected ones with
+        ``selected_only``); sorted once per version, so paging recomputes nothing."""
+        self._check_anomaly_request(method, threshold, top, contamination)
+        check_page(offset, limit)
+        with waiting(wait):
+            return self.analysis.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
+                                              contamination=contamination, labels=self._labels(),
+                                              selected_only=selected_only, offset=offset, limit=limit)[1]
+
+    def projection(self, *, wait: bool = True) -> MapView:
+        """2-D UMAP coordinates of every image, from the shared neighbour graph (cached), each with its
+        anomaly score, label, duplicate cluster and source (see :class:`MapPoint`)."""
+        self._require(Action.READ)
+        with waiting(wait):
+            return self.analysis.projection(self._labels())
+
+    def _check_anomaly_request(self, method: str, threshold: float | None, top: int | None,
+                               contamination: float | None) -> None:
         self._require(Action.READ)
         validation.one_of("method", method, METHODS)
         if sum(c is not None for c in (threshold, top, contamination)) > 1:
             raise InvalidRequest("threshold", "select anomalies by one of threshold, top or contamination, not several")
-        labels = {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
-        return self.analysis.anomalies(
-            method=method, k=k, threshold=threshold, top=top, contamination=contamination, labels=labels
-        )
 
-    def projection(self) -> MapView:
-        """2-D UMAP coordinates of every image, from the shared neighbour graph (cached)."""
-        self._require(Action.READ)
-        return self.analysis.projection()
+    def _labels(self) -> dict[str, str]:
+        return {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
 
     def label(self, image_id: str, label: str | None) -> None:
         """Store the acting user's review label ("anomaly" or "normal") with who and when; ``None``
@@ -386,8 +437,11 @@ class Collection:
         k: int = 20,
         min_score: float | None = None,
         filters: SearchFilter | None = None,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> SearchResponse:
-        """Images nearest to a text, an uploaded image, or an image in the collection (exactly one)."""
+        """Images nearest to a text, an uploaded image, or an image in the collection (exactly one):
+        the ``k`` nearest, as the page of ``limit`` (all ``k`` by default) from ``offset``."""
         self._require(Action.READ)
         given = [q for q in (text, image, image_id) if q is not None]
         if len(given) != 1:
@@ -402,7 +456,8 @@ class Collection:
             vector, query = self.backends.vectors.fetch([image_id])[0], f"similar to: {image_id}"
             exclude = (image_id,)
         flt = None if filters is None else filters.to_vector_filter()
-        return nearest(self.backends, vector, query=query, k=k, min_score=min_score, flt=flt, exclude_ids=exclude)
+        return nearest(self.backends, vector, query=query, k=k, min_score=min_score, flt=flt, exclude_ids=exclude,
+                       offset=offset, limit=limit)
 
     def embed(self, *, text: str | None = None, image: bytes | None = None) -> np.ndarray:
         """The model's embedding of a text or an image (exactly one), for callers with their own store;
@@ -420,6 +475,28 @@ class Collection:
         return image_vector(image, self.embedder, self.settings), "image: uploaded"
 
     # browse -------------------------------------------------------------------------------------
+    def version(self) -> int:
+        """The collection's version: changes whenever the visible images do. One catalog read (no
+        blob listing, no vector count), so callers can cache by it and the API can send it as an ETag."""
+        self._require(Action.READ)
+        return self.backends.catalog.version()
+
+    def list_images(self, *, offset: int = 0, limit: int = DEFAULT_LIMIT, sort: str = "arrival",
+                    descending: bool = False, source: str | None = None,
+                    name_contains: str | None = None) -> Page[ImageInfo]:
+        """One page of the visible images, sorted by ``sort`` (``arrival``, ``name``, ``source``,
+        ``size`` or ``pixels``); ``source`` and ``name_contains`` (case-insensitive) match any name an
+        image arrived under. A catalog query: nothing else is read."""
+        self._require(Action.READ)
+        check_page(offset, limit)
+        validation.one_of("sort", sort, tuple(IMAGE_SORTS))
+        source = validation.optional_text("source", source)
+        name_contains = validation.optional_text("name_contains", name_contains, max_length=validation.MAX_FILE_NAME)
+        records, total = self.backends.catalog.list_ready(offset=offset, limit=limit, sort=sort,
+                                                          descending=descending, source=source,
+                                                          name_contains=name_contains)
+        return Page(tuple(ImageInfo.from_record(r) for r in records), offset, limit, total)
+
     def status(self) -> CollectionStatus:
         self._require(Action.READ)
         counts = self.backends.catalog.counts()
@@ -429,7 +506,7 @@ class Collection:
             vectors=self.backends.vectors.count(),
             blobs=self.backends.blobs.count("originals/"),
             thumbnails=self.backends.blobs.count("thumbnails/"),
-            version=self.backends.catalog.version(),
+            version=self.version(),
             backends=self.backends.describe(),
             model=self.model_config(),
             cache_healthy=self.backends.cache.healthy,

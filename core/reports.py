@@ -177,9 +177,23 @@ class AnomaliesView:
 
 @dataclass(frozen=True)
 class MapPoint:
+    """One image on the map, with what colours it; a selection maps back to images by ``image_id``."""
+
     image: ImageRef
     x: float
     y: float
+    anomaly_score: float  # default method, higher = more unusual
+    anomaly_percentile: float  # share of the collection scoring the same or lower, in (0, 100]
+    label: str | None  # the analysts' review label
+    cluster_id: int | None  # duplicate cluster at the default thresholds (as duplicates() numbers it)
+
+    @property
+    def image_id(self) -> str:
+        return self.image.image_id
+
+    @property
+    def source(self) -> str:
+        return self.image.source
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ import numpy as np
 
 from core import validation
 from core.backends import Backends
+from core.cache_codec import FORMAT, VECTOR, CodecError
 from core.embedding import Embedder
 from core.errors import InvalidRequest
 from core.images import prepare_image
 from core.observability import observe_search
+from core.paging import MAX_LIMIT, Page, check_page
 from core.settings import Settings
 from core.storage.vectors import VectorFilter
 
@@ -74,21 +76,30 @@ class SearchFilter:
 
 @dataclass(frozen=True)
 class SearchResponse:
-    results: tuple[SearchResult, ...]
+    page: Page[SearchResult]  # hits offset.. of the (up to k) nearest, most similar first
     query: str  # what was searched, for display ("text: …", "image: …", "similar to: …")
     seconds: float  # vector search time, without encoding the query
+
+    @property
+    def results(self) -> tuple[SearchResult, ...]:
+        return self.page.items
 
 
 def text_vector(text: str, embedder: Embedder, backends: Backends) -> np.ndarray:
     """The text's embedding, from the cache when an earlier query computed it."""
     if not text.strip():
         raise InvalidRequest("text", "it is empty; type what the images should show")
-    key = "text:" + hashlib.sha256(f"{embedder.info.name}|{embedder.info.weights}|{text}".encode()).hexdigest()
+    key = f"text:{FORMAT}:" + hashlib.sha256(f"{embedder.info.name}|{embedder.info.weights}|{text}".encode()).hexdigest()
     cached = backends.cache.get(key)
     if cached is not None:
-        return np.frombuffer(cached, dtype=np.float32)
+        try:
+            vector = VECTOR.decode(cached)
+            if vector.shape == (embedder.dim,):
+                return vector
+        except CodecError:
+            pass  # not a vector of ours: embed the text again and overwrite it
     vector = embedder.embed_texts([text])[0].astype(np.float32)
-    backends.cache.set(key, vector.tobytes(), ttl_s=TEXT_CACHE_TTL_S)
+    backends.cache.set(key, VECTOR.encode(vector), ttl_s=TEXT_CACHE_TTL_S)
     return vector
 
 
@@ -107,10 +118,15 @@ def nearest(
     min_score: float | None = None,
     flt: VectorFilter | None = None,
     exclude_ids: tuple[str, ...] = (),
+    offset: int = 0,
+    limit: int | None = None,
 ) -> SearchResponse:
-    """The ``k`` visible images nearest to ``vector`` that pass the filter and the score threshold."""
-    if k < 1:
-        raise InvalidRequest("k", f"{k} is below 1")
+    """The ``k`` visible images nearest to ``vector`` that pass the filter and the score threshold,
+    as the page ``offset``.. of ``limit`` hits (all ``k`` by default); records are read for that page only."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_LIMIT:
+        raise InvalidRequest("k", f"must be a whole number from 1 to {MAX_LIMIT} (got {k!r})")
+    limit = k if limit is None else limit
+    check_page(offset, limit)
     search_type = query.split(":", 1)[0].replace(" ", "_")  # text | image | similar_to
     with observe_search(search_type, k=k, filtered=flt is not None and not flt.is_empty()) as logged:
         start = time.perf_counter()
@@ -119,6 +135,8 @@ def nearest(
         logged["hits"] = len(hits)
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
+    total = len(hits)
+    hits = hits[offset:offset + limit]
     records = {r.id: r for r in backends.catalog.get([h.id for h in hits])}  # ready images only
     results = tuple(
         SearchResult(
@@ -135,4 +153,4 @@ def nearest(
         for h in hits
         if h.id in records
     )
-    return SearchResponse(results=results, query=query, seconds=seconds)
+    return SearchResponse(page=Page(results, offset, limit, total), query=query, seconds=seconds)

@@ -550,3 +550,29 @@ def test_unreachable_redis_answers_none_at_once_and_says_unhealthy(closed_port: 
     assert cache.healthy is False
     assert time.monotonic() - start < 2
     assert "unreachable" in cache.describe() and "never-logged-pw" not in cache.describe()
+
+
+def test_catalog_pages_visible_images_sorted_and_filtered(catalog: Catalog) -> None:
+    records = [_record(n, "batch-a" if n % 2 else "batch-b") for n in range(12)]
+    catalog.add_pending(records, [ImageName(r.id, r.file_name, r.source, r.uploader, r.created_at) for r in records])
+    catalog.mark_ready([r.id for r in records[:11]])  # the last one stays pending: never listed
+    catalog.add_names([ImageName(records[0].id, "Holiday.JPG", "batch-z", "bo", 1_800_000_000.0)])
+
+    def ids(**query: Any) -> tuple[list[str], int]:
+        page, total = catalog.list_ready(**{"offset": 0, "limit": 100} | query)
+        assert all(r.sketch is None and r.state == "ready" for r in page)
+        return [r.id for r in page], total
+
+    arrival = [r.id for r in records[:11]]
+    assert ids() == (arrival, 11)
+    assert ids(offset=4, limit=3) == (arrival[4:7], 11)
+    assert ids(offset=20) == ([], 11)
+    assert ids(descending=True) == (arrival[::-1], 11)
+    by_name = sorted(records[:11], key=lambda r: r.file_name)
+    assert ids(sort="name") == ([r.id for r in by_name], 11)
+    assert ids(sort="size", descending=True, limit=2) == ([records[10].id, records[9].id], 11)
+    assert ids(source="batch-a") == ([r.id for r in records[:11] if r.source == "batch-a"], 5)
+    assert ids(source="batch-z") == ([records[0].id], 1)  # any name it arrived under
+    assert ids(name_contains="holiday") == ([records[0].id], 1)
+    assert ids(name_contains="%") == ([], 0)  # a wildcard is matched as text
+    assert ids(name_contains="g 1", sort="name") == ([records[1].id, records[10].id], 2)

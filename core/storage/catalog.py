@@ -89,6 +89,15 @@ def _add_sketch_v2(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN sketch {blob}"))
 
 
+# How list_ready() can sort visible images: name -> column
+IMAGE_SORTS: dict[str, sa.ColumnElement] = {
+    "arrival": images.c.created_at,
+    "name": images.c.file_name,
+    "source": images.c.source,
+    "size": images.c.size_bytes,
+    "pixels": images.c.width * images.c.height,
+}
+
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table)
 
@@ -370,6 +379,32 @@ class Catalog:
                 .order_by(image_names.c.source)
             )
             return [row[0] for row in conn.execute(query)]
+
+    def list_ready(self, *, offset: int, limit: int, sort: str = "arrival", descending: bool = False,
+                   source: str | None = None, name_contains: str | None = None) -> tuple[list[ImageRecord], int]:
+        """One page of visible images (without sketches) and how many match, sorted by ``sort`` (a key
+        of :data:`IMAGE_SORTS`) then id, so pages never overlap. ``source`` and ``name_contains``
+        (case-insensitive) match any name an image arrived under."""
+        def arrived_under(test: sa.ColumnElement) -> sa.ColumnElement:
+            return images.c.id.in_(sa.select(image_names.c.image_id).where(test))
+
+        where = [images.c.state == READY]
+        if source is not None:
+            where.append(arrived_under(image_names.c.source == source))
+        if name_contains is not None:
+            where.append(arrived_under(image_names.c.file_name.icontains(name_contains, autoescape=True)))
+        order = IMAGE_SORTS[sort]
+        if self.dialect == "postgresql" and isinstance(order.type, sa.Text):
+            order = order.collate("C")  # code point order, as SQLite's: both backends page alike
+        columns = [c for c in images.columns if c.name != "sketch"]
+        query = (
+            sa.select(*columns).where(*where)
+            .order_by(order.desc() if descending else order, images.c.id.desc() if descending else images.c.id)
+            .offset(offset).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(images).where(*where)).scalar_one())
+            return [ImageRecord(**row._asdict()) for row in conn.execute(query)], total
 
     def ready_frame(self) -> pd.DataFrame:
         """Every visible image as one table (ordered by arrival), for analysis and exports."""
