@@ -242,3 +242,16 @@ def test_health_and_metrics(client: TestClient) -> None:
     client.get("/v1/me", headers=token(client, "viewer"))
     metrics = client.get("/metrics").text
     assert 'endpoint="/v1/me"' in metrics and "http_request_duration_seconds" in metrics
+
+
+def test_list_images_pages_and_filters(client: TestClient) -> None:
+    upload(client, "analyst", [("cat.jpg", jpeg(1)), ("dog.jpg", jpeg(2))], source="pets")
+    upload(client, "analyst", [("car.jpg", jpeg(3))], source="cars")
+    viewer = token(client, "viewer")
+    first = client.get("/v1/images", headers=viewer, params={"limit": 2, "sort": "name"}).json()
+    assert [i["file_name"] for i in first["items"]] == ["car.jpg", "cat.jpg"]
+    assert (first["total"], first["next_offset"]) == (3, 2)
+    pets = client.get("/v1/images", headers=viewer, params={"source": "pets"}).json()
+    assert {i["file_name"] for i in pets["items"]} == {"cat.jpg", "dog.jpg"}
+    assert_problem(client.get("/v1/images", headers=viewer, params={"limit": 0}), 422, "limit")
+    assert_problem(client.get("/v1/images", headers=viewer, params={"sort": "colour"}), 422, "sort")

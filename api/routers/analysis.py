@@ -41,12 +41,13 @@ def _csv_lines(rows: Sequence[dict], columns: Sequence[str]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _respond(header: dict, rows: list[dict], columns: Sequence[str], offset: int, limit: int,
+def _respond(version: int, header: dict, rows: list[dict], columns: Sequence[str], offset: int, limit: int,
              accept: str | None, if_none_match: str | None) -> Response:
-    """The page as JSON or every row as CSV, with an ETag over what the client would receive."""
+    """The page as JSON or every row as CSV, with an ETag: the collection version, and a digest of
+    what the client would receive (labels change anomaly rows without changing the version)."""
     as_csv = "text/csv" in (accept or "")
     digest = hashlib.sha256(json.dumps([header, rows, as_csv], default=str, sort_keys=True).encode()).hexdigest()
-    etag = f'"{digest[:32]}"'
+    etag = f'"v{version}-{digest[:32]}"'
     if if_none_match and etag in {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
     if as_csv:
@@ -77,10 +78,11 @@ def duplicates(
         thresholds = replace(thresholds, similarity=float(collection.duplicates(thresholds).scale.similarity(cosine)))
     elif similarity is not None:
         thresholds = replace(thresholds, similarity=similarity)
+    version = collection.version()
     view = collection.duplicates(thresholds)
     header = {"thresholds": asdict(view.thresholds), "clusters": view.cluster_count, "pairs": view.pair_count,
               "images": view.images}
-    return _respond(header, view.rows(), DUPLICATE_COLUMNS, offset, limit, accept, if_none_match)
+    return _respond(version, header, view.rows(), DUPLICATE_COLUMNS, offset, limit, accept, if_none_match)
 
 
 @router.get("/anomalies", response_class=Response, responses=_CSV,
@@ -97,6 +99,7 @@ def anomalies(
     accept: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    version = collection.version()
     view = collection.anomalies(method=method, k=k, threshold=threshold, top=top, contamination=contamination)
     header = {"method": view.method, "k": view.k, "selected": len(view.selected)}
-    return _respond(header, view.to_rows(), ANOMALY_COLUMNS, offset, limit, accept, if_none_match)
+    return _respond(version, header, view.to_rows(), ANOMALY_COLUMNS, offset, limit, accept, if_none_match)

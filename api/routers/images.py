@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, File, Form, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.deps import Caller, State
@@ -56,6 +56,22 @@ def job(job_id: str, collection: Caller, api: State) -> dict:
     if found is None or (found.owner != collection.actor.name and collection.actor.role is not Role.ADMIN):
         raise NotFound("job", job_id)
     return found.to_json()
+
+
+@router.get("/images", summary="One page of the visible images, sorted and filtered")
+def list_images(
+    collection: Caller,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    sort: Literal["arrival", "name", "source", "size", "pixels"] = "arrival",
+    descending: bool = False,
+    source: Annotated[str | None, Query(max_length=200, description="any source it arrived under")] = None,
+    name_contains: Annotated[str | None, Query(max_length=200, description="case-insensitive")] = None,
+) -> dict:
+    page = collection.list_images(offset=offset, limit=limit, sort=sort, descending=descending, source=source,
+                                  name_contains=name_contains)
+    return {"items": [asdict(i) for i in page.items], "offset": page.offset, "limit": page.limit,
+            "total": page.total, "next_offset": page.next_offset}
 
 
 @router.get("/images/{image_id}", summary="The image's record and every name it arrived under")
