@@ -110,6 +110,15 @@ class CollectionAnalysis:
             self._memo[(version, name)] = value
             return value
 
+    def computed(self, version: int, name: str) -> object | None:
+        """The value if this process or the cache backend already holds it; never computes (a
+        detail view shows the map position only once the map exists)."""
+        with self._lock:
+            if (version, name) in self._memo:
+                return self._memo[(version, name)]
+        raw = self.cache.get(self._key(version, name))
+        return pickle.loads(raw) if raw is not None else None
+
     # shared pieces --------------------------------------------------------------------------------
     def graph(self, snap: VectorSnapshot) -> NeighbourGraph:
         return self._cached(snap.version, f"graph:k{self.k}", lambda: self._build_graph(snap))  # type: ignore[return-value]

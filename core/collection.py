@@ -22,20 +22,42 @@ import numpy as np
 
 from core.access import Action, Actor, Role, require
 from core.analysis import DuplicateThresholds
+from core.analysis.anomalies import DEFAULT_METHOD
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.images import prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
-from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
+from core.errors import InvalidRequest, NotFound, Unavailable
+from core.reports import (
+    AnomaliesView,
+    ArrivedAs,
+    DuplicateLink,
+    DuplicatesView,
+    ImageDetail,
+    MapView,
+    Neighbour,
+    SameBytesFiles,
+)
+from core.review import (
+    DECISIONS,
+    Decision,
+    DecisionBatch,
+    DecisionEvent,
+    KeepCandidate,
+    KeepRulePlan,
+    check_rule,
+    plan_cluster,
+)
 from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import ImageName, ImageRecord
-from core.storage.vectors import VectorFilter
+from core.storage.catalog import PURGING, REMOVED, ImageName, ImageRecord
+from core.storage.vectors import REMOVED_FIELD, VectorFilter
 
 _SKETCH_BATCH = 500
+DETAIL_NEIGHBOURS = 10
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -52,11 +74,14 @@ class CollectionStatus:
     backends: dict[str, str]
     model: dict[str, object]
     cache_healthy: bool = True  # False while the cache server is unreachable: everything works, slower
+    removed: int = 0  # soft-deleted: invisible, restorable, still stored
+    purging: int = 0  # purges a failure interrupted (invisible; repair finishes them)
 
     @property
     def consistent(self) -> bool:
-        """Every store agrees and no ingest was left half done."""
-        return self.pending == 0 and self.images == self.vectors == self.blobs == self.thumbnails
+        """Every store agrees and no ingest or purge was left half done."""
+        stored = self.images + self.removed
+        return self.pending == 0 and self.purging == 0 and stored == self.vectors == self.blobs == self.thumbnails
 
     def to_json(self) -> dict:
         return asdict(self) | {"consistent": self.consistent}
@@ -66,6 +91,25 @@ class CollectionStatus:
 class RepairReport:
     removed_pending: int  # half-ingested images removed from every store
     sketches_added: int  # older images given the sketch that crop detection needs
+    purges_finished: int = 0  # images an interrupted purge left, now deleted from every store
+
+
+@dataclass(frozen=True)
+class ImageReview:
+    """One image's review state, for the reviews export: label, decision, soft delete (who, when)."""
+
+    image_id: str
+    file_name: str
+    source: str
+    visible: bool
+    label: str | None
+    labelled_by: str | None
+    labelled_at: float | None
+    decision: str | None
+    decided_by: str | None
+    decided_at: float | None
+    removed_by: str | None
+    removed_at: float | None
 
 
 class Collection:
@@ -193,19 +237,33 @@ class Collection:
     def repair(self) -> RepairReport:
         """Remove what interrupted ingests left behind (pending rows and their blobs and vectors), and
         compute the crop sketches of images stored before sketches existed (from their originals)."""
+        self._require(Action.REPAIR)
         pending = self.backends.catalog.pending_ids()
         if pending:
-            self.backends.vectors.delete(pending)
-            for image_id in pending:
-                self.backends.blobs.delete(original_key(image_id))
-                self.backends.blobs.delete(thumbnail_key(image_id))
+            self._delete_stored(pending)
             self.backends.catalog.remove_pending(pending)
+        purging = self.backends.catalog.ids_in_state(PURGING)
+        if purging:
+            self._delete_stored(purging)
+            self.backends.catalog.delete_purging(purging)
+        self._flag_removed(self.backends.catalog.ids_in_state(REMOVED), True)
         missing = self.backends.catalog.ids_without_sketch()
         for start in range(0, len(missing), _SKETCH_BATCH):
             self.backends.catalog.set_sketches({
                 image_id: prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62).sketch
                 for image_id in missing[start:start + _SKETCH_BATCH]})
-        return RepairReport(removed_pending=len(pending), sketches_added=len(missing))
+        return RepairReport(removed_pending=len(pending), sketches_added=len(missing), purges_finished=len(purging))
+
+    def _delete_stored(self, ids: Sequence[str]) -> None:
+        """Delete the vectors, originals and thumbnails of ``ids`` (missing ones are no error)."""
+        self.backends.vectors.delete(ids)
+        for image_id in ids:
+            self.backends.blobs.delete(original_key(image_id))
+            self.backends.blobs.delete(thumbnail_key(image_id))
+
+    def _flag_removed(self, ids: Sequence[str], removed: bool) -> None:
+        if ids:
+            self.backends.vectors.set_payload(ids, [{REMOVED_FIELD: removed}] * len(ids))
 
     # analysis inputs ----------------------------------------------------------------------------
     def snapshot(self) -> VectorSnapshot:
@@ -249,7 +307,8 @@ class Collection:
             SameBytesFiles(image_id, tuple((n.file_name, n.source) for n in names))
             for image_id, names in self.backends.catalog.repeated_names().items()
         )
-        return replace(view, same_bytes=same_bytes)
+        decisions = {image_id: d.decision for image_id, d in self.backends.catalog.decisions().items()}
+        return replace(view, same_bytes=same_bytes, decisions=decisions)
 
     def duplicate_examples(
         self, signal: str, thresholds: DuplicateThresholds | None = None, count: int = 6
@@ -270,18 +329,227 @@ class Collection:
         of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
         if sum(c is not None for c in (threshold, top, contamination)) > 1:
             raise ValueError("Select anomalies by one of threshold, top or contamination, not several.")
-        labels = {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
-        return self.analysis.anomalies(
+        records = self.backends.catalog.labels()
+        labels = {image_id: label.label for image_id, label in records.items()}
+        view = self.analysis.anomalies(
             method=method, k=k, threshold=threshold, top=top, contamination=contamination, labels=labels
         )
+        rows = tuple(
+            replace(r, labelled_by=records[r.image.image_id].labelled_by, labelled_at=records[r.image.image_id].labelled_at)
+            if r.label is not None else r
+            for r in view.rows
+        )
+        return replace(view, rows=rows)
 
     def projection(self) -> MapView:
         """2-D UMAP coordinates of every image, from the shared neighbour graph (cached)."""
         return self.analysis.projection()
 
     def label(self, image_id: str, label: str | None, labelled_by: str | None = None) -> None:
-        """Store an analyst's review label ("anomaly" or "normal"); ``None`` clears it."""
-        self.backends.catalog.set_label(image_id, label, labelled_by or _current_user())
+        """Store an analyst's review label ("anomaly" or "normal"); ``None`` clears it. Recorded as
+        the acting user's (``labelled_by`` names another reviewer, e.g. from the CLI's ``--by``)."""
+        self._require(Action.LABEL)
+        self.backends.catalog.set_label(image_id, label, labelled_by or self.actor.name)
+
+    # review decisions ---------------------------------------------------------------------------
+    def decide(self, image_ids: Sequence[str], decision: str | None) -> DecisionBatch:
+        """Mark images ``keep`` or ``remove`` (``None`` clears), recorded with who and when; the
+        returned token undoes it (:meth:`undo_decisions`). All or nothing: an unknown id changes none."""
+        self._require(Action.DECIDE)
+        if decision is not None and decision not in DECISIONS:
+            raise InvalidRequest("decision", f"{decision!r} is not one of {', '.join(DECISIONS)} or none")
+        ids = list(dict.fromkeys(image_ids))
+        token = self.backends.catalog.set_decisions(dict.fromkeys(ids, decision), self.actor.name)
+        return DecisionBatch(token, len(ids))
+
+    def decisions(self) -> dict[str, Decision]:
+        """Every image's current decision (visible and soft-deleted images), by image id."""
+        self._require(Action.READ)
+        return self.backends.catalog.decisions()
+
+    def decision_history(self, image_id: str | None = None) -> list[DecisionEvent]:
+        """Every change of a decision, oldest first, of one image when given."""
+        self._require(Action.READ)
+        return self.backends.catalog.decision_history(image_id)
+
+    def duplicates_to_remove(self) -> list[Decision]:
+        """The visible images marked ``remove``, earliest decision first: what an admin removes next."""
+        self._require(Action.READ)
+        marked = [d for d in self.backends.catalog.decisions().values() if d.decision == "remove"]
+        visible = {r.id for r in self.backends.catalog.get([d.image_id for d in marked])}
+        return sorted((d for d in marked if d.image_id in visible), key=lambda d: (d.decided_at, d.image_id))
+
+    def preview_keep_rule(self, rule: str, thresholds: DuplicateThresholds | None = None, source: str | None = None,
+                          *, override: bool = False) -> KeepRulePlan:
+        """What keep rule ``rule`` (``resolution``, ``earliest``, ``source`` with ``source``, or
+        ``size``; see :mod:`core.review`) would decide in every duplicate cluster at ``thresholds``.
+        Nothing is written: the analyst confirms with :meth:`apply_keep_rule`. Images already decided
+        are left alone unless ``override``."""
+        self._require(Action.READ)
+        check_rule(rule, source)
+        view = self.duplicates(thresholds)
+        ids = [m.image.image_id for g in view.groups for m in g.members]
+        records = {r.id: r for r in self.backends.catalog.get(ids)}
+        sources = self.backends.catalog.sources_of(ids)
+        decided = dict(view.decisions)
+        clusters = tuple(
+            plan_cluster(
+                group.cluster_id,
+                [KeepCandidate(m.image.image_id, records[m.image.image_id].width, records[m.image.image_id].height,
+                               records[m.image.image_id].size_bytes, records[m.image.image_id].created_at,
+                               frozenset(sources.get(m.image.image_id, ())))
+                 for m in group.members if m.image.image_id in records],
+                decided, rule, source, override,
+            )
+            for group in view.groups
+        )
+        plan = KeepRulePlan(rule, source, override, clusters, {})
+        return replace(plan, previous={i: decided.get(i) for i in plan.changes()})
+
+    def apply_keep_rule(self, plan: KeepRulePlan) -> DecisionBatch:
+        """Write a previewed plan's decisions in one transaction; refused (nothing written) when any
+        of those images was decided by someone else since the preview. The token undoes it."""
+        self._require(Action.DECIDE)
+        changes = plan.changes()
+        token = self.backends.catalog.set_decisions(dict(changes), self.actor.name, expected=dict(plan.previous))
+        return DecisionBatch(token, len(changes))
+
+    def undo_decisions(self, undo_token: str) -> DecisionBatch:
+        """Give the images a decide or keep rule changed their decisions from before it; images
+        decided again since are left as they are (counted in ``skipped``). Undoing the undo redoes."""
+        self._require(Action.DECIDE)
+        token, restored, skipped = self.backends.catalog.undo_decisions(undo_token, self.actor.name)
+        return DecisionBatch(token, restored, skipped)
+
+    def reviews(self) -> list[ImageReview]:
+        """Every image with a label, a decision or a soft delete, with who and when: the export."""
+        self._require(Action.READ)
+        catalog = self.backends.catalog
+        labels, decisions, removals = catalog.labels(), catalog.decisions(), catalog.removals()
+        ids = sorted(set(labels) | set(decisions) | set(removals))
+        found = []
+        for record in catalog.get(ids, ready_only=False):
+            if record.state == PURGING:
+                continue
+            label, decision, removal = labels.get(record.id), decisions.get(record.id), removals.get(record.id)
+            found.append(ImageReview(
+                record.id, record.file_name, record.source, record.state != REMOVED,
+                label and label.label, label and label.labelled_by, label and label.labelled_at,
+                decision and decision.decision, decision and decision.decided_by, decision and decision.decided_at,
+                removal and removal.removed_by, removal and removal.removed_at,
+            ))
+        return found
+
+    # soft delete and purge ----------------------------------------------------------------------
+    def remove_images(self, image_ids: Sequence[str]) -> int:
+        """Soft-delete images (admins): they leave search, analysis and the map at once (a new
+        collection version) and stay stored, restorable with :meth:`restore_images`. Returns how
+        many were visible; an unknown id removes none."""
+        self._require(Action.DELETE)
+        changed = self.backends.catalog.set_removed(list(dict.fromkeys(image_ids)), True, self.actor.name)
+        try:  # the catalog already hides them; the flag keeps searches' k results full
+            self._flag_removed(changed, True)
+        except Exception as exc:
+            raise Unavailable("vectors", f"the images are removed, but search could not be told ({exc}); "
+                                         "run `visual-anomaly repair`") from exc
+        return len(changed)
+
+    def restore_images(self, image_ids: Sequence[str]) -> int:
+        """Bring soft-deleted images back everywhere (a new collection version); returns how many."""
+        self._require(Action.DELETE)
+        ids = list(dict.fromkeys(image_ids))
+        removed = set(self.backends.catalog.ids_in_state(REMOVED))
+        self._flag_removed([i for i in ids if i in removed], False)  # search first: the catalog decides
+        return len(self.backends.catalog.set_removed(ids, False, self.actor.name))
+
+    def removed_images(self) -> list[str]:
+        """Ids of the soft-deleted images (what a purge would delete for good)."""
+        self._require(Action.READ)
+        return self.backends.catalog.ids_in_state(REMOVED)
+
+    def purge_images(self, image_ids: Sequence[str]) -> int:
+        """Delete images for good (admins): blob, thumbnail, vector and catalog row. The protocol
+        mirrors ingest's: the rows are first marked ``purging`` (invisible from then on), then the
+        vectors and blobs go, then the rows. If a store fails mid-way the images stay invisible and
+        :meth:`repair` (or purging them again) finishes the job; none is left visible without its blob."""
+        self._require(Action.PURGE)
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return 0
+        catalog = self.backends.catalog
+        catalog.mark_purging(ids)
+        try:
+            self._delete_stored(ids)
+        except Exception as exc:
+            raise Unavailable("blobs or vectors", f"the purge of {len(ids)} image(s) stopped half way ({exc}); "
+                                                  "they are hidden, and `visual-anomaly repair` finishes it") from exc
+        catalog.delete_purging(ids)
+        return len(ids)
+
+    # one image ----------------------------------------------------------------------------------
+    def image_detail(self, image_id: str) -> ImageDetail:
+        """Everything known about one image (see :class:`ImageDetail`), read from the catalog and the
+        version's cached analysis; the map position only when the map was already computed."""
+        self._require(Action.READ)
+        found = self.backends.catalog.get([image_id], ready_only=False)
+        if not found or found[0].state not in ("ready", REMOVED):
+            raise NotFound("image", image_id)
+        record = found[0]
+        catalog = self.backends.catalog
+        label = catalog.labels([image_id]).get(image_id)
+        decision = catalog.decisions([image_id]).get(image_id)
+        removal = catalog.removals([image_id]).get(image_id)
+        analysed = self._analysis_of(image_id) if record.state != REMOVED else {}
+        return ImageDetail(
+            image_id=record.id,
+            names=tuple(ArrivedAs(n.file_name, n.source, n.uploader, n.added_at) for n in catalog.names(image_id)),
+            size_bytes=record.size_bytes, format=record.format, width=record.width, height=record.height,
+            sha256=record.sha256, phash=record.phash, dhash=record.dhash, created_at=record.created_at,
+            uploader=record.uploader, visible=record.state != REMOVED,
+            removed_by=removal and removal.removed_by, removed_at=removal and removal.removed_at,
+            label=label and label.label, labelled_by=label and label.labelled_by,
+            labelled_at=label and label.labelled_at, decision=decision and decision.decision,
+            decided_by=decision and decision.decided_by, decided_at=decision and decision.decided_at,
+            anomaly_method=analysed.get("anomaly_method"), anomaly_score=analysed.get("anomaly_score"),
+            anomaly_percentile=analysed.get("anomaly_percentile"), anomaly_rank=analysed.get("anomaly_rank"),
+            cluster_id=analysed.get("cluster_id"), cluster_members=analysed.get("cluster_members", ()),
+            neighbours=analysed.get("neighbours", ()), map_x=analysed.get("map_x"), map_y=analysed.get("map_y"),
+            version=self.backends.catalog.version(),
+        )
+
+    def _analysis_of(self, image_id: str) -> dict:
+        """A visible image's analysis fields, from the version's graph, scores, clusters and map."""
+        snap = self.snapshot()
+        rows = np.flatnonzero(snap.frame["id"].to_numpy() == image_id)
+        if len(snap.ids) < 2 or not len(rows):
+            return {}
+        row = int(rows[0])
+        graph = self.analysis.graph(snap)
+        scale = self.analysis.scale(snap)
+        scores = self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).scores
+        score = scores[row]
+        rank = int(np.sum(scores > score) + np.sum(scores[:row] == score)) + 1  # as AnomalyScores.ranking()
+        names = snap.frame["file_name"].to_numpy()
+        neighbours = tuple(
+            Neighbour(snap.ids[col], str(names[col]), float(scale.similarity(cos)), float(cos))
+            for col, cos in zip(graph.indices[row][:DETAIL_NEIGHBOURS], graph.similarities[row][:DETAIL_NEIGHBOURS],
+                                strict=True)
+            if col >= 0
+        )
+        group = next((g for g in self.analysis.duplicates(DuplicateThresholds()).groups
+                      if any(m.image.image_id == image_id for m in g.members)), None)
+        fields = {
+            "anomaly_method": DEFAULT_METHOD, "anomaly_score": float(score),
+            "anomaly_percentile": float(self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).percentiles[row]),
+            "anomaly_rank": rank, "neighbours": neighbours,
+            "cluster_id": group and group.cluster_id,
+            "cluster_members": tuple(m.image.image_id for m in group.members) if group else (),
+        }
+        projection = self.analysis.computed(snap.version, "projection")
+        if projection is not None:
+            x, y = projection.coordinates[row]  # type: ignore[attr-defined]
+            fields |= {"map_x": float(x), "map_y": float(y)}
+        return fields
 
     # search -------------------------------------------------------------------------------------
     def search(
@@ -318,6 +586,8 @@ class Collection:
         return CollectionStatus(
             images=counts["ready"],
             pending=counts["pending"],
+            removed=counts[REMOVED],
+            purging=counts[PURGING],
             vectors=self.backends.vectors.count(),
             blobs=self.backends.blobs.count("originals/"),
             thumbnails=self.backends.blobs.count("thumbnails/"),

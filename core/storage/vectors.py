@@ -13,6 +13,9 @@ import numpy as np
 KEYWORD_FIELDS = ("sources", "uploaders", "format")
 FLOAT_FIELDS = ("created_at",)
 INTEGER_FIELDS = ("size_bytes", "width", "height")
+# True on soft-deleted images: every search leaves them out (the catalog stays the authority: a hit
+# whose row is not visible is dropped too; the flag keeps k results full).
+REMOVED_FIELD = "removed"
 
 
 @dataclass(frozen=True)
