@@ -27,9 +27,9 @@ from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
+from core.errors import InvalidRequest, NotFound, Unavailable
 from core.images import prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
-from core.errors import InvalidRequest, NotFound, Unavailable
 from core.reports import (
     AnomaliesView,
     ArrivedAs,
