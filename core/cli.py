@@ -18,8 +18,8 @@ from pathlib import Path
 
 from core.analysis import METHODS, DuplicateThresholds
 from core.collection import Collection, CollectionStatus
-from core.errors import DomainError
 from core.embedding import ModelUnavailable
+from core.errors import DomainError
 from core.health import check_servers
 from core.ingest import IngestReport
 from core.observability import configure_logging
