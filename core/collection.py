@@ -53,8 +53,10 @@ from core.review import (
 from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import PURGING, REMOVED, ImageName, ImageRecord
-from core.storage.vectors import REMOVED_FIELD, VectorFilter
+from core.storage.catalog import PURGING, READY, REMOVED, ImageName, ImageRecord
+from core.storage.vectors import REMOVED as REMOVED_FLAG
+from core.storage.vectors import VISIBILITY_FIELD, VectorFilter
+from core.storage.vectors import VISIBLE as VISIBLE_FLAG
 
 _SKETCH_BATCH = 500
 DETAIL_NEIGHBOURS = 10
@@ -263,7 +265,8 @@ class Collection:
 
     def _flag_removed(self, ids: Sequence[str], removed: bool) -> None:
         if ids:
-            self.backends.vectors.set_payload(ids, [{REMOVED_FIELD: removed}] * len(ids))
+            flag = REMOVED_FLAG if removed else VISIBLE_FLAG
+            self.backends.vectors.set_payload(ids, [{VISIBILITY_FIELD: flag}] * len(ids))
 
     # analysis inputs ----------------------------------------------------------------------------
     def snapshot(self) -> VectorSnapshot:
@@ -492,7 +495,7 @@ class Collection:
         version's cached analysis; the map position only when the map was already computed."""
         self._require(Action.READ)
         found = self.backends.catalog.get([image_id], ready_only=False)
-        if not found or found[0].state not in ("ready", REMOVED):
+        if not found or found[0].state not in (READY, REMOVED):
             raise NotFound("image", image_id)
         record = found[0]
         catalog = self.backends.catalog

@@ -32,7 +32,8 @@ from core.storage.vectors import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
-    REMOVED_FIELD,
+    REMOVED,
+    VISIBILITY_FIELD,
     VectorFilter,
     VectorHit,
     VectorStore,
@@ -57,7 +58,7 @@ def edge_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> qe
             low = None if flt.min_size_bytes is None else float(flt.min_size_bytes)
             high = None if flt.max_size_bytes is None else float(flt.max_size_bytes)
             must.append(qe.FieldCondition(key="size_bytes", range=qe.RangeFloat(gte=low, lte=high)))
-    must_not: list = [qe.FieldCondition(key=REMOVED_FIELD, match=qe.MatchValue(value=True))]
+    must_not: list = [qe.FieldCondition(key=VISIBILITY_FIELD, match=qe.MatchValue(value=REMOVED))]
     if exclude_ids:
         must_not.append(qe.HasIdCondition(point_ids={uuid.UUID(i) for i in exclude_ids}))
     return qe.Filter(must=must or None, must_not=must_not)
@@ -143,7 +144,6 @@ class EdgeVectorStore(VectorStore):
                     shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
                 for key in FLOAT_FIELDS + INTEGER_FIELDS:
                     shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Float))
-                shard.update(qe.UpdateOperation.create_field_index(REMOVED_FIELD, qe.PayloadSchemaType.Bool))
         except Exception as exc:
             self._release_lock()
             raise StorageError(f"Cannot open the vector shard at {self._shard_dir}: {exc}") from exc

@@ -30,7 +30,8 @@ from core.storage.vectors import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
-    REMOVED_FIELD,
+    REMOVED,
+    VISIBILITY_FIELD,
     VectorFilter,
     VectorHit,
     VectorStore,
@@ -62,7 +63,7 @@ def qdrant_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> 
             low = None if flt.min_size_bytes is None else float(flt.min_size_bytes)
             high = None if flt.max_size_bytes is None else float(flt.max_size_bytes)
             must.append(models.FieldCondition(key="size_bytes", range=models.Range(gte=low, lte=high)))
-    must_not: list[models.Condition] = [models.FieldCondition(key=REMOVED_FIELD, match=models.MatchValue(value=True))]
+    must_not: list[models.Condition] = [models.FieldCondition(key=VISIBILITY_FIELD, match=models.MatchValue(value=REMOVED))]
     if exclude_ids:
         must_not.append(models.HasIdCondition(has_id=[str(uuid.UUID(i)) for i in exclude_ids]))
     return models.Filter(must=must or None, must_not=must_not)
@@ -82,7 +83,6 @@ def _payload_schemas() -> dict[str, models.PayloadSchemaType]:
     schemas = {key: models.PayloadSchemaType.KEYWORD for key in KEYWORD_FIELDS}
     schemas.update({key: models.PayloadSchemaType.FLOAT for key in FLOAT_FIELDS})
     schemas.update({key: models.PayloadSchemaType.INTEGER for key in INTEGER_FIELDS})
-    schemas[REMOVED_FIELD] = models.PayloadSchemaType.BOOL
     return schemas
 
 
