@@ -420,7 +420,8 @@ class Catalog:
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
                 query = (sa.select(image_names.c.image_id, image_names.c.source).distinct()
-                         .where(image_names.c.image_id.in_(list(ids[start:start + 500]))))
+                         .where(image_names.c.image_id.in_(list(ids[start:start + 500])))
+                         .order_by(image_names.c.image_id, image_names.c.source))
                 for image_id, source in conn.execute(query):
                     found.setdefault(image_id, []).append(source)
         return found
@@ -583,7 +584,8 @@ class Catalog:
         with self.engine.begin() as conn:
             self._require_reviewable(conn, list(ids))
             query = sa.select(images.c.id).where(images.c.id.in_(list(ids)), images.c.state == source)
-            changing = [row[0] for row in conn.execute(query)]
+            found = {row[0] for row in conn.execute(query)}
+            changing = [i for i in ids if i in found]  # in the order given
             if changing:
                 conn.execute(images.update().where(images.c.id.in_(changing)).values(state=target))
                 conn.execute(removals.delete().where(removals.c.image_id.in_(changing)))
