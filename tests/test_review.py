@@ -327,5 +327,6 @@ def test_cli_decides_runs_keep_rules_and_exports_reviews(
     assert cli_main(["decide", ids["resolution"], "clear"]) == 0
     assert cli_main(["remove", "--decided"]) == 0 and cli_main(["purge", "--removed"]) == 0
     with Collection.open(Settings.from_env(), embedder=embedder) as collection:
-        status = collection.status()
-        assert status.consistent and status.images == 12 + 2  # earliest kept, resolution cleared
+        assert collection.status().consistent and collection.status().removed == 0
+        visible = {r.id for r in collection.images(list(ids.values()))}
+        assert visible == {ids["earliest"], ids["resolution"]}  # kept, and cleared before the purge
