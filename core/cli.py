@@ -292,7 +292,8 @@ def _report_count(args: argparse.Namespace, what: str, count: int, note: str) ->
 
 def cmd_export_reviews(collection: Collection, args: argparse.Namespace) -> int:
     rows = [
-        asdict(r) | {key: iso_time(getattr(r, key)) for key in ("labelled_at", "decided_at", "removed_at")}
+        {"image_id": r.image_id, "file_name": r.file_name, "source": r.source} | asdict(r.review)
+        | {key: iso_time(getattr(r.review, key)) for key in ("labelled_at", "decided_at", "removed_at")}
         for r in collection.reviews()
     ]
     rows = [{k: "" if v is None else v for k, v in row.items()} for row in rows]

@@ -45,8 +45,10 @@ from core.review import (
     Decision,
     DecisionBatch,
     DecisionEvent,
+    ImageReview,
     KeepCandidate,
     KeepRulePlan,
+    ReviewState,
     check_rule,
     plan_cluster,
 )
@@ -94,24 +96,6 @@ class RepairReport:
     removed_pending: int  # half-ingested images removed from every store
     sketches_added: int  # older images given the sketch that crop detection needs
     purges_finished: int = 0  # images an interrupted purge left, now deleted from every store
-
-
-@dataclass(frozen=True)
-class ImageReview:
-    """One image's review state, for the reviews export: label, decision, soft delete (who, when)."""
-
-    image_id: str
-    file_name: str
-    source: str
-    visible: bool
-    label: str | None
-    labelled_by: str | None
-    labelled_at: float | None
-    decision: str | None
-    decided_by: str | None
-    decided_at: float | None
-    removed_by: str | None
-    removed_at: float | None
 
 
 class Collection:
@@ -434,13 +418,8 @@ class Collection:
         for record in catalog.get(ids, ready_only=False):
             if record.state == PURGING:
                 continue
-            label, decision, removal = labels.get(record.id), decisions.get(record.id), removals.get(record.id)
-            found.append(ImageReview(
-                record.id, record.file_name, record.source, record.state != REMOVED,
-                label and label.label, label and label.labelled_by, label and label.labelled_at,
-                decision and decision.decision, decision and decision.decided_by, decision and decision.decided_at,
-                removal and removal.removed_by, removal and removal.removed_at,
-            ))
+            found.append(ImageReview(record.id, record.file_name, record.source, ReviewState.of(
+                record.state != REMOVED, labels.get(record.id), decisions.get(record.id), removals.get(record.id))))
         return found
 
     # soft delete and purge ----------------------------------------------------------------------
@@ -499,20 +478,15 @@ class Collection:
             raise NotFound("image", image_id)
         record = found[0]
         catalog = self.backends.catalog
-        label = catalog.labels([image_id]).get(image_id)
-        decision = catalog.decisions([image_id]).get(image_id)
-        removal = catalog.removals([image_id]).get(image_id)
+        review = ReviewState.of(record.state != REMOVED, catalog.labels([image_id]).get(image_id),
+                                catalog.decisions([image_id]).get(image_id), catalog.removals([image_id]).get(image_id))
         analysed = self._analysis_of(image_id) if record.state != REMOVED else {}
         return ImageDetail(
             image_id=record.id,
             names=tuple(ArrivedAs(n.file_name, n.source, n.uploader, n.added_at) for n in catalog.names(image_id)),
             size_bytes=record.size_bytes, format=record.format, width=record.width, height=record.height,
             sha256=record.sha256, phash=record.phash, dhash=record.dhash, created_at=record.created_at,
-            uploader=record.uploader, visible=record.state != REMOVED,
-            removed_by=removal and removal.removed_by, removed_at=removal and removal.removed_at,
-            label=label and label.label, labelled_by=label and label.labelled_by,
-            labelled_at=label and label.labelled_at, decision=decision and decision.decision,
-            decided_by=decision and decision.decided_by, decided_at=decision and decision.decided_at,
+            uploader=record.uploader, review=review,
             anomaly_method=analysed.get("anomaly_method"), anomaly_score=analysed.get("anomaly_score"),
             anomaly_percentile=analysed.get("anomaly_percentile"), anomaly_rank=analysed.get("anomaly_rank"),
             cluster_id=analysed.get("cluster_id"), cluster_members=analysed.get("cluster_members", ()),

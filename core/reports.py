@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from core.analysis import DuplicateThresholds, SimilarityScale
+from core.review import ReviewState
 
 
 @dataclass(frozen=True)
@@ -219,15 +220,7 @@ class ImageDetail:
     dhash: str
     created_at: float  # first arrival
     uploader: str  # who uploaded it first
-    visible: bool  # False: soft-deleted (restorable)
-    removed_by: str | None
-    removed_at: float | None
-    label: str | None
-    labelled_by: str | None
-    labelled_at: float | None
-    decision: str | None
-    decided_by: str | None
-    decided_at: float | None
+    review: ReviewState  # label, decision, soft delete: who and when
     anomaly_method: str | None
     anomaly_score: float | None
     anomaly_percentile: float | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.errors import InvalidRequest
 
@@ -59,6 +60,48 @@ class Removal:
     image_id: str
     removed_by: str
     removed_at: float
+
+
+class _Label(Protocol):
+    label: str
+    labelled_by: str
+    labelled_at: float
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """What analysts said about one image: label, decision and soft delete, each with who and when
+    (seconds since the epoch); ``None`` where there is none."""
+
+    visible: bool  # False: soft-deleted (restorable)
+    label: str | None = None
+    labelled_by: str | None = None
+    labelled_at: float | None = None
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    removed_by: str | None = None
+    removed_at: float | None = None
+
+    @classmethod
+    def of(cls, visible: bool, label: _Label | None, decision: Decision | None, removal: Removal | None
+           ) -> ReviewState:
+        return cls(
+            visible,
+            label and label.label, label and label.labelled_by, label and label.labelled_at,
+            decision and decision.decision, decision and decision.decided_by, decision and decision.decided_at,
+            removal and removal.removed_by, removal and removal.removed_at,
+        )
+
+
+@dataclass(frozen=True)
+class ImageReview:
+    """One row of the reviews export: an image with a label, a decision or a soft delete."""
+
+    image_id: str
+    file_name: str
+    source: str
+    review: ReviewState
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,8 @@ def test_soft_delete_leaves_search_duplicates_anomalies_and_map_and_restore_brin
     assert status.version > version and (status.removed, status.consistent) == (1, True)
     assert reviewed.removed_images() == [gone]
     detail = reviewed.image_detail(gone)
-    assert not detail.visible and detail.removed_by == reviewed.actor.name and detail.anomaly_score is None
+    assert not detail.review.visible and detail.review.removed_by == reviewed.actor.name
+    assert detail.anomaly_score is None
     # the same bytes uploaded again stay removed (an analyst decided), reported as already there
     report = reviewed.ingest_uploads([("again.jpg", _copy(*COPIES["resolution"][1:4]))])
     assert report.already_present == 1 and not everywhere()["duplicates"]
@@ -271,7 +272,7 @@ def test_roles_guard_every_review_call(reviewed: Collection) -> None:
             with pytest.raises(Forbidden):
                 call(analyst)
     assert {i: d.decided_by for i, d in reviewed.decisions().items()} == {ids["size"]: "ana"}
-    assert reviewed.status().removed == 0 and viewer.image_detail(ids["size"]).decision == "keep"
+    assert reviewed.status().removed == 0 and viewer.image_detail(ids["size"]).review.decision == "keep"
 
 
 def test_image_detail_gathers_one_images_record(reviewed: Collection) -> None:
@@ -285,10 +286,10 @@ def test_image_detail_gathers_one_images_record(reviewed: Collection) -> None:
     record = reviewed.images([image])[0]
     assert (detail.width, detail.height, detail.format, detail.size_bytes) == (320, 240, "JPEG", record.size_bytes)
     assert (detail.sha256, detail.phash, detail.dhash) == (record.sha256, record.phash, record.dhash)
-    assert (detail.label, detail.labelled_by, detail.decision) == ("normal", "lee", "keep")
+    assert (detail.review.label, detail.review.labelled_by, detail.review.decision) == ("normal", "lee", "keep")
     row = next(r for r in reviewed.anomalies().rows if r.image.image_id == image)
     assert (detail.anomaly_score, detail.anomaly_rank, detail.anomaly_percentile) == (row.score, row.rank, row.percentile)
-    assert (row.labelled_by, row.labelled_at) == ("lee", detail.labelled_at)
+    assert (row.labelled_by, row.labelled_at) == ("lee", detail.review.labelled_at)
     assert set(detail.cluster_members) == set(ids.values()) and detail.cluster_id is not None
     assert len(detail.neighbours) == 10 and detail.neighbours[0].image_id in set(ids.values())
     assert [n.cosine for n in detail.neighbours] == sorted((n.cosine for n in detail.neighbours), reverse=True)
