@@ -440,8 +440,11 @@ class Collection:
         """Bring soft-deleted images back everywhere (a new collection version); returns how many."""
         self._require(Action.DELETE)
         ids = list(dict.fromkeys(image_ids))
-        removed = set(self.backends.catalog.ids_in_state(REMOVED))
-        self._flag_removed([i for i in ids if i in removed], False)  # search first: the catalog decides
+        states = {r.id: r.state for r in self.backends.catalog.get(ids, ready_only=False)}
+        unknown = [i for i in ids if states.get(i) not in (READY, REMOVED)]
+        if unknown:
+            raise NotFound("image", unknown[0])
+        self._flag_removed([i for i in ids if states[i] == REMOVED], False)  # search first: the catalog decides
         return len(self.backends.catalog.set_removed(ids, False, self.actor.name))
 
     def removed_images(self) -> list[str]:

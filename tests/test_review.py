@@ -178,6 +178,9 @@ def test_soft_delete_leaves_search_duplicates_anomalies_and_map_and_restore_brin
     report = reviewed.ingest_uploads([("again.jpg", _copy(*COPIES["resolution"][1:4]))])
     assert report.already_present == 1 and not everywhere()["duplicates"]
 
+    with pytest.raises(NotFound):
+        reviewed.restore_images([gone, "00000000-0000-0000-0000-000000000000"])
+    assert reviewed.status().removed == 1
     assert reviewed.restore_images([gone]) == 1
     assert all(everywhere().values())
     assert reviewed.status().removed == 0 and reviewed.status().consistent
