@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from core.analysis import DuplicateThresholds, SimilarityScale
+from core.records import ImageFileName
 from core.review import ReviewState
 
 
@@ -195,22 +196,12 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
-class ArrivedAs:
-    """A file an image arrived as (the same bytes may arrive under many names and sources)."""
-
-    file_name: str
-    source: str
-    uploader: str
-    added_at: float
-
-
-@dataclass(frozen=True)
 class ImageDetail:
     """Everything a detail view shows about one image, in one record. Analysis fields are ``None``
     for a soft-deleted image, and the map position until the map has been computed."""
 
     image_id: str
-    names: tuple[ArrivedAs, ...]  # first arrival first
+    names: tuple[ImageFileName, ...]  # every file it arrived as, first arrival first
     size_bytes: int
     format: str
     width: int
