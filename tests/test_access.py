@@ -261,6 +261,12 @@ MISSING = "00000000-0000-0000-0000-000000000000"
         lambda c: c.thumbnail_url(MISSING),
         lambda c: c.original("../catalog.sqlite3"),
         lambda c: c.names(MISSING),
+        lambda c: c.decide([MISSING], "keep"),
+        lambda c: c.undo_decisions("no-such-token"),
+        lambda c: c.remove_images([MISSING]),
+        lambda c: c.restore_images([MISSING]),
+        lambda c: c.purge_images([MISSING]),
+        lambda c: c.image_detail(MISSING),
     ],
 )
 def test_unknown_image_ids_are_not_found(people: Collection, call: Callable[[Collection], object]) -> None:
@@ -293,6 +299,9 @@ def test_unknown_image_ids_are_not_found(people: Collection, call: Callable[[Col
         (lambda c: c.set_password("ana", "x"), "password"),
         (lambda c: c.remove_user("root"), "name"),  # the last enabled admin
         (lambda c: c.disable_user("root"), "name"),
+        (lambda c: c.decide([_image_id(c)], "delete"), "decision"),
+        (lambda c: c.preview_keep_rule("prettiest"), "rule"),
+        (lambda c: c.preview_keep_rule("source"), "source"),
     ],
 )
 def test_bad_arguments_are_invalid_requests_naming_the_field_and_change_nothing(
