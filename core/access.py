@@ -22,7 +22,8 @@ class Action(str, enum.Enum):
     READ = "read"  # browse, search, analyse, export
     UPLOAD = "upload"
     LABEL = "label"
-    DECIDE = "decide"  # keep/remove decisions, keep rules, soft delete and restore
+    DECIDE = "decide"  # keep/remove decisions, keep rules
+    DELETE = "delete images"  # soft delete and restore
     PURGE = "purge"  # delete for good
     MANAGE_USERS = "manage users"
     REPAIR = "repair"
@@ -34,6 +35,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.UPLOAD: Role.ANALYST,
     Action.LABEL: Role.ANALYST,
     Action.DECIDE: Role.ANALYST,
+    Action.DELETE: Role.ADMIN,
     Action.PURGE: Role.ADMIN,
     Action.MANAGE_USERS: Role.ADMIN,
     Action.REPAIR: Role.ADMIN,

@@ -67,6 +67,14 @@ class ComputedOnce:
             except Busy:
                 continue  # its first caller would not wait for another value: compute it here instead
 
+    def peek(self, version: int, name: str) -> object | None:
+        """The value if it has been computed, without computing or waiting."""
+        with self._mutex:
+            future = self._futures.get((version, name))
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
     def _compute(self, key: Key, future: Future, compute: Callable[[], T]) -> T:
         try:
             value = compute()

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -70,6 +70,7 @@ from core.reports import (
     MapView,
 )
 from core.storage.cache import Cache
+from core.storage.catalog import Label
 
 CACHE_TTL_S = 7 * 24 * 3600
 MAX_THRESHOLD_VIEWS = 16  # clusterings kept per version: the latest slider positions
@@ -159,6 +160,12 @@ class CollectionAnalysis:
             return value
 
         return self._values.get(snap.version, name, load_or_compute)
+
+    def computed(self, snap: VectorSnapshot, name: str, codec: Codec[T]) -> T | None:
+        """The value if this process or the cache backend already holds it; never computes (a
+        detail view shows the map position only once the map exists)."""
+        found = self._values.peek(snap.version, name)
+        return found if found is not None else self._read(self._key(snap.version, name), codec, len(snap.ids))
 
     # shared pieces --------------------------------------------------------------------------------
     def graph(self, snap: VectorSnapshot) -> NeighbourGraph:
@@ -276,7 +283,7 @@ class CollectionAnalysis:
         return self._values.get(snap.version, f"ranking:{method}:k{k}", rank)
 
     def anomaly_rows(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
-                     contamination: float | None, labels: dict[str, str], selected_only: bool = False,
+                     contamination: float | None, labels: Mapping[str, Label], selected_only: bool = False,
                      offset: int = 0, limit: int | None = None) -> tuple[AnomalyScores, Page[AnomalyRow]]:
         """Rows ``offset``.. of the ranking (only the selected ones with ``selected_only``), built for
         that page only; ``limit=None`` gives them all (exports)."""
@@ -292,19 +299,21 @@ class CollectionAnalysis:
         page = listed[offset:offset + limit]
         rows = tuple(
             AnomalyRow(ref, float(scores.scores[row]), float(scores.percentiles[row]), int(rank_of[row]),
-                       labels.get(ref.image_id), bool(selected[row]))
+                       label.label if label else None, bool(selected[row]),
+                       label.labelled_by if label else None, label.labelled_at if label else None)
             for row, ref in zip(page, snap.refs(page), strict=True)
+            for label in (labels.get(ref.image_id),)
         )
         return scores, Page(rows, offset, limit, len(listed))
 
     def anomalies(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
-                  contamination: float | None, labels: dict[str, str]) -> AnomaliesView:
+                  contamination: float | None, labels: Mapping[str, Label]) -> AnomaliesView:
         scores, page = self.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
                                          contamination=contamination, labels=labels)
         return AnomaliesView(scores.method, scores.k, page.items)
 
     # the map --------------------------------------------------------------------------------------
-    def projection(self, labels: dict[str, str]) -> MapView:
+    def projection(self, labels: Mapping[str, Label]) -> MapView:
         """Every image's map position with what colours it: anomaly score and percentile (default
         method), duplicate cluster (default thresholds), label and source; all cached per version."""
         snap = self.snapshot()
@@ -318,8 +327,8 @@ class CollectionAnalysis:
         scores = self.anomaly_scores(snap, DEFAULT_METHOD, None)
         clusters = self.cluster_ids(snap, DuplicateThresholds())
         points = tuple(
-            MapPoint(ref, float(x), float(y), float(score), float(percentile), labels.get(ref.image_id),
-                     int(cluster) or None)
+            MapPoint(ref, float(x), float(y), float(score), float(percentile),
+                     labels[ref.image_id].label if ref.image_id in labels else None, int(cluster) or None)
             for ref, (x, y), score, percentile, cluster in zip(
                 snap.refs(range(n)), coordinates, scores.scores, scores.percentiles, clusters, strict=True)
         )

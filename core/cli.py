@@ -22,6 +22,7 @@ from pathlib import Path
 from core import (
     ANOMALY_COLUMNS,
     DUPLICATE_COLUMNS,
+    KEEP_RULES,
     METHODS,
     Collection,
     CollectionStatus,
@@ -29,6 +30,7 @@ from core import (
     DuplicateThresholds,
     IngestReport,
     InvalidRequest,
+    KeepRulePlan,
     ModelUnavailable,
     Role,
     SearchFilter,
@@ -37,8 +39,11 @@ from core import (
 )
 from core.health import check_servers
 from core.observability import configure_logging
+from core.reports import iso_time
 from core.users import INITIAL_PASSWORD_FILE
 
+REVIEW_COLUMNS = ["image_id", "file_name", "source", "visible", "label", "labelled_by", "labelled_at", "decision",
+                  "decided_by", "decided_at", "removed_by", "removed_at"]
 # Expected failures, shown as one sentence; DomainError carries its own exit status.
 USER_ERRORS = (DomainError, SettingsError, ModelUnavailable, FileNotFoundError)
 
@@ -219,6 +224,96 @@ def cmd_label(collection: Collection, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(collection: Collection, args: argparse.Namespace) -> int:
+    decision = None if args.decision == "clear" else args.decision
+    batch = collection.decide(args.image_ids, decision)
+    if args.json:
+        _print_json(asdict(batch) | {"decision": decision})
+    else:
+        print(f"{batch.images} image(s): {decision or 'decision cleared'} (undo: visual-anomaly undo-decisions "
+              f"{batch.undo_token})")
+    return 0
+
+
+def cmd_keep_rule(collection: Collection, args: argparse.Namespace) -> int:
+    thresholds = DuplicateThresholds(rule=args.rule_combine, hamming=args.hamming, crop=args.crop)
+    if args.similarity is not None:
+        thresholds = replace(thresholds, similarity=args.similarity)
+    plan = collection.preview_keep_rule(args.rule, thresholds, args.source, override=args.override)
+    batch = collection.apply_keep_rule(plan) if args.apply else None
+    if args.json:
+        _print_json({"plan": _plan_json(plan), "applied": None if batch is None else asdict(batch)})
+        return 0
+    changes = plan.changes()
+    print(f"Keep rule {args.rule!r} over {len(plan.clusters)} duplicate clusters: "
+          f"{sum(d == 'keep' for d in changes.values())} keep, {sum(d == 'remove' for d in changes.values())} remove"
+          + ("" if args.override else " (images already decided left as they are)"))
+    for cluster in plan.clusters:
+        print(f"  cluster {cluster.cluster_id}: keep {cluster.keep or '-'}; remove {', '.join(cluster.remove) or '-'}"
+              + (f"; unchanged {', '.join(cluster.unchanged)}" if cluster.unchanged else ""))
+    if batch is None:
+        print("Nothing written: add --apply to record these decisions.")
+    else:
+        print(f"Recorded {batch.images} decision(s); undo with: visual-anomaly undo-decisions {batch.undo_token}")
+    return 0
+
+
+def _plan_json(plan: KeepRulePlan) -> dict:
+    return {"rule": plan.rule, "source": plan.source, "override": plan.override,
+            "clusters": [asdict(c) for c in plan.clusters], "changes": plan.changes()}
+
+
+def cmd_undo_decisions(collection: Collection, args: argparse.Namespace) -> int:
+    batch = collection.undo_decisions(args.token)
+    if args.json:
+        _print_json(asdict(batch))
+    else:
+        print(f"Restored {batch.images} decision(s); {batch.skipped} decided again since were left as they are "
+              f"(redo: visual-anomaly undo-decisions {batch.undo_token})")
+    return 0
+
+
+def cmd_remove(collection: Collection, args: argparse.Namespace) -> int:
+    ids = list(args.image_ids) + ([d.image_id for d in collection.duplicates_to_remove()] if args.decided else [])
+    count = collection.remove_images(ids)
+    _report_count(args, "removed", count, " (restore with `visual-anomaly restore ID`)")
+    return 0
+
+
+def cmd_restore(collection: Collection, args: argparse.Namespace) -> int:
+    _report_count(args, "restored", collection.restore_images(args.image_ids), "")
+    return 0
+
+
+def cmd_purge(collection: Collection, args: argparse.Namespace) -> int:
+    ids = list(args.image_ids) + (collection.removed_images() if args.removed else [])
+    _report_count(args, "purged", collection.purge_images(ids), " for good")
+    return 0
+
+
+def _report_count(args: argparse.Namespace, what: str, count: int, note: str) -> None:
+    if args.json:
+        _print_json({what: count})
+    else:
+        print(f"{count} image(s) {what}{note}")
+
+
+def cmd_export_reviews(collection: Collection, args: argparse.Namespace) -> int:
+    rows = [
+        {"image_id": r.image_id, "file_name": r.file_name, "source": r.source} | asdict(r.review)
+        | {key: iso_time(getattr(r.review, key)) for key in ("labelled_at", "decided_at", "removed_at")}
+        for r in collection.reviews()
+    ]
+    rows = [{k: "" if v is None else v for k, v in row.items()} for row in rows]
+    if args.csv:
+        _write_csv(args.csv, rows, REVIEW_COLUMNS)
+    if args.json:
+        _print_json({"rows": rows})
+    else:
+        print(f"{len(rows)} reviewed image(s)" + (f"; wrote them to {args.csv}" if args.csv else ""))
+    return 0
+
+
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     checks = check_servers(settings, args.timeout)
     if args.json:
@@ -372,6 +467,45 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=1, help="worker processes (server backends only)")
     serve.set_defaults(run=cmd_serve_api, needs_collection=False)
 
+    decide = commands.add_parser("decide", help="mark images keep or remove among their duplicates (or clear)")
+    decide.add_argument("image_ids", nargs="+", metavar="IMAGE_ID")
+    decide.add_argument("decision", choices=("keep", "remove", "clear"))
+    decide.set_defaults(run=cmd_decide)
+
+    keep_rule = commands.add_parser("keep-rule", help="preview (or --apply) a keep rule over every duplicate cluster")
+    keep_rule.add_argument("rule", choices=tuple(KEEP_RULES), help="which copy each cluster keeps")
+    keep_rule.add_argument("--source", help="the preferred source label (rule 'source')")
+    keep_rule.add_argument("--override", action="store_true", help="re-decide images already decided")
+    keep_rule.add_argument("--apply", action="store_true", help="record the decisions (default: preview only)")
+    keep_rule.add_argument("--similarity", type=float, help="calibrated similarity threshold (default 0.95)")
+    keep_rule.add_argument("--hamming", type=int, default=DuplicateThresholds().hamming, help="pHash bits")
+    keep_rule.add_argument("--crop", type=float, default=DuplicateThresholds().crop, help="crop correlation")
+    keep_rule.add_argument("--rule-combine", dest="rule_combine", choices=("either", "both"), default="either",
+                           help="how the duplicate signals combine")
+    keep_rule.set_defaults(run=cmd_keep_rule)
+
+    undo = commands.add_parser("undo-decisions", help="undo a decide or keep-rule --apply by its token")
+    undo.add_argument("token")
+    undo.set_defaults(run=cmd_undo_decisions)
+
+    remove = commands.add_parser("remove", help="soft-delete images (admins; restorable)")
+    remove.add_argument("image_ids", nargs="*", metavar="IMAGE_ID")
+    remove.add_argument("--decided", action="store_true", help="every visible image marked remove")
+    remove.set_defaults(run=cmd_remove)
+
+    restore = commands.add_parser("restore", help="bring soft-deleted images back")
+    restore.add_argument("image_ids", nargs="+", metavar="IMAGE_ID")
+    restore.set_defaults(run=cmd_restore)
+
+    purge = commands.add_parser("purge", help="delete images for good: blob, vector and catalog row (admins)")
+    purge.add_argument("image_ids", nargs="*", metavar="IMAGE_ID")
+    purge.add_argument("--removed", action="store_true", help="every soft-deleted image")
+    purge.set_defaults(run=cmd_purge)
+
+    export = commands.add_parser("export-reviews", help="labels, decisions and soft deletes with who and when")
+    export.add_argument("--csv", help="write one row per reviewed image to this file")
+    export.set_defaults(run=cmd_export_reviews)
+
     check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
     check.set_defaults(run=cmd_check, needs_collection=False)
@@ -380,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     users.set_defaults(run=cmd_users)
     user_commands = users.add_subparsers(dest="users_command", required=True)
     roles = [r.value for r in Role]
-    subs = [ingest, status, repair, search, duplicates, anomalies, label, check]
+    subs = [ingest, status, repair, search, duplicates, anomalies, label, check, decide, keep_rule, undo, remove,
+            restore, purge, export]
     for name, text in (
         ("add", "add a user (password from stdin when piped, else typed twice)"),
         ("list", "every user, role and whether disabled"),

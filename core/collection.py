@@ -25,13 +25,15 @@ import numpy as np
 from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis.anomalies import DEFAULT_METHOD
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
 from core.backends import Backends, open_backends
+from core.cache_codec import PROJECTION
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, Unavailable
 from core.facade_errors import domain_errors
 from core.images import prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
@@ -43,16 +45,34 @@ from core.reports import (
     DuplicateGroup,
     DuplicateLink,
     DuplicatesView,
+    ImageDetail,
     MapView,
+    Neighbour,
     SameBytesFiles,
+)
+from core.review import (
+    DECISIONS,
+    Decision,
+    DecisionBatch,
+    DecisionEvent,
+    ImageReview,
+    KeepCandidate,
+    KeepRulePlan,
+    ReviewState,
+    check_rule,
+    plan_cluster,
 )
 from core.search import SearchFilter, SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import IMAGE_SORTS, LABELS, ImageRecord
+from core.storage.catalog import IMAGE_SORTS, LABELS, PURGING, READY, REMOVED, ImageRecord, Label
+from core.storage.vectors import REMOVED as REMOVED_FLAG
+from core.storage.vectors import VISIBILITY_FIELD
+from core.storage.vectors import VISIBLE as VISIBLE_FLAG
 from core.users import User, UserDirectory
 
 _SKETCH_BATCH = 500
+DETAIL_NEIGHBOURS = 10
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -69,12 +89,15 @@ class CollectionStatus:
     backends: dict[str, str]
     model: dict[str, object]
     cache_healthy: bool = True  # False while the cache server is unreachable: everything works, slower
+    removed: int = 0  # soft-deleted: invisible, restorable, still stored
+    purging: int = 0  # purges a failure interrupted (invisible; repair finishes them)
     acting_as: dict[str, str] = field(default_factory=dict)  # {"name", "role"} of the caller
 
     @property
     def consistent(self) -> bool:
-        """Every store agrees and no ingest was left half done."""
-        return self.pending == 0 and self.images == self.vectors == self.blobs == self.thumbnails
+        """Every store agrees and no ingest or purge was left half done."""
+        stored = self.images + self.removed
+        return self.pending == 0 and self.purging == 0 and stored == self.vectors == self.blobs == self.thumbnails
 
     def to_json(self) -> dict:
         return asdict(self) | {"consistent": self.consistent}
@@ -84,6 +107,7 @@ class CollectionStatus:
 class RepairReport:
     removed_pending: int  # half-ingested images removed from every store
     sketches_added: int  # older images given the sketch that crop detection needs
+    purges_finished: int = 0  # images an interrupted purge left, now deleted from every store
 
 
 @dataclass
@@ -285,17 +309,31 @@ class Collection:
         self._require(Action.REPAIR)
         pending = self.backends.catalog.pending_ids()
         if pending:
-            self.backends.vectors.delete(pending)
-            for image_id in pending:
-                self.backends.blobs.delete(original_key(image_id))
-                self.backends.blobs.delete(thumbnail_key(image_id))
+            self._delete_stored(pending)
             self.backends.catalog.remove_pending(pending)
+        purging = self.backends.catalog.ids_in_state(PURGING)
+        if purging:
+            self._delete_stored(purging)
+            self.backends.catalog.delete_purging(purging)
+        self._flag_removed(self.backends.catalog.ids_in_state(REMOVED), True)
         missing = self.backends.catalog.ids_without_sketch()
         for start in range(0, len(missing), _SKETCH_BATCH):
             self.backends.catalog.set_sketches({
                 image_id: prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62).sketch
                 for image_id in missing[start:start + _SKETCH_BATCH]})
-        return RepairReport(removed_pending=len(pending), sketches_added=len(missing))
+        return RepairReport(removed_pending=len(pending), sketches_added=len(missing), purges_finished=len(purging))
+
+    def _delete_stored(self, ids: Sequence[str]) -> None:
+        """Delete the vectors, originals and thumbnails of ``ids`` (missing ones are no error)."""
+        self.backends.vectors.delete(ids)
+        for image_id in ids:
+            self.backends.blobs.delete(original_key(image_id))
+            self.backends.blobs.delete(thumbnail_key(image_id))
+
+    def _flag_removed(self, ids: Sequence[str], removed: bool) -> None:
+        if ids:
+            flag = REMOVED_FLAG if removed else VISIBLE_FLAG
+            self.backends.vectors.set_payload(ids, [{VISIBILITY_FIELD: flag}] * len(ids))
 
     # analysis inputs ----------------------------------------------------------------------------
     def snapshot(self) -> VectorSnapshot:
@@ -345,7 +383,8 @@ class Collection:
             SameBytesFiles(image_id, tuple((n.file_name, n.source) for n in names))
             for image_id, names in self.backends.catalog.repeated_names().items()
         )
-        return replace(view, same_bytes=same_bytes)
+        decisions = {image_id: d.decision for image_id, d in self.backends.catalog.decisions().items()}
+        return replace(view, same_bytes=same_bytes, decisions=decisions)
 
     def duplicate_groups(self, thresholds: DuplicateThresholds | None = None, *, offset: int = 0,
                          limit: int = DEFAULT_LIMIT, wait: bool = True) -> Page[DuplicateGroup]:
@@ -415,8 +454,9 @@ class Collection:
         if sum(c is not None for c in (threshold, top, contamination)) > 1:
             raise InvalidRequest("threshold", "select anomalies by one of threshold, top or contamination, not several")
 
-    def _labels(self) -> dict[str, str]:
-        return {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
+    def _labels(self) -> dict[str, Label]:
+        """The analysts' labels with who and when, by image id."""
+        return self.backends.catalog.labels()
 
     def label(self, image_id: str, label: str | None) -> None:
         """Store the acting user's review label ("anomaly" or "normal") with who and when; ``None``
@@ -426,6 +466,199 @@ class Collection:
             validation.one_of("label", label, LABELS)
         if not self.backends.catalog.set_label(image_id, label, self.actor.name):
             raise NotFound("image", image_id)
+
+    # review decisions ---------------------------------------------------------------------------
+    def decide(self, image_ids: Sequence[str], decision: str | None) -> DecisionBatch:
+        """Mark images ``keep`` or ``remove`` (``None`` clears), recorded with who and when; the
+        returned token undoes it (:meth:`undo_decisions`). All or nothing: an unknown id changes none."""
+        self._require(Action.DECIDE)
+        if decision is not None and decision not in DECISIONS:
+            raise InvalidRequest("decision", f"{decision!r} is not one of {', '.join(DECISIONS)} or none")
+        ids = list(dict.fromkeys(image_ids))
+        token = self.backends.catalog.set_decisions(dict.fromkeys(ids, decision), self.actor.name)
+        return DecisionBatch(token, len(ids))
+
+    def decisions(self) -> dict[str, Decision]:
+        """Every image's current decision (visible and soft-deleted images), by image id."""
+        self._require(Action.READ)
+        return self.backends.catalog.decisions()
+
+    def decision_history(self, image_id: str | None = None) -> list[DecisionEvent]:
+        """Every change of a decision, oldest first, of one image when given."""
+        self._require(Action.READ)
+        return self.backends.catalog.decision_history(image_id)
+
+    def duplicates_to_remove(self) -> list[Decision]:
+        """The visible images marked ``remove``, earliest decision first: what an admin removes next."""
+        self._require(Action.READ)
+        marked = [d for d in self.backends.catalog.decisions().values() if d.decision == "remove"]
+        visible = {r.id for r in self.backends.catalog.get([d.image_id for d in marked])}
+        return sorted((d for d in marked if d.image_id in visible), key=lambda d: (d.decided_at, d.image_id))
+
+    def preview_keep_rule(self, rule: str, thresholds: DuplicateThresholds | None = None, source: str | None = None,
+                          *, override: bool = False) -> KeepRulePlan:
+        """What keep rule ``rule`` (``resolution``, ``earliest``, ``source`` with ``source``, or
+        ``size``; see :mod:`core.review`) would decide in every duplicate cluster at ``thresholds``.
+        Nothing is written: the analyst confirms with :meth:`apply_keep_rule`. Images already decided
+        are left alone unless ``override``."""
+        self._require(Action.READ)
+        check_rule(rule, source)
+        view = self.duplicates(thresholds)
+        ids = [m.image.image_id for g in view.groups for m in g.members]
+        records = {r.id: r for r in self.backends.catalog.get(ids)}
+        sources = self.backends.catalog.sources_of(ids)
+        decided = dict(view.decisions)
+        clusters = tuple(
+            plan_cluster(
+                group.cluster_id,
+                [KeepCandidate(m.image.image_id, records[m.image.image_id].width, records[m.image.image_id].height,
+                               records[m.image.image_id].size_bytes, records[m.image.image_id].created_at,
+                               frozenset(sources.get(m.image.image_id, ())))
+                 for m in group.members if m.image.image_id in records],
+                decided, rule, source, override,
+            )
+            for group in view.groups
+        )
+        plan = KeepRulePlan(rule, source, override, clusters, {})
+        return replace(plan, previous={i: decided.get(i) for i in plan.changes()})
+
+    def apply_keep_rule(self, plan: KeepRulePlan) -> DecisionBatch:
+        """Write a previewed plan's decisions in one transaction; refused (nothing written) when any
+        of those images was decided by someone else since the preview. The token undoes it."""
+        self._require(Action.DECIDE)
+        changes = plan.changes()
+        token = self.backends.catalog.set_decisions(dict(changes), self.actor.name, expected=dict(plan.previous))
+        return DecisionBatch(token, len(changes))
+
+    def undo_decisions(self, undo_token: str) -> DecisionBatch:
+        """Give the images a decide or keep rule changed their decisions from before it; images
+        decided again since are left as they are (counted in ``skipped``). Undoing the undo redoes."""
+        self._require(Action.DECIDE)
+        token, restored, skipped = self.backends.catalog.undo_decisions(undo_token, self.actor.name)
+        return DecisionBatch(token, restored, skipped)
+
+    def reviews(self) -> list[ImageReview]:
+        """Every image with a label, a decision or a soft delete, with who and when: the export."""
+        self._require(Action.READ)
+        catalog = self.backends.catalog
+        labels, decisions, removals = catalog.labels(), catalog.decisions(), catalog.removals()
+        ids = sorted(set(labels) | set(decisions) | set(removals))
+        found = []
+        for record in catalog.get(ids, ready_only=False):
+            if record.state == PURGING:
+                continue
+            found.append(ImageReview(record.id, record.file_name, record.source, ReviewState.of(
+                record.state != REMOVED, labels.get(record.id), decisions.get(record.id), removals.get(record.id))))
+        return found
+
+    # soft delete and purge ----------------------------------------------------------------------
+    def remove_images(self, image_ids: Sequence[str]) -> int:
+        """Soft-delete images (admins): they leave search, analysis and the map at once (a new
+        collection version) and stay stored, restorable with :meth:`restore_images`. Returns how
+        many were visible; an unknown id removes none."""
+        self._require(Action.DELETE)
+        changed = self.backends.catalog.set_removed(list(dict.fromkeys(image_ids)), True, self.actor.name)
+        try:  # the catalog already hides them; the flag keeps searches' k results full
+            self._flag_removed(changed, True)
+        except Exception as exc:
+            raise Unavailable("vectors", f"the images are removed, but search could not be told ({exc}); "
+                                         "run `visual-anomaly repair`") from exc
+        return len(changed)
+
+    def restore_images(self, image_ids: Sequence[str]) -> int:
+        """Bring soft-deleted images back everywhere (a new collection version); returns how many."""
+        self._require(Action.DELETE)
+        ids = list(dict.fromkeys(image_ids))
+        states = {r.id: r.state for r in self.backends.catalog.get(ids, ready_only=False)}
+        unknown = [i for i in ids if states.get(i) not in (READY, REMOVED)]
+        if unknown:
+            raise NotFound("image", unknown[0])
+        self._flag_removed([i for i in ids if states[i] == REMOVED], False)  # search first: the catalog decides
+        return len(self.backends.catalog.set_removed(ids, False, self.actor.name))
+
+    def removed_images(self) -> list[str]:
+        """Ids of the soft-deleted images (what a purge would delete for good)."""
+        self._require(Action.READ)
+        return self.backends.catalog.ids_in_state(REMOVED)
+
+    def purge_images(self, image_ids: Sequence[str]) -> int:
+        """Delete images for good (admins): blob, thumbnail, vector and catalog row. The protocol
+        mirrors ingest's: the rows are first marked ``purging`` (invisible from then on), then the
+        vectors and blobs go, then the rows. If a store fails mid-way the images stay invisible and
+        :meth:`repair` (or purging them again) finishes the job; none is left visible without its blob."""
+        self._require(Action.PURGE)
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return 0
+        catalog = self.backends.catalog
+        catalog.mark_purging(ids)
+        try:
+            self._delete_stored(ids)
+        except Exception as exc:
+            raise Unavailable("blobs or vectors", f"the purge of {len(ids)} image(s) stopped half way ({exc}); "
+                                                  "they are hidden, and `visual-anomaly repair` finishes it") from exc
+        catalog.delete_purging(ids)
+        return len(ids)
+
+    # one image ----------------------------------------------------------------------------------
+    def image_detail(self, image_id: str) -> ImageDetail:
+        """Everything known about one image (see :class:`ImageDetail`), read from the catalog and the
+        version's cached analysis; the map position only when the map was already computed."""
+        self._require(Action.READ)
+        found = self.backends.catalog.get([image_id], ready_only=False)
+        if not found or found[0].state not in (READY, REMOVED):
+            raise NotFound("image", image_id)
+        record = found[0]
+        catalog = self.backends.catalog
+        review = ReviewState.of(record.state != REMOVED, catalog.labels([image_id]).get(image_id),
+                                catalog.decisions([image_id]).get(image_id), catalog.removals([image_id]).get(image_id))
+        analysed = self._analysis_of(image_id) if record.state != REMOVED else {}
+        return ImageDetail(
+            image_id=record.id,
+            names=tuple(ImageFileName.from_name(n) for n in catalog.names(image_id)),
+            size_bytes=record.size_bytes, format=record.format, width=record.width, height=record.height,
+            sha256=record.sha256, phash=record.phash, dhash=record.dhash, created_at=record.created_at,
+            uploader=record.uploader, review=review,
+            anomaly_method=analysed.get("anomaly_method"), anomaly_score=analysed.get("anomaly_score"),
+            anomaly_percentile=analysed.get("anomaly_percentile"), anomaly_rank=analysed.get("anomaly_rank"),
+            cluster_id=analysed.get("cluster_id"), cluster_members=analysed.get("cluster_members", ()),
+            neighbours=analysed.get("neighbours", ()), map_x=analysed.get("map_x"), map_y=analysed.get("map_y"),
+            version=self.backends.catalog.version(),
+        )
+
+    def _analysis_of(self, image_id: str) -> dict:
+        """A visible image's analysis fields, from the version's graph, scores, clusters and map."""
+        snap = self.snapshot()
+        rows = np.flatnonzero(snap.frame["id"].to_numpy() == image_id)
+        if len(snap.ids) < 2 or not len(rows):
+            return {}
+        row = int(rows[0])
+        graph = self.analysis.graph(snap)
+        scale = self.analysis.scale(snap)
+        scores = self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).scores
+        score = scores[row]
+        rank = int(np.sum(scores > score) + np.sum(scores[:row] == score)) + 1  # as AnomalyScores.ranking()
+        names = snap.frame["file_name"].to_numpy()
+        neighbours = tuple(
+            Neighbour(snap.ids[col], str(names[col]), float(scale.similarity(cos)), float(cos))
+            for col, cos in zip(graph.indices[row][:DETAIL_NEIGHBOURS], graph.similarities[row][:DETAIL_NEIGHBOURS],
+                                strict=True)
+            if col >= 0
+        )
+        group = next((g for g in self.analysis.duplicates(DuplicateThresholds()).groups
+                      if any(m.image.image_id == image_id for m in g.members)), None)
+        fields = {
+            "anomaly_method": DEFAULT_METHOD, "anomaly_score": float(score),
+            "anomaly_percentile": float(self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).percentiles[row]),
+            "anomaly_rank": rank, "neighbours": neighbours,
+            "cluster_id": group and group.cluster_id,
+            "cluster_members": tuple(m.image.image_id for m in group.members) if group else (),
+        }
+        projection = self.analysis.computed(snap, "projection", PROJECTION)
+        if projection is not None:
+            x, y = projection.coordinates[row]  # type: ignore[attr-defined]
+            fields |= {"map_x": float(x), "map_y": float(y)}
+        return fields
 
     # search -------------------------------------------------------------------------------------
     def search(
@@ -503,6 +736,8 @@ class Collection:
         return CollectionStatus(
             images=counts["ready"],
             pending=counts["pending"],
+            removed=counts[REMOVED],
+            purging=counts[PURGING],
             vectors=self.backends.vectors.count(),
             blobs=self.backends.blobs.count("originals/"),
             thumbnails=self.backends.blobs.count("thumbnails/"),

@@ -37,7 +37,8 @@ from PIL import (
 )
 
 REJECTION_REASONS = frozenset(
-    {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels", "unreadable"}
+    {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels", "unreadable",
+     "being_purged"}
 )
 
 _DECODERS: dict[str, type[ImageFile.ImageFile]] = {

@@ -44,7 +44,7 @@ from core.observability import (
 from core.reports import ArrivalMatch
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import READY, ImageName, ImageRecord
+from core.storage.catalog import PURGING, READY, REMOVED, ImageName, ImageRecord
 
 INGESTED = "ingested"
 ALREADY_PRESENT = "already_present"
@@ -268,8 +268,12 @@ class Ingestor:
             if first.position(index, sha) < index:  # an earlier file has these bytes: decode them once, there
                 return _Known(item, sha, image_id(sha))
             state = self.backends.catalog.states_by_sha([sha]).get(sha)
-            if state is not None and state[1] == READY:
+            if state is not None and state[1] in (READY, REMOVED):  # a removed image stays removed
                 return _Known(item, sha, state[0])
+            if state is not None and state[1] == PURGING:
+                return _Rejected(item, sha, ImageRejected(
+                    "being_purged", "This image is being deleted for good; upload it again once the purge "
+                                    "has finished (an admin's `visual-anomaly repair` finishes it)."))
             try:
                 with timed("decode"):
                     image = prepare_image(

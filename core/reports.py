@@ -4,16 +4,21 @@ row positions, ready for the app to render and the CLI to print or write as CSV.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from core.analysis import DuplicateThresholds, SimilarityScale
+from core.records import ImageFileName
+from core.review import ReviewState
 
 # The columns of the duplicates and anomalies CSVs (CLI --csv, API Accept: text/csv), in order.
 DUPLICATE_COLUMNS = (
     "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
-    "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as",
+    "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as", "decision",
 )
-ANOMALY_COLUMNS = ("image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected")
+ANOMALY_COLUMNS = ("image_id", "file_name", "source", "score", "percentile", "rank", "label", "labelled_by",
+                   "labelled_at", "selected")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class DuplicatesView:
     pair_count: int
     images: int
     same_bytes: tuple[SameBytesFiles, ...] = ()  # byte-identical files, stored once
+    decisions: Mapping[str, str] = field(default_factory=dict)  # image id -> keep | remove
 
     def other_names(self, image_id: str) -> list[str]:
         """The other files an image arrived as (same bytes), beside the name it is shown under."""
@@ -114,6 +120,7 @@ class DuplicatesView:
                     "crop_score": "" if m.crop_score is None else round(m.crop_score, 4),
                     "signals": "+".join(m.signals),
                     "same_bytes_as": ";".join(self.other_names(m.image.image_id)),
+                    "decision": self.decisions.get(m.image.image_id, ""),
                 }
                 rows.append(row)
                 rows += [_same_bytes_row(row, name, source) for name, source in self._files(m.image.image_id)
@@ -123,7 +130,8 @@ class DuplicatesView:
             row = {"cluster_id": number, "image_id": entry.image_id, "file_name": first, "source": first_source,
                    "is_representative": True, "similarity_to_representative": 1.0, "cosine_to_representative": 1.0,
                    "phash_distance": 0, "crop_score": "", "signals": "",
-                   "same_bytes_as": ";".join(name for name, _ in others)}
+                   "same_bytes_as": ";".join(name for name, _ in others),
+                   "decision": self.decisions.get(entry.image_id, "")}
             rows += [row, *(_same_bytes_row(row, name, source) for name, source in others)]
         return rows
 
@@ -146,6 +154,8 @@ class AnomalyRow:
     rank: int  # 1 = most unusual
     label: str | None  # the analysts' review label: "anomaly", "normal" or None
     selected: bool  # flagged under the chosen threshold / top-N / contamination
+    labelled_by: str | None = None
+    labelled_at: float | None = None  # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,8 @@ class AnomaliesView:
                 "percentile": round(r.percentile, 4),
                 "rank": r.rank,
                 "label": r.label or "",
+                "labelled_by": r.labelled_by or "",
+                "labelled_at": iso_time(r.labelled_at),
                 "selected": r.selected,
             }
             for r in self.rows
@@ -224,6 +236,50 @@ class ArrivalMatch:
             "crop_score": _finite(self.crop_score),
             "signals": list(self.signals),
         }
+
+
+def iso_time(seconds: float | None) -> str:
+    """A CSV's time: ISO 8601 in UTC, empty for none."""
+    return "" if seconds is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One of an image's nearest images, from the neighbour graph."""
+
+    image_id: str
+    file_name: str
+    similarity: float  # on the calibrated scale (1 = identical)
+    cosine: float
+
+
+@dataclass(frozen=True)
+class ImageDetail:
+    """Everything a detail view shows about one image, in one record. Analysis fields are ``None``
+    for a soft-deleted image, and the map position until the map has been computed."""
+
+    image_id: str
+    names: tuple[ImageFileName, ...]  # every file it arrived as, first arrival first
+    size_bytes: int
+    format: str
+    width: int
+    height: int
+    sha256: str
+    phash: str
+    dhash: str
+    created_at: float  # first arrival
+    uploader: str  # who uploaded it first
+    review: ReviewState  # label, decision, soft delete: who and when
+    anomaly_method: str | None
+    anomaly_score: float | None
+    anomaly_percentile: float | None
+    anomaly_rank: int | None
+    cluster_id: int | None  # at the default thresholds
+    cluster_members: tuple[str, ...]  # ids, representative first; () when in no cluster
+    neighbours: tuple[Neighbour, ...]  # up to 10, most similar first
+    map_x: float | None
+    map_y: float | None
+    version: int
 
 
 def _finite(value: float | None) -> float | None:

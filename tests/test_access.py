@@ -77,6 +77,7 @@ def state(collection: Collection) -> dict[str, Any]:
         "vectors": collection.backends.vectors.count(),
         "blobs": collection.backends.blobs.count(""),
         "labels": {k: (v.label, v.labelled_by) for k, v in catalog.labels().items()},
+        "decisions": catalog.decisions(),
         "users": catalog.users.all(),
         "files": sorted(p.name for p in collection.settings.data_dir.iterdir()),
     }
@@ -89,6 +90,11 @@ WRITE_CALLS: dict[str, tuple[Role, Callable[[Collection, Path], object]]] = {
     "label": (Role.ANALYST, lambda c, tmp: c.label(_image_id(c), "anomaly")),
     "label clear": (Role.ANALYST, lambda c, tmp: c.label(_image_id(c), None)),
     "repair": (Role.ADMIN, lambda c, tmp: c.repair()),
+    "decide": (Role.ANALYST, lambda c, tmp: c.decide([_image_id(c)], "remove")),
+    "apply_keep_rule": (Role.ANALYST, lambda c, tmp: c.apply_keep_rule(c.preview_keep_rule("size", override=True))),
+    "remove_images": (Role.ADMIN, lambda c, tmp: c.remove_images([_image_id(c)])),
+    "restore_images": (Role.ADMIN, lambda c, tmp: c.restore_images([_image_id(c)])),
+    "purge_images": (Role.ADMIN, lambda c, tmp: c.purge_images([_image_id(c)])),
     "add_user": (Role.ADMIN, lambda c, tmp: c.add_user("new", "viewer", PASSWORD)),
     "users": (Role.ADMIN, lambda c, tmp: c.users()),
     "set_password": (Role.ADMIN, lambda c, tmp: c.set_password("tmp", "another password")),
@@ -255,6 +261,12 @@ MISSING = "00000000-0000-0000-0000-000000000000"
         lambda c: c.thumbnail_url(MISSING),
         lambda c: c.original("../catalog.sqlite3"),
         lambda c: c.names(MISSING),
+        lambda c: c.decide([MISSING], "keep"),
+        lambda c: c.undo_decisions("no-such-token"),
+        lambda c: c.remove_images([MISSING]),
+        lambda c: c.restore_images([MISSING]),
+        lambda c: c.purge_images([MISSING]),
+        lambda c: c.image_detail(MISSING),
     ],
 )
 def test_unknown_image_ids_are_not_found(people: Collection, call: Callable[[Collection], object]) -> None:
@@ -287,6 +299,9 @@ def test_unknown_image_ids_are_not_found(people: Collection, call: Callable[[Col
         (lambda c: c.set_password("ana", "x"), "password"),
         (lambda c: c.remove_user("root"), "name"),  # the last enabled admin
         (lambda c: c.disable_user("root"), "name"),
+        (lambda c: c.decide([_image_id(c)], "delete"), "decision"),
+        (lambda c: c.preview_keep_rule("prettiest"), "rule"),
+        (lambda c: c.preview_keep_rule("source"), "source"),
     ],
 )
 def test_bad_arguments_are_invalid_requests_naming_the_field_and_change_nothing(

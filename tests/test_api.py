@@ -188,7 +188,7 @@ def test_image_record_and_bytes(client: TestClient) -> None:
     image_id = upload(client, "analyst", [("seven.jpg", original)]).json()["files"][0]["image_id"]
     viewer = token(client, "viewer")
     record = client.get(f"/v1/images/{image_id}", headers=viewer).json()
-    assert record["file_name"] == "seven.jpg" and record["names"][0]["file_name"] == "seven.jpg"
+    assert record["image_id"] == image_id and record["names"][0]["file_name"] == "seven.jpg"
     assert client.get(f"/v1/images/{image_id}/original", headers=viewer).content == original
     thumb = client.get(f"/v1/images/{image_id}/thumbnail", headers=viewer, follow_redirects=False)
     if thumb.status_code == 307:  # S3: a presigned URL the client fetches from the store itself
@@ -255,3 +255,52 @@ def test_list_images_pages_and_filters(client: TestClient) -> None:
     assert {i["file_name"] for i in pets["items"]} == {"cat.jpg", "dog.jpg"}
     assert_problem(client.get("/v1/images", headers=viewer, params={"limit": 0}), 422, "limit")
     assert_problem(client.get("/v1/images", headers=viewer, params={"sort": "colour"}), 422, "sort")
+
+
+def pair_of_duplicates(client: TestClient) -> list[str]:
+    files = upload(client, "admin", [("a.jpg", jpeg(5)), ("b.png", encode(photo(5), "PNG"))]).json()["files"]
+    return [f["image_id"] for f in files]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_decision_per_role(client: TestClient, api_collection: Collection, role: str) -> None:
+    image_id = pair_of_duplicates(client)[0]
+    answer = client.put(f"/v1/images/{image_id}/decision", headers=token(client, role), json={"decision": "remove"})
+    if role == "viewer":
+        assert_problem(answer, 403)
+        assert image_id not in api_collection.decisions()
+    else:
+        assert answer.status_code == 200 and answer.json()["images"] == 1, answer.text
+        assert api_collection.decisions()[image_id].decision == "remove"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_keep_rule_preview_and_apply_per_role(client: TestClient, api_collection: Collection, role: str) -> None:
+    pair_of_duplicates(client)
+    headers = token(client, role)
+    preview = client.post("/v1/duplicates/keep-rule", headers=headers, json={"rule": "resolution"})
+    assert preview.status_code == 200 and len(preview.json()["changes"]) == 2, preview.text
+    assert api_collection.decisions() == {}  # a preview writes nothing
+    applied = client.post("/v1/duplicates/keep-rule", headers=headers, json={"rule": "resolution", "apply": True})
+    if role == "viewer":
+        assert_problem(applied, 403)
+        assert api_collection.decisions() == {}
+    else:
+        assert applied.json()["applied"]["images"] == 2
+        assert sorted(d.decision for d in api_collection.decisions().values()) == ["keep", "remove"]
+    assert_problem(client.post("/v1/duplicates/keep-rule", headers=headers, json={"rule": "prettiest"}), 422, "rule")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_delete_per_role(client: TestClient, api_collection: Collection, role: str) -> None:
+    image_id = pair_of_duplicates(client)[0]
+    headers = token(client, role)
+    removed = client.delete(f"/v1/images/{image_id}", headers=headers)
+    purged = client.delete(f"/v1/images/{image_id}", headers=headers, params={"purge": "true"})
+    if role != "admin":  # soft delete and purge are an admin's
+        assert_problem(removed, 403)
+        assert_problem(purged, 403)
+        assert stored(api_collection) == 2 and api_collection.removed_images() == []
+        return
+    assert removed.status_code == 200 and purged.status_code == 200, (removed.text, purged.text)
+    assert stored(api_collection) == 1 and api_collection.removed_images() == []

@@ -36,7 +36,7 @@ from core.storage.blobs_s3 import S3BlobStore, minio_client
 from core.storage.cache import Cache
 from core.storage.cache_memory import MemoryCache
 from core.storage.cache_redis import RedisCache
-from core.storage.catalog import MIGRATIONS, Catalog, ImageName, ImageRecord, sqlite_url
+from core.storage.catalog import MIGRATIONS, Catalog, ImageName, ImageRecord, _add_review_tables, sqlite_url
 from core.storage.catalog_users import UserRow, UserTable, add_users_table
 from core.storage.errors import StorageError
 from core.storage.vectors import VectorFilter, VectorStore
@@ -296,6 +296,22 @@ def catalog_transcript(catalog: Catalog) -> list[tuple[str, Any]]:
     seen.append(("unknown image", catalog.set_label(str(uuid.uuid4()), "normal", "ana")))
     seen.append(("pending image", catalog.set_label(records[5].id, "normal", "ana")))
     seen += users_transcript(catalog.users)
+    first = catalog.set_decisions({records[0].id: "keep", records[1].id: "remove"}, "ana")
+    catalog.set_decisions({records[0].id: None}, "bo")
+    seen.append(("decisions", sorted((d.image_id, d.decision, d.decided_by) for d in catalog.decisions().values())))
+    seen.append(("undo", catalog.undo_decisions(first, "cy")[1:]))  # 0 cleared since: skipped
+    seen.append(("history", [(e.image_id, e.decision, e.decided_by, e.previous) for e in catalog.decision_history()]))
+    seen.append(("removed", catalog.set_removed([records[1].id, records[2].id], True, "ad")))
+    seen.append(("removed again", catalog.set_removed([records[1].id], True, "ad")))
+    seen.append(("restored", catalog.set_removed([records[2].id], False, "ad")))
+    seen.append(("removals", sorted((r.image_id, r.removed_by) for r in catalog.removals().values())))
+    seen.append(("counts removed", catalog.counts()))
+    catalog.mark_purging([records[1].id, records[4].id])
+    seen.append(("purging", sorted(catalog.ids_in_state("purging"))))
+    catalog.delete_purging([records[1].id, records[4].id])
+    seen.append(("counts purged", catalog.counts()))
+    seen.append(("decisions purged", catalog.decisions()))
+    seen.append(("sources of", catalog.sources_of([records[0].id])))
     catalog.set_meta("indexed_count", "5")
     catalog.set_meta("indexed_count", "6")
     seen.append(("meta", (catalog.get_meta("indexed_count"), catalog.get_meta("absent"))))
@@ -336,7 +352,7 @@ def test_catalog_backends_agree_on_every_call(
 
 def test_catalog_transcript_is_what_the_protocol_promises(catalog: Catalog) -> None:
     seen = dict(catalog_transcript(catalog))
-    assert seen["counts pending"] == {"ready": 0, "pending": 6}
+    assert seen["counts pending"] == {"ready": 0, "pending": 6, "removed": 0, "purging": 0}
     assert seen["hidden while pending"] == []
     assert seen["version after ready"] == 1
     assert seen["without sketch"] == sorted([_record(1).id, _record(3).id])  # ready ones only, not 5 (pending)
@@ -344,16 +360,24 @@ def test_catalog_transcript_is_what_the_protocol_promises(catalog: Catalog) -> N
     assert [r.file_name for r in seen["get in given order"]] == ["img 3.jpg", "img 0.jpg"]
     assert [n.added_at for n in seen["names"]] == [1_700_000_000.5, 1_800_000_000.0]
     assert seen["sources"] == ["batch-a", "batch-b", "batch-z"]
-    assert seen["counts after remove"] == {"ready": 5, "pending": 0}
+    assert seen["counts after remove"] == {"ready": 5, "pending": 0, "removed": 0, "purging": 0}
     assert seen["names of removed"] == []
     assert seen["labels"] == [(_record(1).id, "anomaly", "ana")]
     assert (seen["unknown label"], seen["unknown image"], seen["pending image"]) == ("ValueError", False, False)
     assert seen["meta"] == ("6", None)
+    assert seen["decisions"] == [(_record(1).id, "remove", "ana")] and seen["undo"] == (1, 1)
+    assert seen["history"][-1] == (_record(1).id, None, "cy", "remove")  # the undo cleared what "ana" set
+    assert (seen["removed"], seen["removed again"], seen["restored"]) == ([_record(1).id, _record(2).id], [],
+                                                                         [_record(2).id])
+    assert seen["removals"] == [(_record(1).id, "ad")]
+    assert seen["counts removed"] == {"ready": 4, "pending": 0, "removed": 1, "purging": 0}
+    assert seen["counts purged"] == {"ready": 3, "pending": 0, "removed": 0, "purging": 0}
+    assert seen["decisions purged"] == {} and seen["sources of"] == {_record(0).id: ["batch-a", "batch-z"]}
     assert (seen["no users"], seen["add"], seen["add taken name"], seen["update unknown"]) == (0, True, False, False)
     assert [(u.name, u.role, u.disabled) for u in seen["users"]] == [("ana", "analyst", False), ("bo", "viewer", True)]
     assert seen["remove"] == (True, False) and seen["after remove"][0] == 1 and seen["after remove"][1].disabled
-    assert [row["size_bytes"] for row in seen["frame rows"]] == [5_000_000_000 + n for n in range(5)]
-    assert [row["sketch"] for row in seen["frame rows"]][:2] == [bytes([0]) * 768, bytes(range(256)) * 3]
+    assert [row["size_bytes"] for row in seen["frame rows"]] == [5_000_000_000 + n for n in (0, 2, 3)]  # 1, 4 purged
+    assert [row["sketch"] for row in seen["frame rows"]][:2] == [bytes([0]) * 768, bytes([2]) * 768]
 
 
 def test_catalog_reopens_at_the_current_schema(catalog: Catalog) -> None:
@@ -394,6 +418,26 @@ def test_a_version_2_catalog_gains_the_users_table_and_keeps_its_rows(catalog: C
         with again.engine.begin() as conn:  # idempotent: the lead may renumber it at a merge
             add_users_table(conn)
         assert again.users.add(UserRow("ana", "viewer", "x", 1.0, False))
+    finally:
+        again.close()
+
+
+def test_a_version_3_catalog_gains_the_review_tables_and_keeps_its_rows(catalog: Catalog) -> None:
+    record = _record(1)
+    catalog.add_pending([record], [])
+    catalog.mark_ready([record.id])
+    with catalog.engine.begin() as conn:  # back to the v3 schema, as a catalog written before decisions
+        for table in ("decision_history", "decisions", "removals"):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+        conn.execute(sa.text("UPDATE meta SET value = '3' WHERE key = 'schema_version'"))
+    again = Catalog(catalog.engine.url.render_as_string(hide_password=False))
+    try:
+        assert again.schema_version() == len(MIGRATIONS)
+        again.set_decisions({record.id: "keep"}, "ana")
+        assert again.decisions()[record.id].decision == "keep" and again.get([record.id])[0].id == record.id
+        with again.engine.begin() as conn:  # running it again changes nothing
+            _add_review_tables(conn)
+        assert again.decisions()[record.id].decided_by == "ana"
     finally:
         again.close()
 

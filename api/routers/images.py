@@ -74,11 +74,9 @@ def list_images(
             "total": page.total, "next_offset": page.next_offset}
 
 
-@router.get("/images/{image_id}", summary="The image's record and every name it arrived under")
+@router.get("/images/{image_id}", summary="The per-image record: names, review state, scores and neighbours")
 def image(image_id: str, collection: Caller) -> dict:
-    names = collection.names(image_id)  # NotFound for an unknown or invisible id
-    info = collection.images([image_id])[0]
-    return asdict(info) | {"names": [asdict(n) for n in names]}
+    return asdict(collection.image_detail(image_id))  # NotFound for an unknown or invisible id
 
 
 @router.get("/images/{image_id}/thumbnail", response_class=Response, responses=_IMAGE_BYTES,

@@ -20,11 +20,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from core.errors import InvalidRequest, NotFound
+from core.review import DECISIONS, Decision, DecisionEvent, Removal
 from core.storage.catalog_users import UserTable, add_users_table
 from core.storage.errors import StorageError
 
 PENDING = "pending"
 READY = "ready"
+REMOVED = "removed"  # soft-deleted: invisible everywhere, restorable, blob and vector kept
+PURGING = "purging"  # being deleted for good: invisible; repair finishes what a failure interrupted
 LABELS = ("anomaly", "normal")
 
 metadata = sa.MetaData()
@@ -70,6 +74,43 @@ labels = sa.Table(
     sa.Column("labelled_at", sa.Float, nullable=False),
 )
 
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("decision", sa.String(8), nullable=False),
+    sa.Column("decided_by", sa.Text, nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("batch", sa.String(32), nullable=False),  # the call that made it: undo restores per batch
+)
+
+# Append-only: every change of a decision with what it replaced, so a batch can be undone.
+decision_history = sa.Table(
+    "decision_history",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("batch", sa.String(32), nullable=False, index=True),
+    sa.Column("decision", sa.String(8), nullable=True),  # NULL: cleared
+    sa.Column("decided_by", sa.Text, nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("previous", sa.String(8), nullable=True),
+    sa.Column("previous_by", sa.Text, nullable=True),
+    sa.Column("previous_at", sa.Float, nullable=True),
+    sa.Column("previous_batch", sa.String(32), nullable=True),
+)
+
+removals = sa.Table(
+    "removals",
+    metadata,
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("removed_by", sa.Text, nullable=False),
+    sa.Column("removed_at", sa.Float, nullable=False),
+)
+
+REVIEW_TABLES = (decisions, decision_history, removals)
+
 meta = sa.Table(
     "meta",
     metadata,
@@ -98,8 +139,15 @@ IMAGE_SORTS: dict[str, sa.ColumnElement] = {
     "pixels": images.c.width * images.c.height,
 }
 
+def _add_review_tables(conn: Connection) -> None:
+    """Decisions, their history and soft deletes; a new catalog already has them from v1."""
+    metadata.create_all(conn, tables=list(REVIEW_TABLES), checkfirst=True)
+
+
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table,
+                                                        _add_review_tables)
+VISIBLE_OR_REMOVED = (READY, REMOVED)
 
 
 @dataclass(frozen=True)
@@ -289,7 +337,8 @@ class Catalog:
     def mark_ready(self, ids: Sequence[str]) -> int:
         """Make images visible, in one transaction; returns the new collection version."""
         with self.engine.begin() as conn:
-            conn.execute(images.update().where(images.c.id.in_(list(ids))).values(state=READY))
+            pending = sa.and_(images.c.id.in_(list(ids)), images.c.state == PENDING)  # never a purging row
+            conn.execute(images.update().where(pending).values(state=READY))
             return self._bump_version(conn)
 
     def remove_pending(self, ids: Sequence[str]) -> None:
@@ -406,6 +455,18 @@ class Catalog:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(images).where(*where)).scalar_one())
             return [ImageRecord(**row._asdict()) for row in conn.execute(query)], total
 
+    def sources_of(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        """Every source label each image arrived under."""
+        found: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = (sa.select(image_names.c.image_id, image_names.c.source).distinct()
+                         .where(image_names.c.image_id.in_(list(ids[start:start + 500])))
+                         .order_by(image_names.c.image_id, image_names.c.source))
+                for image_id, source in conn.execute(query):
+                    found.setdefault(image_id, []).append(source)
+        return found
+
     def ready_frame(self) -> pd.DataFrame:
         """Every visible image as one table (ordered by arrival), for analysis and exports."""
         query = sa.select(images).where(images.c.state == READY).order_by(images.c.created_at, images.c.id)
@@ -432,12 +493,179 @@ class Catalog:
             return [row[0] for row in conn.execute(sa.select(images.c.id).where(images.c.state == PENDING))]
 
     def counts(self) -> dict[str, int]:
-        """``{"ready": n, "pending": n}``."""
+        """Images per state: ``{"ready": n, "pending": n, "removed": n, "purging": n}``."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(images.c.state, sa.func.count()).group_by(images.c.state)).all()
         found = dict(rows)
-        return {READY: int(found.get(READY, 0)), PENDING: int(found.get(PENDING, 0))}
+        return {state: int(found.get(state, 0)) for state in (READY, PENDING, REMOVED, PURGING)}
 
-    def labels(self) -> dict[str, Label]:
+    def labels(self, ids: Sequence[str] | None = None) -> dict[str, Label]:
+        """Review labels, of ``ids`` only when given."""
+        query = sa.select(labels)
+        if ids is not None:
+            query = query.where(labels.c.image_id.in_(list(ids)))
         with self.engine.connect() as conn:
-            return {row.image_id: Label(**row._asdict()) for row in conn.execute(sa.select(labels))}
+            return {row.image_id: Label(**row._asdict()) for row in conn.execute(query)}
+
+    # review decisions -------------------------------------------------------------------------
+    def set_decisions(self, changes: dict[str, str | None], decided_by: str, *,
+                      expected: dict[str, str | None] | None = None) -> str:
+        """Set (or clear, ``None``) the decisions of images in one transaction and log each change
+        with what it replaced; returns the batch id that :meth:`undo_decisions` takes. With
+        ``expected``, nothing is written unless those images still have those decisions (a preview
+        another analyst overtook is refused rather than silently overwritten)."""
+        for decision in changes.values():
+            if decision is not None and decision not in DECISIONS:
+                raise InvalidRequest("decision", f"{decision!r} is not one of {', '.join(DECISIONS)} or none")
+        batch = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            self._require_reviewable(conn, list(changes))
+            current = self._current_decisions(conn, list(changes))
+            if expected is not None:
+                moved = [i for i, d in expected.items() if (current[i].decision if i in current else None) != d]
+                if moved:
+                    raise InvalidRequest("plan", f"the decisions of {len(moved)} image(s) changed since the preview "
+                                                 "(another analyst decided); preview again")
+            now = time.time()
+            targets = {i: None if d is None else Decision(i, d, decided_by, now) for i, d in changes.items()}
+            self._write_decisions(conn, targets, current, batch, decided_by, now)
+        return batch
+
+    def undo_decisions(self, batch: str, decided_by: str) -> tuple[str, int, int]:
+        """Give the images a batch changed back the decisions they had before it (who and when
+        included), unless their decision changed again since. Returns the undo's own batch id (undo
+        it to redo), how many images were restored and how many were left as they are."""
+        undo = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            events = conn.execute(sa.select(decision_history).where(decision_history.c.batch == batch)
+                                  .order_by(decision_history.c.seq)).all()
+            if not events:
+                raise NotFound("decision batch", batch)
+            ids = list(dict.fromkeys(e.image_id for e in events))
+            latest = dict(conn.execute(
+                sa.select(decision_history.c.image_id, sa.func.max(decision_history.c.seq))
+                .where(decision_history.c.image_id.in_(ids)).group_by(decision_history.c.image_id)).all())
+            first = {}
+            for e in events:
+                first.setdefault(e.image_id, e)
+            last_seq = {e.image_id: e.seq for e in events}
+            restorable = [i for i in ids if latest.get(i) == last_seq[i]]
+            current = self._current_decisions(conn, restorable)
+            targets = {
+                i: None if first[i].previous is None else Decision(
+                    i, first[i].previous, first[i].previous_by, first[i].previous_at)
+                for i in restorable
+            }
+            batches = {i: first[i].previous_batch for i in restorable}
+            self._write_decisions(conn, targets, current, undo, decided_by, time.time(), batches)
+        return undo, len(restorable), len(ids) - len(restorable)
+
+    def _require_reviewable(self, conn: Connection, ids: list[str]) -> None:
+        """:class:`NotFound` for the first id that is not a visible or soft-deleted image."""
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            query = sa.select(images.c.id).where(images.c.id.in_(ids[start:start + 500]),
+                                                 images.c.state.in_(VISIBLE_OR_REMOVED))
+            known.update(row[0] for row in conn.execute(query.with_for_update()))
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise NotFound("image", missing[0])
+
+    @staticmethod
+    def _current_decisions(conn: Connection, ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), 500):
+            query = sa.select(decisions).where(decisions.c.image_id.in_(ids[start:start + 500]))
+            found.update({row.image_id: row for row in conn.execute(query)})
+        return found
+
+    def _write_decisions(self, conn: Connection, targets: dict[str, Decision | None], current: dict[str, Any],
+                         batch: str, decided_by: str, now: float,
+                         batches: dict[str, str | None] | None = None) -> None:
+        """Make ``targets`` the images' decisions (``None`` clears) and log one event per image."""
+        history = []
+        for image_id, target in targets.items():
+            old = current.get(image_id)
+            conn.execute(decisions.delete().where(decisions.c.image_id == image_id))
+            if target is not None:
+                conn.execute(decisions.insert().values(
+                    image_id=image_id, decision=target.decision, decided_by=target.decided_by,
+                    decided_at=target.decided_at, batch=(batches or {}).get(image_id) or batch))
+            history.append({
+                "image_id": image_id, "batch": batch, "decision": None if target is None else target.decision,
+                "decided_by": decided_by, "decided_at": now,
+                "previous": None if old is None else old.decision, "previous_by": None if old is None else old.decided_by,
+                "previous_at": None if old is None else old.decided_at, "previous_batch": None if old is None else old.batch,
+            })
+        if history:
+            conn.execute(decision_history.insert(), history)
+
+    def decisions(self, ids: Sequence[str] | None = None) -> dict[str, Decision]:
+        """Current decisions (of visible and soft-deleted images), of ``ids`` only when given."""
+        query = sa.select(decisions.c.image_id, decisions.c.decision, decisions.c.decided_by, decisions.c.decided_at)
+        if ids is not None:
+            query = query.where(decisions.c.image_id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return {row.image_id: Decision(*row) for row in conn.execute(query)}
+
+    def decision_history(self, image_id: str | None = None) -> list[DecisionEvent]:
+        """Every change of a decision, oldest first (of one image when given)."""
+        query = sa.select(decision_history).order_by(decision_history.c.seq)
+        if image_id is not None:
+            query = query.where(decision_history.c.image_id == image_id)
+        with self.engine.connect() as conn:
+            return [DecisionEvent(row.image_id, row.decision, row.decided_by, row.decided_at, row.batch, row.previous)
+                    for row in conn.execute(query)]
+
+    # soft delete and purge --------------------------------------------------------------------
+    def set_removed(self, ids: Sequence[str], removed: bool, by: str) -> list[str]:
+        """Soft-delete visible images (``removed``) or restore soft-deleted ones, in one transaction;
+        returns the ids that changed (the others already were). A new version when any did."""
+        source, target = (READY, REMOVED) if removed else (REMOVED, READY)
+        with self.engine.begin() as conn:
+            self._require_reviewable(conn, list(ids))
+            query = sa.select(images.c.id).where(images.c.id.in_(list(ids)), images.c.state == source)
+            found = {row[0] for row in conn.execute(query)}
+            changing = [i for i in ids if i in found]  # in the order given
+            if changing:
+                conn.execute(images.update().where(images.c.id.in_(changing)).values(state=target))
+                conn.execute(removals.delete().where(removals.c.image_id.in_(changing)))
+                if removed:
+                    now = time.time()
+                    conn.execute(removals.insert(), [{"image_id": i, "removed_by": by, "removed_at": now}
+                                                      for i in changing])
+                self._bump_version(conn)
+        return changing
+
+    def mark_purging(self, ids: Sequence[str]) -> None:
+        """Step 1 of a purge: the rows become invisible and say a purge is under way, so a failure in
+        the later steps is finished by repair. A new version when a visible image goes."""
+        with self.engine.begin() as conn:
+            known = {row.id: row.state for row in conn.execute(
+                sa.select(images.c.id, images.c.state).where(images.c.id.in_(list(ids))))}
+            missing = [i for i in ids if known.get(i) not in (READY, REMOVED, PURGING)]
+            if missing:
+                raise NotFound("image", missing[0])
+            conn.execute(images.update().where(images.c.id.in_(list(ids))).values(state=PURGING))
+            if READY in known.values():
+                self._bump_version(conn)
+
+    def delete_purging(self, ids: Sequence[str]) -> None:
+        """The last step of a purge: the rows (and their names, label, decisions) go."""
+        with self.engine.begin() as conn:
+            doomed = sa.select(images.c.id).where(images.c.id.in_(list(ids)), images.c.state == PURGING)
+            for table in (image_names, labels, decisions, decision_history, removals):
+                conn.execute(table.delete().where(table.c.image_id.in_(doomed)))
+            conn.execute(images.delete().where(images.c.id.in_(doomed)))
+
+    def ids_in_state(self, state: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(sa.select(images.c.id).where(images.c.state == state))]
+
+    def removals(self, ids: Sequence[str] | None = None) -> dict[str, Removal]:
+        """Who soft-deleted which image and when, of ``ids`` only when given."""
+        query = sa.select(removals)
+        if ids is not None:
+            query = query.where(removals.c.image_id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return {row.image_id: Removal(*row) for row in conn.execute(query)}

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 
 # Payload fields every backend stores and indexes, so the same filters work everywhere.
-KEYWORD_FIELDS = ("sources", "uploaders", "format")
+KEYWORD_FIELDS = ("sources", "uploaders", "format", "visibility")
 FLOAT_FIELDS = ("created_at",)
 INTEGER_FIELDS = ("size_bytes", "width", "height")
+# "removed" on soft-deleted images ("visible" again once restored; absent on the others): every search
+# leaves them out. The catalog stays the authority (a hit whose row is not visible is dropped too);
+# the flag keeps k results full. A keyword, since Qdrant Edge does not match booleans.
+VISIBILITY_FIELD = "visibility"
+REMOVED = "removed"
+VISIBLE = "visible"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from core.storage.vectors import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    REMOVED,
+    VISIBILITY_FIELD,
     VectorFilter,
     VectorHit,
     VectorStore,
@@ -43,8 +45,8 @@ VECTOR_NAME = "image"
 T = TypeVar("T")
 
 
-def edge_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> qe.Filter | None:
-    """The Qdrant Edge filter for a :class:`VectorFilter`."""
+def edge_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> qe.Filter:
+    """The Qdrant Edge filter for a :class:`VectorFilter` (soft-deleted images always left out)."""
     must: list = []
     if flt is not None:
         for key, values in (("sources", flt.sources), ("uploaders", flt.uploaders), ("format", flt.formats)):
@@ -56,9 +58,9 @@ def edge_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> qe
             low = None if flt.min_size_bytes is None else float(flt.min_size_bytes)
             high = None if flt.max_size_bytes is None else float(flt.max_size_bytes)
             must.append(qe.FieldCondition(key="size_bytes", range=qe.RangeFloat(gte=low, lte=high)))
-    must_not = [qe.HasIdCondition(point_ids={uuid.UUID(i) for i in exclude_ids})] if exclude_ids else None
-    if not must and not must_not:
-        return None
+    must_not: list = [qe.FieldCondition(key=VISIBILITY_FIELD, match=qe.MatchValue(value=REMOVED))]
+    if exclude_ids:
+        must_not.append(qe.HasIdCondition(point_ids={uuid.UUID(i) for i in exclude_ids}))
     return qe.Filter(must=must or None, must_not=must_not)
 
 

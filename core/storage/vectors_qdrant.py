@@ -30,6 +30,8 @@ from core.storage.vectors import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    REMOVED,
+    VISIBILITY_FIELD,
     VectorFilter,
     VectorHit,
     VectorStore,
@@ -46,7 +48,7 @@ T = TypeVar("T")
 _QDRANT_ERRORS = (QdrantException, ResponseHandlingException, UnexpectedResponse, OSError)
 
 
-def qdrant_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> models.Filter | None:
+def qdrant_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> models.Filter:
     """The Qdrant filter for a :class:`VectorFilter`, condition for condition the Edge one."""
     must: list[models.Condition] = []
     if flt is not None:
@@ -61,11 +63,9 @@ def qdrant_filter(flt: VectorFilter | None, exclude_ids: Sequence[str] = ()) -> 
             low = None if flt.min_size_bytes is None else float(flt.min_size_bytes)
             high = None if flt.max_size_bytes is None else float(flt.max_size_bytes)
             must.append(models.FieldCondition(key="size_bytes", range=models.Range(gte=low, lte=high)))
-    must_not: list[models.Condition] | None = None
+    must_not: list[models.Condition] = [models.FieldCondition(key=VISIBILITY_FIELD, match=models.MatchValue(value=REMOVED))]
     if exclude_ids:
-        must_not = [models.HasIdCondition(has_id=[str(uuid.UUID(i)) for i in exclude_ids])]
-    if not must and not must_not:
-        return None
+        must_not.append(models.HasIdCondition(has_id=[str(uuid.UUID(i)) for i in exclude_ids]))
     return models.Filter(must=must or None, must_not=must_not)
 
 
