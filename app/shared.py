@@ -1,14 +1,26 @@
-"""What every page shares: the collection (built once per process) and the model banner."""
+"""What every page shares: the collection (built once per process), the one call that gives a page
+the collection acting for whoever uses it, the model banner, empty states and CSV downloads."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
+
+import pandas as pd
 import streamlit as st
 
-from core import observability
-from core.collection import Collection
-from core.embedding import ModelUnavailable
-from core.settings import Settings, SettingsError
-from core.storage.errors import StorageError
+from core import (
+    Collection,
+    DomainError,
+    ModelUnavailable,
+    Settings,
+    SettingsError,
+    record_page_view,
+    setup_observability,
+)
+from widgets.detail import show_image_detail
+
+IMAGE_QUERY_PARAM = "image"  # ?image=ID opens that image's detail dialog on any page
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
@@ -16,20 +28,32 @@ def collection() -> Collection:
     """One collection (stores and model) per server process, shared by every session; the logs and
     the metrics server start with it."""
     settings = Settings.from_env()
-    observability.setup(settings)
+    setup_observability(settings)
     return Collection.open(settings)
 
 
-def open_collection(page: str) -> Collection:
-    """The collection, or a clear error on the page (and a stop) when it cannot be opened. Counts the
-    page view."""
-    observability.record_page_view(page)
+def acting_collection(page: str, title: str) -> Collection:
+    """Every page's first call: sets the page up, counts the view, opens the collection (or says on
+    the page why it cannot, and stops), shows who acts and the model banner, and opens the image a
+    link names (``?image=ID``). Returns the collection acting for the signed-in user; signing in is
+    this function's business alone, so the pages never change when the login does."""
+    st.set_page_config(page_title=title, layout="wide")
+    st.title(title)
+    record_page_view(page)
     try:
-        return collection()
-    except (SettingsError, StorageError) as exc:
+        shared = collection()
+    except (SettingsError, DomainError, RuntimeError) as exc:  # a store's failure is a RuntimeError on main
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise
+    current = shared
+    st.sidebar.markdown(f"Signed in as **{current.actor.name}** ({current.actor.role.name.lower()})")
+    model_banner(current)
+    linked = st.query_params.get(IMAGE_QUERY_PARAM)
+    if linked:
+        del st.query_params[IMAGE_QUERY_PARAM]
+        show_image_detail(current, linked)
+    return current
 
 
 def model_banner(current: Collection) -> None:
@@ -37,7 +61,8 @@ def model_banner(current: Collection) -> None:
     model = current.model_config()
     text = f"Model **{model['name']}**, weights: **{model['weights']}**"
     if model.get("random_weights"):
-        st.warning(text + ". Random weights: search and analysis quality is poor; set MODEL_PRETRAINED or MODEL_CHECKPOINT.")
+        st.warning(text + ". Random weights: search and analysis quality is poor; set MODEL_PRETRAINED "
+                   "or MODEL_CHECKPOINT.")
     else:
         st.caption(text)
 
@@ -51,3 +76,31 @@ def load_model(current: Collection) -> bool:
         st.error(str(exc))
         return False
     return True
+
+
+def empty_collection(current: Collection) -> bool:
+    """Show what to do on an empty collection; True when it is empty (the page has nothing else)."""
+    if current.status().images:
+        return False
+    st.info("The collection is empty. Add images on the **Upload** page (drag and drop), or from a shell: "
+            "`visual-anomaly ingest ./photos --source batch-1`.")
+    st.page_link("pages/1_Upload.py", label="Go to Upload", icon="⬆️")
+    return True
+
+
+def image_link(image_id: str) -> str:
+    """A link that opens the image's detail in the app (absolute when the browser's URL is known)."""
+    base = (st.context.url or "").split("?", 1)[0].rstrip("/")
+    return f"{base}/?{IMAGE_QUERY_PARAM}={image_id}"
+
+
+def csv_bytes(rows: Sequence[dict]) -> bytes:
+    out = io.StringIO()
+    pd.DataFrame(list(rows)).to_csv(out, index=False)
+    return out.getvalue().encode()
+
+
+def csv_download(label: str, rows: Sequence[dict], file_name: str, key: str) -> None:
+    """A download button for ``rows`` as CSV (one row per dict, columns in the first dict's order)."""
+    st.download_button(f"{label} ({len(rows)} rows)", csv_bytes(rows), file_name=file_name, mime="text/csv",
+                       key=key, disabled=not rows)

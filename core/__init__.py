@@ -11,10 +11,15 @@ the facade's own business (a test enforces it).
 
 from core.access import Action, Actor, Role
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis.duplicates import RULES as DUPLICATE_RULES
+from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
 from core.errors import Busy, DomainError, Forbidden, InvalidRequest, NotFound, Unavailable
+from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
 from core.ingest import FileOutcome, IngestReport
+from core.observability import record_page_view
+from core.observability import setup as setup_observability
 from core.reports import (
     AnomaliesView,
     AnomalyRow,
@@ -29,8 +34,14 @@ from core.reports import (
 )
 from core.search import SearchResponse, SearchResult
 from core.settings import Settings, SettingsError
+from core.storage.catalog import LABELS
+from core.storage.vectors import VectorFilter as SearchFilter
 
 __all__ = [
+    "DUPLICATE_RULES",
+    "DUPLICATE_SIGNALS",
+    "IMAGE_FORMATS",
+    "LABELS",
     "METHODS",
     "Action",
     "Actor",
@@ -57,9 +68,12 @@ __all__ = [
     "RepairReport",
     "Role",
     "SameBytesFiles",
+    "SearchFilter",
     "SearchResponse",
     "SearchResult",
     "Settings",
     "SettingsError",
     "Unavailable",
+    "record_page_view",
+    "setup_observability",
 ]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from os import PathLike
 
 import numpy as np
+import pandas as pd
 
 from core.access import Action, Actor, Role, require
 from core.analysis import DuplicateThresholds
@@ -26,7 +27,7 @@ from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.backends import Backends, open_backends
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
-from core.images import prepare_image
+from core.images import difference_image, prepare_image
 from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
 from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
 from core.search import SearchResponse, image_vector, nearest, text_vector
@@ -270,14 +271,17 @@ class Collection:
         of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
         if sum(c is not None for c in (threshold, top, contamination)) > 1:
             raise ValueError("Select anomalies by one of threshold, top or contamination, not several.")
-        labels = {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
         return self.analysis.anomalies(
-            method=method, k=k, threshold=threshold, top=top, contamination=contamination, labels=labels
+            method=method, k=k, threshold=threshold, top=top, contamination=contamination, labels=self.labels()
         )
 
     def projection(self) -> MapView:
         """2-D UMAP coordinates of every image, from the shared neighbour graph (cached)."""
         return self.analysis.projection()
+
+    def labels(self) -> dict[str, str]:
+        """Every image's review label ("anomaly" or "normal"), by image id; unlabelled images are absent."""
+        return {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
 
     def label(self, image_id: str, label: str | None, labelled_by: str | None = None) -> None:
         """Store an analyst's review label ("anomaly" or "normal"); ``None`` clears it."""
@@ -345,6 +349,17 @@ class Collection:
 
     def sources(self) -> list[str]:
         return self.backends.catalog.sources()
+
+    def pair_difference(self, left_id: str, right_id: str) -> bytes | None:
+        """A PNG of where two images differ (a mirrored copy flipped back), for the pair inspector,
+        or ``None`` when they are not aligned (another shape: a crop or a reframing)."""
+        return difference_image(self.original(left_id), self.original(right_id))
+
+    def growth(self) -> tuple[tuple[str, int], ...]:
+        """``(day, images visible by the end of that day)`` for each UTC day images arrived on."""
+        created = pd.to_datetime(self.snapshot().frame["created_at"], unit="s", utc=True)
+        per_day = created.dt.strftime("%Y-%m-%d").value_counts().sort_index().cumsum()
+        return tuple((str(day), int(total)) for day, total in per_day.items())
 
 
 def _current_user() -> str:
