@@ -31,7 +31,7 @@ with growth:
     st.subheader("Growth")
     days = current.growth()
     if days:
-        st.area_chart(pd.DataFrame(days, columns=["day", "images"]).set_index("day"), height=220)
+        st.bar_chart(pd.DataFrame(days, columns=["day", "images"]).set_index("day"), height=220)
     else:
         st.caption("No images yet.")
 

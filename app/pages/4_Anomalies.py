@@ -13,7 +13,7 @@ import streamlit as st
 from core import METHODS, AnomaliesView, Collection
 from shared import acting_collection, csv_download, empty_collection, image_link
 from widgets.charts import values_histogram
-from widgets.detail import label_buttons
+from widgets.detail import label_control
 from widgets.grid import Tile, thumbnail_grid
 from widgets.map import render_map
 
@@ -66,7 +66,7 @@ def triage(current: Collection) -> None:
         if not tiles:
             st.info("Nothing selected: raise N or the percentage, or lower the threshold.")
         thumbnail_grid(current, tiles, "anom-grid",
-                       actions=lambda tile, key: label_buttons(current, tile.image_id, labels[tile.image_id], key))
+                       actions=lambda tile, key: label_control(current, tile.image_id, labels[tile.image_id], f"{key}-label"))
     with on_map:
         render_map(current, "anom-map", colour="selection", highlight={r.image.image_id for r in selected})
 

@@ -21,19 +21,18 @@ def more_like_this(image_id: str) -> None:
     st.switch_page(SEARCH_PAGE)
 
 
-def label_buttons(current: Collection, image_id: str, label: str | None, key: str) -> None:
-    """Buttons that set or clear an image's review label; the label persists in the catalog and the
-    rerun the click causes shows it (the label is set in the click's callback, before the rerun)."""
-    choices: list[str | None] = [*LABELS, None]
-    for column, choice in zip(st.columns(len(choices)), choices, strict=True):
-        name = choice or "clear"
-        column.button(name, key=f"{key}-{name}", disabled=choice == label, width="stretch",
-                      on_click=_set_label, args=(current, image_id, choice))
+def label_control(current: Collection, image_id: str, label: str | None, key: str) -> None:
+    """The image's review label as a two-way switch (anomaly / normal; click the chosen one again
+    to clear it); the change is stored in the catalog before the rerun it causes."""
+    if key not in st.session_state:
+        st.session_state[key] = label
+    st.segmented_control("Label", LABELS, key=key, label_visibility="collapsed", on_change=_set_label,
+                         args=(current, image_id, key))
 
 
-def _set_label(current: Collection, image_id: str, label: str | None) -> None:
+def _set_label(current: Collection, image_id: str, key: str) -> None:
     try:
-        current.label(image_id, label)
+        current.label(image_id, st.session_state[key])
     except (DomainError, KeyError, ValueError) as exc:
         st.toast(f"The label was not saved: {exc}")
 
@@ -70,7 +69,7 @@ def show_image_detail(current: Collection, image_id: str) -> None:
                          hide_index=True, width="stretch")
         label = current.labels().get(image_id)
         st.caption(f"Label: {label or 'none'}")
-        label_buttons(current, image_id, label, key=f"detail-{image_id}")
+        label_control(current, image_id, label, key=f"detail-label-{image_id}")
         if st.button("More like this", key=f"detail-like-{image_id}", width="stretch"):
             more_like_this(image_id)
     neighbours = current.search(image_id=image_id, k=NEIGHBOURS).results

@@ -60,10 +60,9 @@ def thumbnail_grid(
                 if tile.caption:
                     st.caption(tile.caption)
                 tile_key = f"{key}-{tile.image_id}"
-                details, like = st.columns(2)
-                if details.button("Details", key=f"{tile_key}-detail", width="stretch"):
+                if st.button("Details", key=f"{tile_key}-detail", width="stretch"):
                     show_image_detail(current, tile.image_id)
-                if like.button("Similar", key=f"{tile_key}-like", width="stretch"):
+                if st.button("Similar", key=f"{tile_key}-like", width="stretch"):
                     more_like_this(tile.image_id)
                 if actions is not None:
                     actions(tile, tile_key)
