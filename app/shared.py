@@ -82,9 +82,8 @@ def empty_collection(current: Collection) -> bool:
     """Show what to do on an empty collection; True when it is empty (the page has nothing else)."""
     if current.status().images:
         return False
-    st.info("The collection is empty. Add images on the **Upload** page (drag and drop), or from a shell: "
-            "`visual-anomaly ingest ./photos --source batch-1`.")
-    st.page_link("pages/1_Upload.py", label="Go to Upload", icon="⬆️")
+    st.info("The collection is empty. Add images on the **Upload** page (in the sidebar: drag and drop), or "
+            "from a shell: `visual-anomaly ingest ./photos --source batch-1`.")
     return True
 
 

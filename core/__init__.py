@@ -11,6 +11,7 @@ the facade's own business (a test enforces it).
 
 from core.access import Action, Actor, Role
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
 from core.analysis.duplicates import RULES as DUPLICATE_RULES
 from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.collection import Collection, CollectionStatus, RepairReport
@@ -38,11 +39,14 @@ from core.storage.catalog import LABELS
 from core.storage.vectors import VectorFilter as SearchFilter
 
 __all__ = [
+    "CROP_FLOOR",
     "DUPLICATE_RULES",
     "DUPLICATE_SIGNALS",
+    "HAMMING_MAX",
     "IMAGE_FORMATS",
     "LABELS",
     "METHODS",
+    "SIMILARITY_FLOOR",
     "Action",
     "Actor",
     "AnomaliesView",

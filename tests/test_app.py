@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import streamlit as st
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from core.collection import Collection
-from core.settings import Settings
+from core import SIMILARITY_FLOOR, Collection, Settings
+from core.embedding import Embedder
 from core.synthetic import encode, photo
 
 APP = Path(__file__).resolve().parents[1] / "app"
+PAGES = {
+    "home": "Home.py",
+    "upload": "pages/1_Upload.py",
+    "search": "pages/2_Search.py",
+    "duplicates": "pages/3_Duplicates.py",
+    "anomalies": "pages/4_Anomalies.py",
+}
+PHOTOS = 24
 
 
 @pytest.fixture
@@ -25,18 +37,126 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     st.cache_resource.clear()
     yield tmp_path / "data"
     st.cache_resource.clear()
-    sys.modules.pop("shared", None)
+    for module in [m for m in sys.modules if m == "shared" or m.split(".")[0] == "widgets"]:
+        sys.modules.pop(module)
 
 
-def test_home_shows_counts_backends_and_random_weights_warning(app_env: Path) -> None:
-    with Collection.open(Settings(data_dir=app_env, model_pretrained="none")) as seeded:
-        seeded.ingest_uploads([("a.jpg", encode(photo(1))), ("b.jpg", encode(photo(2)))])
-    at = AppTest.from_file(str(APP / "Home.py"), default_timeout=60).run()
-    assert not at.exception
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Images"] == "2" and metrics["Vectors"] == "2"
+@pytest.fixture
+def seeded(app_env: Path, embedder: Embedder) -> Path:
+    """24 distinct photos, an exact copy of one (same pixels, other bytes) and a brightened one."""
+    first = encode(photo(0))
+    brighter = Image.open(io.BytesIO(encode(photo(1)))).point(lambda v: min(255, v + 12))
+    uploads = [(f"photo_{i:02d}.jpg", encode(photo(i))) for i in range(PHOTOS)]
+    uploads += [("copy_of_00.png", encode(Image.open(io.BytesIO(first)), "PNG")), ("brighter_01.jpg", encode(brighter))]
+    with Collection.open(Settings(data_dir=app_env, model_pretrained="none"), embedder=embedder) as collection:
+        collection.ingest_uploads(uploads, source="seed")
+    return app_env
+
+
+@pytest.fixture
+def served_files(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """Every file the pages hand to the browser (downloads, images), by file name."""
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self: MemoryMediaFileStorage, data: str | bytes, mimetype: str, kind: object,
+               filename: str | None = None) -> str:
+        if filename and isinstance(data, bytes):
+            files[filename] = data
+        return original(self, data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return files
+
+
+def run_page(name: str) -> AppTest:
+    at = AppTest.from_file(str(APP / PAGES[name]), default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> int:
+    return int(next(m.value for m in at.metric if m.label == label))
+
+
+def csv_rows(files: dict[str, bytes], name: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(files[name].decode())))
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_on_an_empty_collection_says_what_to_do(app_env: Path, page: str) -> None:
+    at = run_page(page)
+    said = " ".join(i.value for i in at.info)
+    assert ("The collection is empty" in said) or ("Drop one or more images" in said)
     assert any("Random weights" in w.value for w in at.warning)
+
+
+def test_upload_states_the_products_own_size_limit(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_UPLOAD_MB", "7")
+    at = run_page("upload")
+    assert any("Up to 7 MB per file" in c.value for c in at.caption)
+    assert at.button[0].disabled  # nothing to ingest yet
+
+
+def test_home_shows_counts_review_and_the_map(seeded: Path) -> None:
+    at = run_page("home")
+    assert metric(at, "Images") == PHOTOS + 2 and metric(at, "Not labelled") == PHOTOS + 2
     assert "Qdrant Edge" in str(at.table[0].value)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_duplicates_slider_changes_the_clusters_shown_and_the_csv(seeded: Path,
+                                                                  served_files: dict[str, bytes]) -> None:
+    at = run_page("duplicates")
+    strict = metric(at, "Images in clusters")
+    rows = csv_rows(served_files, "duplicates.csv")
+    assert {"photo_00.jpg", "copy_of_00.png"} <= {r["file_name"] for r in rows}
+    assert len(rows) == strict
+    at.slider(key="dup-similarity").set_value(SIMILARITY_FLOOR).run()
+    assert not at.exception
+    assert metric(at, "Images in clusters") > strict
+    assert len(csv_rows(served_files, "duplicates.csv")) == metric(at, "Images in clusters")
+
+
+def test_anomaly_label_persists_and_the_csv_holds_the_selection(seeded: Path,
+                                                                 served_files: dict[str, bytes]) -> None:
+    at = run_page("anomalies")
+    at.number_input(key="anom-top").set_value(5).run()
+    rows = csv_rows(served_files, "anomalies.csv")
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["link"].endswith(f"?image={r['image_id']}") for r in rows)
+    first = rows[0]["image_id"]
+    at.button_group(key=f"anom-grid-{first}-label").set_value("anomaly").run()
+    assert not at.exception
+    again = run_page("anomalies")  # a new session: the label came from the catalog
+    again.number_input(key="anom-top").set_value(5).run()
+    labelled = csv_rows(served_files, "anomalies.csv")
+    assert [r["label"] for r in labelled] == ["anomaly", "", "", "", ""]
+    with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
+        assert collection.labels() == {first: "anomaly"}
+
+
+def test_search_more_like_this_shows_scored_neighbours(seeded: Path) -> None:
+    at = AppTest.from_file(str(APP / PAGES["search"]), default_timeout=120)
+    with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
+        some = collection.anomalies().rows[0].image.image_id
+    at.session_state["search_like"] = some
+    at.run()
+    assert not at.exception
+    assert any("similar to:" in c.value for c in at.caption)
+    scores = [c.value for c in at.caption if c.value.startswith("score ")]
+    assert len(scores) == 16  # one page of the grid, not all 24 hits
+    assert at.slider(key="search-k").value == 24
+
+
+def test_file_names_are_shown_as_text_not_markup(app_env: Path, embedder: Embedder) -> None:
+    name = "**bold** <b>x</b>.jpg"
+    uploads = [(name, encode(photo(0)))] + [(f"p{i}.jpg", encode(photo(i))) for i in range(1, 3)]
+    with Collection.open(Settings(data_dir=app_env, model_pretrained="none"), embedder=embedder) as collection:
+        collection.ingest_uploads(uploads)
+    at = run_page("anomalies")
+    assert name in [t.value for t in at.text]
+    assert not any(name in m.value for m in at.markdown)
 
 
 def test_home_opens_without_loading_unavailable_weights(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,6 +165,5 @@ def test_home_opens_without_loading_unavailable_weights(app_env: Path, monkeypat
     monkeypatch.setenv("MODEL_PRETRAINED", "laion2b_s34b_b79k")
     monkeypatch.setattr(embedding, "_cached_pretrained_file", lambda cfg: None)
     monkeypatch.setattr(embedding, "_reachable", lambda host, port=443, timeout_s=3.0: False)
-    at = AppTest.from_file(str(APP / "Home.py"), default_timeout=60).run()
-    assert not at.exception
+    at = run_page("home")
     assert any("laion2b_s34b_b79k" in c.value for c in at.caption)

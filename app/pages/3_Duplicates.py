@@ -11,8 +11,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core import (
+    CROP_FLOOR,
     DUPLICATE_RULES,
     DUPLICATE_SIGNALS,
+    HAMMING_MAX,
+    SIMILARITY_FLOOR,
     Collection,
     DuplicateGroup,
     DuplicateLink,
@@ -35,10 +38,11 @@ def thresholds_controls() -> DuplicateThresholds:
     defaults = DuplicateThresholds()
     sim, bits, crop, rule = st.columns(4)
     return DuplicateThresholds(
-        similarity=sim.slider("Similarity (calibrated: 1 = identical)", 0.0, 1.0, defaults.similarity, 0.005,
-                              key="dup-similarity"),
-        hamming=bits.slider("pHash distance (bits)", 0, 32, defaults.hamming, key="dup-hamming"),
-        crop=crop.slider("Crop correlation (above 1: crops off)", 0.5, 1.01, defaults.crop, 0.01, key="dup-crop"),
+        similarity=sim.slider("Similarity (calibrated: 1 = identical)", SIMILARITY_FLOOR, 1.0, defaults.similarity,
+                              0.005, key="dup-similarity"),
+        hamming=bits.slider("pHash distance (bits)", 0, HAMMING_MAX, defaults.hamming, key="dup-hamming"),
+        crop=crop.slider("Crop correlation (above 1: crops off)", CROP_FLOOR, 1.01, defaults.crop, 0.01,
+                         key="dup-crop"),
         rule=rule.selectbox("Rule", DUPLICATE_RULES, key="dup-rule", help=RULE_HELP),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import METHODS, AnomaliesView, Collection
+from core import METHODS, AnomaliesView, Collection, DomainError
 from shared import acting_collection, csv_download, empty_collection, image_link
 from widgets.charts import values_histogram
 from widgets.detail import label_control
@@ -23,21 +23,24 @@ current = acting_collection("anomalies", "Anomalies")
 
 
 def controls(current: Collection) -> AnomaliesView:
+    """The method, k and selection controls, and the view they ask core for."""
     method_col, k_col, by_col, value_col = st.columns(4)
     method = method_col.selectbox("Method", METHODS, index=list(METHODS).index("combined"), key="anom-method")
-    k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=10, key="anom-k")
+    k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="method's default",
+                           key="anom-k")
+    k = None if k is None else int(k)
     by = by_col.selectbox("Select by", SELECT_BY, key="anom-by")
     if by == SELECT_BY[0]:
-        top = value_col.number_input("N", min_value=1, value=20, key="anom-top")
-        return current.anomalies(method=method, k=int(k), top=int(top))
-    if by == SELECT_BY[1]:
-        share = value_col.slider("Percent of the collection", 0.1, 50.0, 2.0, 0.1, key="anom-contamination")
-        return current.anomalies(method=method, k=int(k), contamination=share)
-    scores = [r.score for r in current.anomalies(method=method, k=int(k)).rows]
-    lowest, highest = float(min(scores)), float(max(scores))
-    threshold = value_col.slider("Score at least", lowest, max(highest, lowest + 1e-6), highest - (highest - lowest) / 10,
-                                 key="anom-threshold")
-    return current.anomalies(method=method, k=int(k), threshold=threshold)
+        selection = {"top": int(value_col.number_input("N", min_value=1, value=20, key="anom-top"))}
+    elif by == SELECT_BY[1]:
+        selection = {"contamination": value_col.slider("Percent of the collection", 0.1, 50.0, 2.0, 0.1,
+                                                       key="anom-contamination")}
+    else:
+        scores = [r.score for r in current.anomalies(method=method, k=k).rows]
+        lowest, highest = float(min(scores)), float(max(scores))
+        selection = {"threshold": value_col.slider("Score at least", lowest, max(highest, lowest + 1e-6),
+                                                   highest - (highest - lowest) / 10, key="anom-threshold")}
+    return current.anomalies(method=method, k=k, **selection)
 
 
 def export_rows(view: AnomaliesView) -> list[dict]:
@@ -47,7 +50,11 @@ def export_rows(view: AnomaliesView) -> list[dict]:
 
 @st.fragment
 def triage(current: Collection) -> None:
-    view = controls(current)
+    try:
+        view = controls(current)
+    except (DomainError, ValueError) as exc:
+        st.error(f"{exc}. Change the method or k.")
+        return
     selected = view.selected
     line = min((r.score for r in selected), default=max((r.score for r in view.rows), default=0.0))
     values_histogram([r.score for r in view.rows], line, x_title=f"{view.method} score (higher = more unusual)",

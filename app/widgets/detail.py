@@ -13,6 +13,7 @@ from core import LABELS, Collection, DomainError
 NEIGHBOURS = 6
 SEARCH_PAGE = "pages/2_Search.py"
 LIKE_KEY = "search_like"  # the Search page searches for images like this one when it is set
+LABEL_MARKS = {"anomaly": "⚠ anomaly", "normal": "✓ normal"}
 
 
 def more_like_this(image_id: str) -> None:
@@ -27,7 +28,8 @@ def label_control(current: Collection, image_id: str, label: str | None, key: st
     if key not in st.session_state:
         st.session_state[key] = label
     st.segmented_control("Label", LABELS, key=key, label_visibility="collapsed", on_change=_set_label,
-                         args=(current, image_id, key))
+                         args=(current, image_id, key), format_func=lambda label: LABEL_MARKS.get(label, label),
+                         width="stretch")
 
 
 def _set_label(current: Collection, image_id: str, key: str) -> None:

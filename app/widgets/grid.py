@@ -12,8 +12,8 @@ import streamlit as st
 from core import Collection
 from widgets.detail import more_like_this, show_image_detail
 
-COLUMNS = 6
-PER_PAGE = 18
+COLUMNS = 4  # tiles stay readable at 1024 px wide with the sidebar open
+PER_PAGE = 16
 
 
 @dataclass(frozen=True)
