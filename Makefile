@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.search
 	$(PY) -m benchmarks.analysis
+	$(PY) -m benchmarks.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -80,7 +80,7 @@ def load_model(current: Collection) -> bool:
 
 def empty_collection(current: Collection) -> bool:
     """Show what to do on an empty collection; True when it is empty (the page has nothing else)."""
-    if current.status().images:
+    if current.image_count():
         return False
     st.info("The collection is empty. Add images on the **Upload** page (in the sidebar: drag and drop), or "
             "from a shell: `visual-anomaly ingest ./photos --source batch-1`.")

@@ -331,6 +331,11 @@ class Collection:
             cache_healthy=self.backends.cache.healthy,
         )
 
+    def image_count(self) -> int:
+        """How many images are visible: one catalog count, cheap enough for every page render
+        (``status()`` also counts every store, which lists the blob store)."""
+        return self.backends.catalog.counts()["ready"]
+
     def images(self, ids: Sequence[str]) -> list[ImageRecord]:
         return self.backends.catalog.get(ids)
 

@@ -106,19 +106,22 @@ def test_analyst_round_trip_in_chromium(server: str, browser: Browser, tmp_path:
     page.get_by_label("Describe the images").press("Enter")
     expect(page.get_by_text("images for text: a colourful photo")).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_text("photo_0", exact=False).first).to_be_visible()
+    screenshot(page, "search-results")
 
     open_page(page, server, "home")
     box_select_everything(page)
     expect(page.get_by_text(f"Selection: {PHOTOS + 1} images")).to_be_visible(timeout=WAIT_MS)
     wait_idle(page)
+    screenshot(page, "home-selection")
     selection = download_csv(page, f"Export selection as CSV ({PHOTOS + 1} rows)")
     assert {row["file_name"] for row in selection} >= {f"photo_{seed:02d}.jpg" for seed in range(PHOTOS)}
     assert all("?image=" in row["link"] for row in selection)
 
     open_page(page, server, "anomalies")
-    page.get_by_test_id("stButtonGroup").get_by_text("anomaly", exact=True).first.click()
+    page.get_by_test_id("stButtonGroup").get_by_text("⚠ anomaly", exact=True).first.click()
     wait_idle(page)
     expect(page.get_by_text("pct · anomaly")).to_have_count(1)
+    screenshot(page, "anomalies-labelled")
     anomalies = download_csv(page, "Export selection as CSV")
     assert [row["label"] for row in anomalies].count("anomaly") == 1
     assert [int(row["rank"]) for row in anomalies] == sorted(int(row["rank"]) for row in anomalies)

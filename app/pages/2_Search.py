@@ -23,6 +23,7 @@ if requested:
     st.session_state["search-like"] = requested
     st.session_state["search-mode"] = MODES[2]
 like = st.session_state.get("search-like")
+st.session_state.setdefault("search-mode", MODES[0])
 mode = st.segmented_control("Search by", MODES, key="search-mode") or MODES[0]
 query: dict[str, object] = {}
 if mode == MODES[0]:

@@ -18,6 +18,7 @@ from widgets.grid import Tile, thumbnail_grid
 from widgets.map import render_map
 
 SELECT_BY = ("top N", "contamination (%)", "threshold (score)")
+VIEWS = ("Ranked gallery", "Map")
 
 current = acting_collection("anomalies", "Anomalies")
 
@@ -64,17 +65,16 @@ def triage(current: Collection) -> None:
                      f"{'' if view.k is None else f', k = {view.k}'}).")
     with export:
         csv_download("Export selection as CSV", export_rows(view), "anomalies.csv", key="anom-csv")
-    gallery, on_map = st.tabs(["Ranked gallery", "Map"])
-    with gallery:
+    if st.segmented_control("Show", VIEWS, default=VIEWS[0], key="anom-view") != VIEWS[1]:
         tiles = [Tile(r.image.image_id, r.image.file_name,
                       f"#{r.rank} · score {r.score:.3f} · {r.percentile:.1f} pct · {r.label or 'unlabelled'}")
                  for r in selected]
         labels = {r.image.image_id: r.label for r in selected}
         if not tiles:
             st.info("Nothing selected: raise N or the percentage, or lower the threshold.")
-        thumbnail_grid(current, tiles, "anom-grid",
-                       actions=lambda tile, key: label_control(current, tile.image_id, labels[tile.image_id], f"{key}-label"))
-    with on_map:
+        thumbnail_grid(current, tiles, "anom-grid", actions=lambda tile, key: label_control(
+            current, tile.image_id, labels[tile.image_id], f"{key}-label"))
+    else:  # only the view shown is built: the map of a large collection is the page's heaviest part
         render_map(current, "anom-map", colour="selection", highlight={r.image.image_id for r in selected})
 
 
