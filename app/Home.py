@@ -53,7 +53,7 @@ if not empty_collection(current):
         st.subheader(f"Selection: {len(selection)} images")
         bulk = st.columns([2, 2, 2, 3])
         for column, label in zip(bulk, [*LABELS, None], strict=False):
-            if column.button(f"Label all {label}" if label else "Clear all labels", key=f"home-bulk-{label}"):
+            if column.button(f"Label all as {label}" if label else "Clear all labels", key=f"home-bulk-{label}"):
                 for row in selection:
                     current.label(row["image_id"], label)
                 st.rerun()

@@ -108,14 +108,14 @@ def test_home_shows_counts_review_and_the_map(seeded: Path) -> None:
 def test_duplicates_slider_changes_the_clusters_shown_and_the_csv(seeded: Path,
                                                                   served_files: dict[str, bytes]) -> None:
     at = run_page("duplicates")
-    strict = metric(at, "Images in clusters")
+    strict = metric(at, "In clusters")
     rows = csv_rows(served_files, "duplicates.csv")
     assert {"photo_00.jpg", "copy_of_00.png"} <= {r["file_name"] for r in rows}
     assert len(rows) == strict
     at.slider(key="dup-similarity").set_value(SIMILARITY_FLOOR).run()
     assert not at.exception
-    assert metric(at, "Images in clusters") > strict
-    assert len(csv_rows(served_files, "duplicates.csv")) == metric(at, "Images in clusters")
+    assert metric(at, "In clusters") > strict
+    assert len(csv_rows(served_files, "duplicates.csv")) == metric(at, "In clusters")
 
 
 def test_anomaly_label_persists_and_the_csv_holds_the_selection(seeded: Path,

@@ -118,7 +118,7 @@ def test_analyst_round_trip_in_chromium(server: str, browser: Browser, tmp_path:
     assert all("?image=" in row["link"] for row in selection)
 
     open_page(page, server, "anomalies")
-    page.get_by_test_id("stButtonGroup").get_by_text("⚠ anomaly", exact=True).first.click()
+    page.get_by_test_id("stButtonGroup").locator("button", has_text="anomaly").first.click()
     wait_idle(page)
     expect(page.get_by_text("pct · anomaly")).to_have_count(1)
     screenshot(page, "anomalies-labelled")
@@ -142,6 +142,7 @@ def test_analyst_round_trip_in_chromium(server: str, browser: Browser, tmp_path:
 def screenshot(page: Page, name: str) -> None:
     """What the window shows, and the whole page (Streamlit scrolls inside its main area, so the
     window is stretched to the content's height for that one)."""
+    wait_idle(page)
     size = page.viewport_size
     assert size is not None
     page.screenshot(path=str(ARTIFACTS / f"{name}-{size['width']}x{size['height']}.png"))

@@ -23,7 +23,7 @@ from core import (
 )
 from shared import acting_collection, csv_download, empty_collection
 from widgets.charts import threshold_histogram
-from widgets.grid import page_of, thumbnail_source
+from widgets.grid import COLUMNS, page_of, thumbnail_source
 
 CLUSTERS_PER_PAGE = 5
 EXAMPLES = 3
@@ -104,8 +104,9 @@ def cluster_card(group: DuplicateGroup) -> None:
         st.markdown(f"**Cluster {group.cluster_id}**: {len(group.members)} images, {kind} duplicates")
         st.caption(f"Weakest link: {link_text(group.weakest_link)}")
         representative = group.members[0].image.image_id
-        for start in range(0, len(group.members), 6):
-            for column, index in zip(st.columns(6), range(start, min(start + 6, len(group.members))), strict=False):
+        for start in range(0, len(group.members), COLUMNS):
+            shown = range(start, min(start + COLUMNS, len(group.members)))
+            for column, index in zip(st.columns(COLUMNS), shown, strict=False):
                 member = group.members[index]
                 column.image(thumbnail_source(current, member.image.image_id), width="stretch")
                 column.text(member.image.file_name)
@@ -133,7 +134,7 @@ def review(current: Collection) -> None:
     groups = [g for g in view.groups if not signals or any(set(m.signals) & set(signals) for m in g.members)]
     metrics = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
     metrics[0].metric("Clusters", len(groups))
-    metrics[1].metric("Images in clusters", sum(len(g.members) for g in groups))
+    metrics[1].metric("In clusters", sum(len(g.members) for g in groups))
     metrics[2].metric("Duplicate pairs", view.pair_count)
     with metrics[3]:
         csv_download("Export clusters as CSV", [r for r in view.rows() if r["cluster_id"] in
