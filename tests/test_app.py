@@ -167,3 +167,25 @@ def test_home_opens_without_loading_unavailable_weights(app_env: Path, monkeypat
     monkeypatch.setattr(embedding, "_reachable", lambda host, port=443, timeout_s=3.0: False)
     at = run_page("home")
     assert any("laion2b_s34b_b79k" in c.value for c in at.caption)
+
+
+def test_a_link_with_an_image_id_opens_its_detail(seeded: Path) -> None:
+    with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
+        target = collection.anomalies().rows[0].image
+    at = AppTest.from_file(str(APP / PAGES["home"]), default_timeout=120)
+    at.query_params["image"] = target.image_id
+    at.run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert target.file_name in texts
+    assert target.image_id in str([d.value for d in at.dataframe])
+    assert "image" not in at.query_params  # a rerun does not open it again
+
+
+def test_pair_inspector_shows_both_images_and_the_evidence(seeded: Path) -> None:
+    at = run_page("duplicates")
+    at.button(key="dup-inspect-1-1").click().run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert {"photo_00.jpg", "copy_of_00.png"} <= set(texts)
+    assert any("same_pixels" in t for t in texts)

@@ -10,8 +10,9 @@ from shared import acting_collection, load_model
 from widgets.grid import page_of, thumbnail_source
 
 VERDICTS = {"exact": "exact duplicate of", "near": "near-duplicate of", "none": "nearest stored image"}
-STATUS = {"ingested": "✅ ingested", "already_present": "↩️ already present", "rejected": "⛔ rejected",
-          "failed": "❌ failed"}
+STATUS = {"ingested": ":material/check_circle: ingested", "already_present": ":material/replay: already present",
+          "rejected": ":material/block: rejected", "failed": ":material/error: failed"}
+ORDER = ("failed", "rejected", "ingested", "already_present")  # what needs a look first
 PER_PAGE = 20
 
 current = acting_collection("upload", "Upload images")
@@ -58,6 +59,7 @@ if report is not None:
     counts[2].metric("Rejected", len(report.rejected))
     if report.error:
         st.error(f"Stopped: {report.error}. Nothing of the failed batch was kept; try again.")
-    for index in page_of(len(report.outcomes), "upload-results", PER_PAGE):
+    outcomes = sorted(report.outcomes, key=lambda o: ORDER.index(o.status) if o.status in ORDER else len(ORDER))
+    for index in page_of(len(outcomes), "upload-results", PER_PAGE):
         with st.container(border=True):
-            outcome_row(report.outcomes[index])
+            outcome_row(outcomes[index])
