@@ -26,10 +26,20 @@ IMAGE_QUERY_PARAM = "image"  # ?image=ID opens that image's detail dialog on any
 @st.cache_resource(show_spinner="Opening the collection…")
 def collection() -> Collection:
     """One collection (stores and model) per server process, shared by every session; the logs and
-    the metrics server start with it."""
+    the metrics server start with it. First run: the admin's password is printed once on the
+    server's terminal (never logged), and a server deployment without AUTH_SECRET stops here."""
     settings = Settings.from_env()
     setup_observability(settings)
-    return Collection.open(settings)
+    opened = Collection.open(settings)
+    try:
+        opened.auth_secret()
+        password = opened.ensure_admin()
+    except BaseException:
+        opened.close()
+        raise
+    if password:
+        print(f"First run: created user admin with password {password} (also in DATA_DIR/initial-admin-password).")
+    return opened
 
 
 def acting_collection(page: str, title: str) -> Collection:
@@ -42,7 +52,7 @@ def acting_collection(page: str, title: str) -> Collection:
     record_page_view(page)
     try:
         shared = collection()
-    except (SettingsError, DomainError, RuntimeError) as exc:  # a store's failure is a RuntimeError on main
+    except (SettingsError, DomainError) as exc:
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise

@@ -6,7 +6,8 @@
         hits = alice.search(text="a red car", k=10)
 
 Callers import from here and nowhere beneath: storage types, backends, sketches and blob keys are
-the facade's own business (a test enforces it).
+the facade's own business (tests/test_layering.py enforces it). Long-running callers (the app, the
+API) also start logs and metrics here (``setup_observability``) and count what they serve.
 """
 
 from core.access import Action, Actor, Role
@@ -16,11 +17,20 @@ from core.analysis.duplicates import RULES as DUPLICATE_RULES
 from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
-from core.errors import Busy, DomainError, Forbidden, InvalidRequest, NotFound, Unavailable
+from core.errors import (
+    AuthenticationFailed,
+    Busy,
+    DomainError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
 from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
 from core.ingest import FileOutcome, IngestReport
-from core.observability import record_page_view
+from core.observability import record_login, record_page_view
 from core.observability import setup as setup_observability
+from core.records import ImageFileName, ImageInfo
 from core.reports import (
     AnomaliesView,
     AnomalyRow,
@@ -33,10 +43,10 @@ from core.reports import (
     MapView,
     SameBytesFiles,
 )
-from core.search import SearchResponse, SearchResult
+from core.search import SearchFilter, SearchResponse, SearchResult
 from core.settings import Settings, SettingsError
 from core.storage.catalog import LABELS
-from core.storage.vectors import VectorFilter as SearchFilter
+from core.users import User
 
 __all__ = [
     "CROP_FLOOR",
@@ -51,6 +61,7 @@ __all__ = [
     "Actor",
     "AnomaliesView",
     "AnomalyRow",
+    "AuthenticationFailed",
     "Busy",
     "Collection",
     "CollectionStatus",
@@ -62,6 +73,8 @@ __all__ = [
     "DuplicatesView",
     "FileOutcome",
     "Forbidden",
+    "ImageFileName",
+    "ImageInfo",
     "ImageRef",
     "IngestReport",
     "InvalidRequest",
@@ -78,6 +91,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "Unavailable",
+    "User",
+    "record_login",
     "record_page_view",
     "setup_observability",
 ]
