@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import LABELS
-from shared import acting_collection, csv_download, empty_collection, image_link
+from core import LABELS, Action
+from shared import acting_collection, csv_download, empty_collection, image_link, may
 from widgets.grid import Tile, thumbnail_grid
 from widgets.map import render_map
 
@@ -52,7 +52,7 @@ if not empty_collection(current):
                       "label": labels.get(i, ""), "link": image_link(i)} for i in chosen if i in records]
         st.subheader(f"Selection: {len(selection)} images")
         bulk = st.columns([2, 2, 2, 3])
-        for column, label in zip(bulk, [*LABELS, None], strict=False):
+        for column, label in zip(bulk, [*LABELS, None] if may(current, Action.LABEL) else [], strict=False):
             if column.button(f"Label all as {label}" if label else "Clear all labels", key=f"home-bulk-{label}"):
                 for row in selection:
                     current.label(row["image_id"], label)

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core import (
+    Action,
     Collection,
     DomainError,
     ModelUnavailable,
@@ -21,6 +22,9 @@ from core import (
 from widgets.detail import show_image_detail
 
 IMAGE_QUERY_PARAM = "image"  # ?image=ID opens that image's detail dialog on any page
+# The signed-in catalog user's name (streamlit-authenticator keeps it under this key); without one
+# the pages act as the collection's own actor, the local admin.
+SIGNED_IN_KEY = "username"
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
@@ -56,14 +60,26 @@ def acting_collection(page: str, title: str) -> Collection:
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise
-    current = shared
-    st.sidebar.markdown(f"Signed in as **{current.actor.name}** ({current.actor.role.name.lower()})")
+    signed_in = st.session_state.get(SIGNED_IN_KEY)
+    try:
+        current = shared.as_user(signed_in) if signed_in else shared
+    except DomainError as exc:  # the account was removed or disabled since it signed in
+        st.error(f"{exc}. Sign in again.")
+        st.stop()
+        raise
+    st.sidebar.markdown(f"Signed in as **{current.actor.name}** ({current.actor.role.value})")
     model_banner(current)
     linked = st.query_params.get(IMAGE_QUERY_PARAM)
     if linked:
         del st.query_params[IMAGE_QUERY_PARAM]
         show_image_detail(current, linked)
     return current
+
+
+def may(current: Collection, action: Action) -> bool:
+    """Whether the acting user's role allows ``action``: pages hide the controls it does not (core
+    refuses the call anyway)."""
+    return current.actor.may(action)
 
 
 def model_banner(current: Collection) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from core import SIMILARITY_FLOOR, Collection, Settings
+from core import SIMILARITY_FLOOR, Collection, Forbidden, Settings
 from core.embedding import Embedder
 from core.synthetic import encode, photo
 
@@ -189,3 +189,21 @@ def test_pair_inspector_shows_both_images_and_the_evidence(seeded: Path) -> None
     texts = [t.value for t in at.text]
     assert {"photo_00.jpg", "copy_of_00.png"} <= set(texts)
     assert any("same_pixels" in t for t in texts)
+
+
+def test_a_viewer_sees_no_upload_or_label_controls_and_core_refuses_them(seeded: Path) -> None:
+    with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
+        collection.add_user("vera", "viewer", "a long enough password")
+        some = collection.anomalies().rows[0].image.image_id
+        with pytest.raises(Forbidden):
+            collection.as_user("vera").label(some, "anomaly")
+    pages = {}
+    for name in ("upload", "anomalies"):
+        at = AppTest.from_file(str(APP / PAGES[name]), default_timeout=120)
+        at.session_state["username"] = "vera"
+        pages[name] = at.run()
+        assert not at.exception
+        assert any("vera" in m.value and "viewer" in m.value for m in at.sidebar.markdown)
+    assert not pages["upload"].get("file_uploader")
+    assert any("not upload" in i.value for i in pages["upload"].info)
+    assert [g.key for g in pages["anomalies"].button_group] == ["anom-view"]  # no label switches

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import FileOutcome
-from shared import acting_collection, load_model
+from core import Action, FileOutcome
+from shared import acting_collection, load_model, may
 from widgets.grid import page_of, thumbnail_source
 
 VERDICTS = {"exact": "exact duplicate of", "near": "near-duplicate of", "none": "nearest stored image"}
@@ -16,6 +16,10 @@ ORDER = ("failed", "rejected", "ingested", "already_present")  # what needs a lo
 PER_PAGE = 20
 
 current = acting_collection("upload", "Upload images")
+if not may(current, Action.UPLOAD):
+    st.info(f"Your role ({current.actor.role.value}) can browse, search and export, not upload; ask an admin "
+            "for the analyst role.")
+    st.stop()
 limit_mb = current.settings.max_upload_mb
 files = st.file_uploader("Drop images here (or browse)", accept_multiple_files=True,
                          help="JPEG, PNG, WebP, GIF, BMP and TIFF are accepted; other files are reported.")

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from core import LABELS, Collection, DomainError
+from core import LABELS, Action, Collection, DomainError
 
 NEIGHBOURS = 6
 SEARCH_PAGE = "pages/2_Search.py"
@@ -25,6 +25,8 @@ def more_like_this(image_id: str) -> None:
 def label_control(current: Collection, image_id: str, label: str | None, key: str) -> None:
     """The image's review label as a two-way switch (anomaly / normal; click the chosen one again
     to clear it); the change is stored in the catalog before the rerun it causes."""
+    if not current.actor.may(Action.LABEL):
+        return  # the label is shown beside the image; a viewer cannot change it
     if key not in st.session_state:
         st.session_state[key] = label
     st.segmented_control("Label", LABELS, key=key, label_visibility="collapsed", on_change=_set_label,
