@@ -23,17 +23,14 @@ if not status.cache_healthy:
 if not status.consistent:
     st.warning("The stores disagree or an ingest was interrupted: run the same ingest again, or "
                "`visual-anomaly repair`.")
-health, growth = st.columns([2, 3])
-with health:
-    st.subheader("Stores")
-    st.table({"store": list(status.backends), "where": list(status.backends.values())})
-with growth:
-    st.subheader("Growth")
-    days = current.growth()
-    if days:
-        st.bar_chart(pd.DataFrame(days, columns=["day", "images"]).set_index("day"), height=220)
-    else:
-        st.caption("No images yet.")
+st.subheader("Stores")
+st.table({"store": list(status.backends), "where": list(status.backends.values())})
+st.subheader("Growth")
+days = current.growth()
+if days:
+    st.bar_chart(pd.DataFrame(days, columns=["day", "images"]).set_index("day"), height=220)
+else:
+    st.caption("No images yet.")
 
 if not empty_collection(current):
     labels = current.labels()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
+import streamlit_authenticator as stauth
 
 from core import (
     Action,
@@ -22,9 +23,9 @@ from core import (
 from widgets.detail import show_image_detail
 
 IMAGE_QUERY_PARAM = "image"  # ?image=ID opens that image's detail dialog on any page
-# The signed-in catalog user's name (streamlit-authenticator keeps it under this key); without one
-# the pages act as the collection's own actor, the local admin.
-SIGNED_IN_KEY = "username"
+SIGNED_IN_KEY = "username"  # where streamlit-authenticator keeps the signed-in user's name
+COOKIE_NAME = "visual_anomaly_login"
+COOKIE_DAYS = 7.0
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
@@ -60,20 +61,39 @@ def acting_collection(page: str, title: str) -> Collection:
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise
-    signed_in = st.session_state.get(SIGNED_IN_KEY)
+    who = st.sidebar.container()  # above the log-out button that signing in adds
     try:
-        current = shared.as_user(signed_in) if signed_in else shared
+        current = shared.as_user(sign_in(shared))
     except DomainError as exc:  # the account was removed or disabled since it signed in
         st.error(f"{exc}. Sign in again.")
         st.stop()
         raise
-    st.sidebar.markdown(f"Signed in as **{current.actor.name}** ({current.actor.role.value})")
+    who.markdown(f"Signed in as **{current.actor.name}** ({current.actor.role.value})")
     model_banner(current)
     linked = st.query_params.get(IMAGE_QUERY_PARAM)
     if linked:
         del st.query_params[IMAGE_QUERY_PARAM]
         show_image_detail(current, linked)
     return current
+
+
+def sign_in(shared: Collection) -> str:
+    """The signed-in catalog user's name; until someone signs in, the login form and a stop.
+    streamlit-authenticator checks the password against the catalog's bcrypt hashes and keeps the
+    session in a cookie signed with core's auth secret; the sidebar gets the log-out button."""
+    authenticator = stauth.Authenticate(shared.login_credentials(), COOKIE_NAME, shared.auth_secret(),
+                                        COOKIE_DAYS, auto_hash=False)
+    if not st.session_state.get("authentication_status"):
+        authenticator.login(location="main", fields={"Form name": "Sign in", "Login": "Sign in"})
+    status = st.session_state.get("authentication_status")
+    if status is False:
+        st.error("Wrong user name or password.")
+    if not status:
+        st.caption("First run: the admin's password was printed on the server's terminal and written to "
+                   "DATA_DIR/initial-admin-password.")
+        st.stop()
+    authenticator.logout("Log out", location="sidebar")
+    return str(st.session_state[SIGNED_IN_KEY])
 
 
 def may(current: Collection, action: Action) -> bool:

@@ -69,8 +69,17 @@ def served_files(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
     return files
 
 
-def run_page(name: str) -> AppTest:
-    at = AppTest.from_file(str(APP / PAGES[name]), default_timeout=120).run()
+def signed_in(name: str, user: str = "admin") -> AppTest:
+    """A page in a session where ``user`` has signed in (the first run creates the admin)."""
+    at = AppTest.from_file(str(APP / PAGES[name]), default_timeout=120)
+    at.session_state["authentication_status"] = True
+    at.session_state["username"] = user
+    at.session_state["name"] = user
+    return at
+
+
+def run_page(name: str, user: str = "admin") -> AppTest:
+    at = signed_in(name, user).run()
     assert not at.exception, at.exception
     return at
 
@@ -137,7 +146,7 @@ def test_anomaly_label_persists_and_the_csv_holds_the_selection(seeded: Path,
 
 
 def test_search_more_like_this_shows_scored_neighbours(seeded: Path) -> None:
-    at = AppTest.from_file(str(APP / PAGES["search"]), default_timeout=120)
+    at = signed_in("search")
     with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
         some = collection.anomalies().rows[0].image.image_id
     at.session_state["search_like"] = some
@@ -172,7 +181,7 @@ def test_home_opens_without_loading_unavailable_weights(app_env: Path, monkeypat
 def test_a_link_with_an_image_id_opens_its_detail(seeded: Path) -> None:
     with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
         target = collection.anomalies().rows[0].image
-    at = AppTest.from_file(str(APP / PAGES["home"]), default_timeout=120)
+    at = signed_in("home")
     at.query_params["image"] = target.image_id
     at.run()
     assert not at.exception
@@ -197,13 +206,30 @@ def test_a_viewer_sees_no_upload_or_label_controls_and_core_refuses_them(seeded:
         some = collection.anomalies().rows[0].image.image_id
         with pytest.raises(Forbidden):
             collection.as_user("vera").label(some, "anomaly")
-    pages = {}
-    for name in ("upload", "anomalies"):
-        at = AppTest.from_file(str(APP / PAGES[name]), default_timeout=120)
-        at.session_state["username"] = "vera"
-        pages[name] = at.run()
-        assert not at.exception
-        assert any("vera" in m.value and "viewer" in m.value for m in at.sidebar.markdown)
+    pages = {name: run_page(name, "vera") for name in ("upload", "anomalies")}
+    assert all(any("vera" in m.value and "viewer" in m.value for m in at.sidebar.markdown) for at in pages.values())
     assert not pages["upload"].get("file_uploader")
     assert any("not upload" in i.value for i in pages["upload"].info)
     assert [g.key for g in pages["anomalies"].button_group] == ["anom-view"]  # no label switches
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_signed_out_every_page_shows_only_the_login_form(seeded: Path, page: str) -> None:
+    at = AppTest.from_file(str(APP / PAGES[page]), default_timeout=120).run()
+    assert not at.exception
+    assert [t.label for t in at.text_input] == ["Username", "Password"]
+    assert not at.metric and not at.get("plotly_chart") and not at.get("file_uploader") and not at.text
+
+
+def test_signing_in_with_the_first_admins_password_opens_the_page(seeded: Path) -> None:
+    at = AppTest.from_file(str(APP / PAGES["home"]), default_timeout=120).run()
+    password = (seeded / "initial-admin-password").read_text().strip()
+    at.text_input[0].input("admin")
+    at.text_input[1].input("not the password")
+    at.button[0].click().run()
+    assert any("Wrong user name or password" in e.value for e in at.error) and not at.metric
+    at.text_input[1].input(password)
+    at.button[0].click().run()
+    assert not at.exception
+    assert metric(at, "Images") == PHOTOS + 2
+    assert any("admin" in m.value for m in at.sidebar.markdown)

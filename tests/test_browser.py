@@ -25,10 +25,10 @@ PHOTOS = 14
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("browser")
     with streamlit_server(folder / "data", folder / "streamlit.log") as base:
-        yield base
+        yield base, folder / "data"
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,23 @@ def box_select_everything(page: Page) -> None:
     page.mouse.up()
 
 
-def test_analyst_round_trip_in_chromium(server: str, browser: Browser, tmp_path: Path) -> None:
+def sign_in(page: Page, base: str, data_dir: Path) -> None:
+    """Sign in as the first admin, whose password the first run wrote under DATA_DIR."""
+    open_page(page, base, "home")
+    page.get_by_role("textbox", name="Username").fill("admin")
+    page.get_by_role("textbox", name="Password").fill((data_dir / "initial-admin-password").read_text().strip())
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("Signed in as")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_analyst_round_trip_in_chromium(server: tuple[str, Path], browser: Browser, tmp_path: Path) -> None:
+    server, data_dir = server
     page = browser.new_page(viewport={"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]}, accept_downloads=True)
     open_page(page, server, "home")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot(page, "login")
+    sign_in(page, server, data_dir)
     expect(page.get_by_text("The collection is empty")).to_be_visible()
 
     photos = []
@@ -98,7 +112,6 @@ def test_analyst_round_trip_in_chromium(server: str, browser: Browser, tmp_path:
         expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(ingested))
     expect(page.get_by_text("exact duplicate of photo_03.jpg")).to_be_visible()
     expect(page.get_by_text("rejected: The file's contents are not an image", exact=False)).to_be_visible()
-    ARTIFACTS.mkdir(exist_ok=True)
     screenshot(page, "upload-results")
 
     open_page(page, server, "search")
