@@ -38,6 +38,7 @@ from tests.browser import CHROMIUM_FLAGS, chromium_path, streamlit_server
 
 APP = Path(__file__).resolve().parents[1] / "app"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+AUTH_SECRET = "benchmark-only-secret"  # a server backend (Redis here) requires one
 CHUNK = 5000
 SOURCES = ("camera-a", "camera-b", "scanner", "web", "archive")
 PAGES = {"Home": "Home.py", "Upload": "pages/1_Upload.py", "Search": "pages/2_Search.py",
@@ -80,8 +81,9 @@ def timed_run(at: AppTest) -> float:
     start = time.perf_counter()
     at.run()
     seconds = time.perf_counter() - start
-    if at.exception:
-        raise RuntimeError(f"the page failed: {at.exception[0].message}")
+    if at.exception or at.error:
+        failure = at.exception[0].message if at.exception else at.error[0].value
+        raise RuntimeError(f"the page failed: {failure}")
     return seconds
 
 
@@ -132,7 +134,7 @@ def map_time_to_visible(data_dir: Path, log: Path) -> float:
     """Seconds from navigation to the map's WebGL canvas drawn, in Chromium, analysis cached."""
     from playwright.sync_api import sync_playwright
 
-    with streamlit_server(data_dir, log, REDIS_URL=REDIS_URL) as base, sync_playwright() as playwright:
+    with streamlit_server(data_dir, log, REDIS_URL=REDIS_URL, AUTH_SECRET=AUTH_SECRET) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
         tab.goto(base)
@@ -168,7 +170,8 @@ def main() -> None:
             start = time.perf_counter()
             build(n, data_dir)
             print(f"{n} images written in {time.perf_counter() - start:.0f} s", flush=True)
-            os.environ.update(DATA_DIR=str(data_dir), MODEL_PRETRAINED="none", REDIS_URL=REDIS_URL)
+            os.environ.update(DATA_DIR=str(data_dir), MODEL_PRETRAINED="none", REDIS_URL=REDIS_URL,
+                              AUTH_SECRET=AUTH_SECRET)
             import streamlit as st
 
             st.cache_resource.clear()
