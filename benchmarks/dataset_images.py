@@ -171,17 +171,7 @@ def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_sour
                  n_flipped_crops: int = 40) -> list[LabelledImage]:
     """Write the labelled folder `root` (replacing it) and return its labels (also saved beside it)."""
     rng = np.random.default_rng(seed)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    labels: list[LabelledImage] = []
-    payloads: dict[str, bytes] = {}
-
-    def add(name: str, data: bytes, base: str, kind: str, how: str) -> None:
-        payloads[name] = data
-        labels.append(LabelledImage(name, base, kind, how))
-
-    originals: list[tuple[str, str, Image.Image, str]] = []
+    originals: list[_Original] = []
     for i in range(n_clipart):
         originals.append((f"clip{i:04d}", "clipart", clipart(rng), "PNG"))
     for i, tile in enumerate(_tiles(_photo_sources(), 128, per_photo_source, rng)):
@@ -192,22 +182,77 @@ def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_sour
         originals.append((f"micro{i:04d}", "group", tile, "JPEG"))
     for i, img in enumerate(_loners(rng)):
         originals.append((f"odd{i:04d}", "loner", img, "PNG"))
+    normal = [o for o in originals if o[1] in ("clipart", "photo")]
+    exact_sources = [o[0] for o in normal[:20]] + [o[0] for o in originals if o[1] == "loner"][:2]
+    return _write_folder(root, originals, normal, exact_sources, rng, np.random.default_rng(seed + 1),
+                         n_with_copies=n_with_copies, copies_each=copies_each, n_flipped_crops=n_flipped_crops)
+
+
+def build_real_folder(root: Path, pool_cache: Path, seed: int = 0, n_icons: int = 1175, n_photos: int = 25,
+                      n_with_copies: int = 200, copies_each: int = 2, n_flipped_crops: int = 50,
+                      more_copies: int = 80, n_exact: int = 20) -> list[LabelledImage]:
+    """The labelled folder of real images only (`benchmarks.real_images`), shaped like a real collection.
+
+    Mostly icons (line art, transparency) and a few photos, as the held-out collection is: with the
+    defaults 1,200 originals, 200 with two transformed copies and 80 of those with a third, 50
+    flipped crops (530 copies), and 10 byte-identical and 10 pixel-identical files. Same transform
+    kinds and strengths as the synthetic folder.
+    """
+    from benchmarks.real_images import real_pool
+
+    rng = np.random.default_rng(seed)
+    pool = real_pool(pool_cache, seed=seed)
+    icons = [s for s in pool if s.kind == "icon"][:n_icons]
+    photos = [s for s in pool if s.kind == "photo"]
+    photos = [photos[i] for i in sorted(rng.choice(len(photos), size=min(n_photos, len(photos)), replace=False))]
+    if len(icons) < n_icons:
+        raise ValueError(f"the real-image pool holds {len(icons)} distinct icons, fewer than the {n_icons} asked for")
+    originals: list[_Original] = []
+    for i, src in enumerate(icons):
+        with Image.open(src.path) as img:
+            originals.append((f"icon{i:04d}", "clipart", img.convert("RGBA"), "PNG"))
+    for i, src in enumerate(photos):
+        with Image.open(src.path) as img:
+            originals.append((f"photo{i:04d}", "photo", img.convert("RGB"), "JPEG"))
+    order = rng.permutation(len(originals))
+    exact_sources = [originals[j][0] for j in order[:n_exact]]
+    return _write_folder(root, originals, originals, exact_sources, rng, np.random.default_rng(seed + 1),
+                         n_with_copies=n_with_copies, copies_each=copies_each, n_flipped_crops=n_flipped_crops,
+                         more_copies=more_copies)
+
+
+_Original = tuple[str, str, Image.Image, str]  # base name, kind, picture, format of the original file
+
+
+def _write_folder(root: Path, originals: list[_Original], normal: list[_Original], exact_sources: list[str],
+                  rng: np.random.Generator, flips: np.random.Generator, *, n_with_copies: int, copies_each: int,
+                  n_flipped_crops: int, more_copies: int = 0) -> list[LabelledImage]:
+    """Write the originals, then transformed copies of `n_with_copies` of `normal` (`copies_each`
+    kinds each, one more for the first `more_copies` of them), byte- or pixel-identical copies of
+    `exact_sources` (alternately), and flipped crops drawn from `flips`, a stream of its own."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    labels: list[LabelledImage] = []
+    payloads: dict[str, bytes] = {}
+
+    def add(name: str, data: bytes, base: str, kind: str, how: str) -> None:
+        payloads[name] = data
+        labels.append(LabelledImage(name, base, kind, how))
 
     for base, kind, img, fmt in originals:
         add(f"{base}.{fmt.lower().replace('jpeg', 'jpg')}", _encode(img, fmt), base, kind, "original")
 
-    normal = [o for o in originals if o[1] in ("clipart", "photo")]
     chosen = rng.choice(len(normal), size=n_with_copies, replace=False)
-    for j in chosen:
+    for rank, j in enumerate(chosen):
         base, kind, img, fmt = normal[j]
-        for how in rng.choice(COPY_KINDS, size=copies_each, replace=False):
+        for how in rng.choice(COPY_KINDS, size=copies_each + (rank < more_copies), replace=False):
             copy = transform(img, str(how), rng)
             out_fmt = "JPEG" if how == "jpeg" else fmt
             quality = int(rng.integers(25, 50)) if how == "jpeg" else 90
             add(f"{base}_{how}.{out_fmt.lower().replace('jpeg', 'jpg')}", _encode(copy, out_fmt, quality),
                 base, kind, str(how))
     by_base = {o[0]: o for o in originals}
-    exact_sources = [o[0] for o in normal[:20]] + [o[0] for o in originals if o[1] == "loner"][:2]
     for k, base in enumerate(exact_sources):
         _, kind, img, fmt = by_base[base]
         first = next(name for name, lab in zip(payloads, labels, strict=True)
@@ -218,7 +263,6 @@ def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_sour
             decoded = Image.open(io.BytesIO(payloads[first]))
             add(f"{base}_same_pixels.png", _encode(decoded, "PNG", compress_level=1), base, kind, "same_pixels")
 
-    flips = np.random.default_rng(seed + 1)  # a stream of its own: the files above stay as they were
     for j in flips.choice(len(normal), size=n_flipped_crops, replace=False):
         base, kind, img, fmt = normal[j]
         add(f"{base}_crop_flip.{fmt.lower().replace('jpeg', 'jpg')}",

@@ -161,7 +161,7 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
             {
                 "thresholds": asdict(view.thresholds),
                 "scale": {"reference_cosine": view.scale.reference_cosine, "reference_rank": view.scale.reference_rank},
-                "clusters": len(view.groups),
+                "clusters": view.cluster_count,
                 "pairs": view.pair_count,
                 "images": view.images,
                 "rows": rows,

@@ -75,25 +75,60 @@ class DuplicatesView:
                 return [name for name, _ in entry.files[1:]]
         return []
 
+    @property
+    def same_bytes_only(self) -> tuple[SameBytesFiles, ...]:
+        """Byte-identical files whose image is in no cluster: each set is a cluster of its own in the export."""
+        clustered = {m.image.image_id for group in self.groups for m in group.members}
+        return tuple(entry for entry in self.same_bytes if entry.image_id not in clustered)
+
+    @property
+    def cluster_count(self) -> int:
+        """Clusters of the export: the groups, then one per set of byte-identical files in no group."""
+        return len(self.groups) + len(self.same_bytes_only)
+
     def rows(self) -> list[dict]:
-        """One row per image in a cluster: the CSV export."""
-        return [
-            {
-                "cluster_id": group.cluster_id,
-                "image_id": m.image.image_id,
-                "file_name": m.image.file_name,
-                "source": m.image.source,
-                "is_representative": m.is_representative,
-                "similarity_to_representative": round(m.similarity_to_representative, 6),
-                "cosine_to_representative": round(m.cosine_to_representative, 6),
-                "phash_distance": m.phash_distance,
-                "crop_score": "" if m.crop_score is None else round(m.crop_score, 4),
-                "signals": "+".join(m.signals),
-                "same_bytes_as": ";".join(self.other_names(m.image.image_id)),
-            }
-            for group in self.groups
-            for m in group.members
-        ]
+        """The CSV export: one row per file that has a duplicate, each with its cluster.
+
+        A stored image that arrived as several byte-identical files gives one row per file name;
+        when it is in no cluster, its files form a cluster of their own (numbered after the groups).
+        """
+        rows = []
+        for group in self.groups:
+            for m in group.members:
+                row = {
+                    "cluster_id": group.cluster_id,
+                    "image_id": m.image.image_id,
+                    "file_name": m.image.file_name,
+                    "source": m.image.source,
+                    "is_representative": m.is_representative,
+                    "similarity_to_representative": round(m.similarity_to_representative, 6),
+                    "cosine_to_representative": round(m.cosine_to_representative, 6),
+                    "phash_distance": m.phash_distance,
+                    "crop_score": "" if m.crop_score is None else round(m.crop_score, 4),
+                    "signals": "+".join(m.signals),
+                    "same_bytes_as": ";".join(self.other_names(m.image.image_id)),
+                }
+                rows.append(row)
+                rows += [_same_bytes_row(row, name, source) for name, source in self._files(m.image.image_id)
+                         if name != m.image.file_name]
+        for number, entry in enumerate(self.same_bytes_only, len(self.groups) + 1):
+            (first, first_source), *others = entry.files
+            row = {"cluster_id": number, "image_id": entry.image_id, "file_name": first, "source": first_source,
+                   "is_representative": True, "similarity_to_representative": 1.0, "cosine_to_representative": 1.0,
+                   "phash_distance": 0, "crop_score": "", "signals": "",
+                   "same_bytes_as": ";".join(name for name, _ in others)}
+            rows += [row, *(_same_bytes_row(row, name, source) for name, source in others)]
+        return rows
+
+    def _files(self, image_id: str) -> tuple[tuple[str, str], ...]:
+        return next((entry.files for entry in self.same_bytes if entry.image_id == image_id), ())
+
+
+def _same_bytes_row(shown: dict, file_name: str, source: str) -> dict:
+    """The row of another file with the bytes of the file in `shown`: same image, same cluster."""
+    signals = "same_bytes" if shown["is_representative"] else shown["signals"]
+    return {**shown, "file_name": file_name, "source": source, "is_representative": False, "signals": signals,
+            "same_bytes_as": shown["file_name"]}
 
 
 @dataclass(frozen=True)

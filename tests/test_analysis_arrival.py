@@ -11,6 +11,7 @@ from core.analysis.duplicates import DuplicateThresholds
 from core.analysis.hamming import hashes_from_hex
 from core.analysis.similarity import SimilarityScale
 
+COSINE = DuplicateThresholds(similarity=0.95)  # the embedding signal on (it is off by default)
 SCALE = SimilarityScale(reference_cosine=0.8, reference_rank=10, histogram_edges=(), histogram_counts=())
 NEW = {"sha256": "new", "pixel_sha256": "newpix", "phash": "00000000ffffffff", "phash_mirror": "ffffffff00000000",
        "sketch": None}
@@ -43,8 +44,8 @@ def test_flipped_copy_found_by_hash_even_without_a_cosine() -> None:
 
 def test_near_by_calibrated_cosine_uses_the_collection_scale() -> None:
     # similarity = 1 - (1 - cos) / (1 - 0.8): cosine 0.995 is 0.975 on the scale, 0.97 only 0.85
-    close = check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.995)])
-    loose = check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.97)])
+    close = check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.995)], thresholds=COSINE)
+    loose = check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.97)], thresholds=COSINE)
     assert close.verdict == "near" and close.similarity == np.float64(1 - 0.005 / 0.2)
     assert loose.verdict == "none"
     assert check_arrival(**NEW, scale=SCALE, stored=[stored("a", 0.97)],

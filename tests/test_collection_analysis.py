@@ -114,7 +114,7 @@ def test_thresholds_change_results_without_recomputing_the_graph(
     monkeypatch.setattr(analysis, "duplicate_candidates", lambda *a, **k: pytest.fail("candidates recomputed"))
     sizes = []
     for similarity in (0.3, 0.6, 0.9, 0.99, 1.0):
-        view = analysed.duplicates(DuplicateThresholds(similarity=similarity, hamming=4, rule="either"))
+        view = analysed.duplicates(DuplicateThresholds(similarity=similarity, hamming=4, rule="either", pixels=-1.0))
         sizes.append(sum(len(g.members) for g in view.groups))
     assert sizes == sorted(sizes, reverse=True)  # a stricter threshold never adds images
     assert sizes[0] > sizes[-1]
@@ -226,6 +226,16 @@ def test_byte_identical_files_are_listed_and_exported(
     assert cli_main(["duplicates", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert {"image_id": entry.image_id, "files": ["drawing03.png", str(first)]} in answer["same_bytes"]
+
+    csv_path = tmp_path / "dups.csv"
+    assert cli_main(["duplicates", "--csv", str(csv_path)]) == 0
+    with csv_path.open() as handle:
+        exported = list(csv.DictReader(handle))
+    by_name = {row["file_name"]: row for row in exported}
+    assert by_name["drawing03.png"]["cluster_id"] == by_name[str(first)]["cluster_id"]  # one cluster, both files
+    assert sum(row["cluster_id"] == by_name[str(first)]["cluster_id"] for row in exported) >= 2
+    assert len({row["cluster_id"] for row in exported}) == answer["clusters"] == view.cluster_count
+    assert [row["file_name"] for row in answer["rows"]] == [row["file_name"] for row in exported]
 
 
 def test_arrival_checks_reuse_the_latest_scale_instead_of_recomputing(

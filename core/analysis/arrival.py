@@ -22,6 +22,7 @@ from core.analysis.duplicates import (
     DuplicateThresholds,
     judge_pairs,
     pair_strength,
+    pixel_scores,
     sketch_arrays,
 )
 from core.analysis.hamming import distances_to, hashes_from_hex
@@ -85,20 +86,22 @@ def crop_candidates_for(sketch: bytes | None, phash: str, phash_mirror: str, sto
 
 
 def _crop_scores(sketch: bytes | None, own_hashes: np.ndarray, stored: Sequence[StoredImage],
-                 stored_hashes: np.ndarray, stored_mirrors: np.ndarray) -> np.ndarray:
+                 stored_hashes: np.ndarray, stored_mirrors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Verified crop score of the new image (`own_hashes`: its pHash, then its mirrored pHash)
-    against each stored one, either way round, flipped or not (NaN: none)."""
+    against each stored one, either way round, flipped or not (NaN: none), and each pair's pixel
+    score (`pixel_scores`, or the crop's where higher; NaN without sketches)."""
     scores = np.full(len(stored), np.nan, dtype=np.float32)
     pixels, present = sketch_arrays([sketch, *(s.sketch for s in stored)])
     if not present[0]:
-        return scores
+        return scores, scores.copy()
     hashes = np.concatenate([own_hashes[:1], stored_hashes]).astype(np.uint64)
     mirrors = np.concatenate([own_hashes[1:], stored_mirrors]).astype(np.uint64)
     rows = np.arange(1, len(stored) + 1)
     found = crop_matches(pixels, hashes, mirrors, present, pairs=(np.zeros_like(rows), rows),
                          exhaustive_max_n=0)
     np.fmax.at(scores, np.maximum(found.outer, found.inner) - 1, found.score)
-    return scores
+    agree = np.where(present[1:], pixel_scores(pixels, np.zeros_like(rows), rows), np.nan)
+    return scores, np.fmax(agree, scores).astype(np.float32)
 
 
 def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mirror: str, sketch: bytes | None,
@@ -117,8 +120,8 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     same_bytes = np.array([s.sha256 == sha256 for s in stored])
     same_pixels = np.array([bool(pixel_sha256) and s.pixel_sha256 == pixel_sha256 for s in stored])
     exact = same_bytes | same_pixels
-    crop = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
-    verdicts = judge_pairs(comparable, distance, crop, exact, thresholds)
+    crop, agree = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
+    verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():
         best = int(np.flatnonzero(verdicts.accepted)[np.argmax(strength[verdicts.accepted])])
