@@ -36,11 +36,13 @@ current = acting_collection("duplicates", "Duplicates")
 
 def thresholds_controls() -> DuplicateThresholds:
     defaults = DuplicateThresholds()
-    sim, bits, crop, rule = st.columns(4)
+    sim, bits, pixels, crop, rule = st.columns(5)
     return DuplicateThresholds(
         similarity=sim.slider("Similarity (calibrated: 1 = identical)", SIMILARITY_FLOOR, 1.0, defaults.similarity,
                               0.005, key="dup-similarity"),
         hamming=bits.slider("pHash distance (bits)", 0, HAMMING_MAX, defaults.hamming, key="dup-hamming"),
+        pixels=pixels.slider("Pixels agree (correlation that confirms a pair)", 0.5, 1.0, defaults.pixels, 0.01,
+                             key="dup-pixels"),
         crop=crop.slider("Crop correlation (above 1: crops off)", CROP_FLOOR, 1.01, defaults.crop, 0.01,
                          key="dup-crop"),
         rule=rule.selectbox("Rule", DUPLICATE_RULES, key="dup-rule", help=RULE_HELP),
