@@ -109,7 +109,7 @@ def test_analyst_round_trip_in_chromium(server: tuple[str, Path], browser: Brows
         page.get_by_role("button", name="Ingest").click()
         expect(page.get_by_text("Done")).to_be_visible(timeout=WAIT_MS)
         wait_idle(page)
-        expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(ingested))
+        expect(page.get_by_test_id("stMetricValue").first).to_have_text(str(ingested), timeout=WAIT_MS)
     expect(page.get_by_text("exact duplicate of photo_03.jpg")).to_be_visible()
     expect(page.get_by_text("rejected: The file's contents are not an image", exact=False)).to_be_visible()
     screenshot(page, "upload-results")
