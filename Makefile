@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run app/Home.py --server.port $(PORT)
+	$(PY) -m streamlit run app/Home.py --server.port $(PORT) --server.maxUploadSize $${MAX_UPLOAD_MB:-10}
 
 test: $(STAMP)
 	$(PY) -m ruff check core app tests benchmarks
@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.ingest
 	$(PY) -m benchmarks.search
 	$(PY) -m benchmarks.analysis
+	$(PY) -m benchmarks.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

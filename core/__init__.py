@@ -12,6 +12,9 @@ API) also start logs and metrics here (``setup_observability``) and count what t
 
 from core.access import Action, Actor, Role
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
+from core.analysis.duplicates import RULES as DUPLICATE_RULES
+from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
 from core.errors import (
@@ -23,6 +26,7 @@ from core.errors import (
     NotFound,
     Unavailable,
 )
+from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
 from core.ingest import FileOutcome, IngestReport
 from core.observability import record_login, record_page_view
 from core.observability import setup as setup_observability
@@ -54,11 +58,19 @@ from core.review import (
 )
 from core.search import SearchFilter, SearchResponse, SearchResult
 from core.settings import Settings, SettingsError
+from core.storage.catalog import LABELS
 from core.users import User
 
 __all__ = [
+    "CROP_FLOOR",
+    "DUPLICATE_RULES",
+    "DUPLICATE_SIGNALS",
+    "HAMMING_MAX",
+    "IMAGE_FORMATS",
     "KEEP_RULES",
+    "LABELS",
     "METHODS",
+    "SIMILARITY_FLOOR",
     "Action",
     "Actor",
     "AnomaliesView",
