@@ -14,7 +14,7 @@ from core.analysis import METHODS, DuplicateThresholds
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
 from core.errors import Busy, DomainError, Forbidden, InvalidRequest, NotFound, Unavailable
-from core.ingest import FileOutcome, IngestReport
+from core.ingest import FileOutcome, IngestReport, Shard
 from core.reports import (
     AnomaliesView,
     AnomalyRow,
@@ -61,5 +61,6 @@ __all__ = [
     "SearchResult",
     "Settings",
     "SettingsError",
+    "Shard",
     "Unavailable",
 ]

@@ -19,8 +19,9 @@ from pathlib import Path
 from core.analysis import METHODS, DuplicateThresholds
 from core.collection import Collection, CollectionStatus
 from core.embedding import ModelUnavailable
+from core.errors import InvalidRequest
 from core.health import check_servers
-from core.ingest import IngestReport
+from core.ingest import IngestReport, Shard
 from core.observability import configure_logging
 from core.settings import Settings, SettingsError
 from core.storage.errors import StorageError
@@ -59,7 +60,9 @@ def _progress_bar(total_hint: str, enabled: bool) -> tuple[Callable[[int, int], 
 def cmd_ingest(collection: Collection, args: argparse.Namespace) -> int:
     update, close = _progress_bar("ingest", sys.stderr.isatty() and not args.json)
     try:
-        report = collection.ingest(args.paths, source=args.source, uploader=args.uploader, progress=update)
+        report = collection.ingest(
+            args.paths, source=args.source, uploader=args.uploader, progress=update, shard=args.shard
+        )
     finally:
         close()
     if args.json:
@@ -229,6 +232,13 @@ def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except InvalidRequest as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -244,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+", help="files or folders")
     ingest.add_argument("--source", help="a label for this batch, e.g. batch-2026-11 (default: 'default')")
     ingest.add_argument("--uploader", help="who uploads (default: the current user)")
+    ingest.add_argument("--shard", type=_shard, metavar="I/N",
+                        help="ingest only worker I's share of the files when N workers split them (by a hash of "
+                        "each file's absolute path; e.g. 0/4 ... 3/4)")
     ingest.set_defaults(run=cmd_ingest)
 
     status = commands.add_parser("status", help="counts per store, backends and model in use")

@@ -27,7 +27,15 @@ from core.backends import Backends, open_backends
 from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.images import prepare_image
-from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.ingest import (
+    IngestItem,
+    Ingestor,
+    IngestReport,
+    Progress,
+    Shard,
+    items_from_paths,
+    items_from_uploads,
+)
 from core.reports import AnomaliesView, DuplicateLink, DuplicatesView, MapView, SameBytesFiles
 from core.search import SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
@@ -153,9 +161,11 @@ class Collection:
         source: str | None = None,
         uploader: str | None = None,
         progress: Progress | None = None,
+        shard: Shard | None = None,
     ) -> IngestReport:
-        """Ingest files and folders (recursively). Same bytes already stored are reported, not redone."""
-        return self._ingest(items_from_paths(paths), source, uploader, progress)
+        """Ingest files and folders (recursively). Same bytes already stored are reported, not redone.
+        With ``shard``, only that worker's share of the files (see :class:`core.ingest.Shard`)."""
+        return self._ingest(items_from_paths(paths, shard), source, uploader, progress)
 
     def ingest_uploads(
         self,
