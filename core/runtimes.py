@@ -24,6 +24,7 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,7 +193,10 @@ def _torch_encoder(precision: str, model: torch.nn.Module) -> ImageEncoder:
     if precision == "fp32":
         return model.encode_image
     if precision == "int8":
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch.ao's notice that quantisation moves to torchao
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
         return quantized.encode_image
     dtype = LOW_PRECISION[precision]
     low = copy.deepcopy(model).to(dtype)
@@ -217,8 +221,10 @@ def _onnx_model(model: torch.nn.Module, image_size: int, folder: Path, model_tag
     if not fp32.exists():
         partial = fp32.with_suffix(".partial")
         example = torch.zeros(1, 3, image_size, image_size)
-        # with gradients on, attention takes the plain path (the fused one has no ONNX form)
-        with torch.inference_mode(False), torch.enable_grad():
+        # with gradients on, attention takes the plain path (the fused one has no ONNX form); the
+        # tracer's warnings are about shape checks inside attention, constant for this model
+        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(_ImageTower(model), (example,), str(partial), input_names=["pixels"],
                               output_names=["features"], opset_version=ONNX_OPSET, dynamo=False,
                               dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
