@@ -35,7 +35,7 @@ import torch
 
 from benchmarks.dataset_images import build_folder
 from benchmarks.flops import counted_flops, vit_tower_flops
-from benchmarks.runtime_agreement import Agreement, agreement, outcomes
+from benchmarks.runtime_agreement import TOP_ANOMALIES, Agreement, agreement, outcomes
 from core.analysis import ImageSignals
 from core.collection import Collection
 from core.embedding import Embedder
@@ -269,7 +269,7 @@ def main() -> None:
     print(f"\n## Runtimes on {len(names)} labelled images, batch {BATCH}, in turn on the same batches\n")
     print(table(
         ["runtime", "images/s", "x torch fp32", "search top-10 overlap", "duplicate pairs changed",
-         f"top-{20} anomalies changed", "min cosine", "unchanged for an analyst"],
+         f"top-{TOP_ANOMALIES} anomalies changed", "min cosine", "unchanged for an analyst"],
         [[r.candidate.name, f"{r.images_per_s:.1f}", f"{m.speedup:.2f}", f"{r.agreement.search_overlap:.3f}",
           r.agreement.duplicate_pairs_changed, r.agreement.top_anomalies_changed, f"{r.agreement.min_cosine:.5f}",
           "yes" if m.unchanged else "no"] for r, m in zip(results, decision.measured, strict=True)],

@@ -189,7 +189,7 @@ class Embedder:
         self.runtime_folder = settings.data_dir / "runtime"
         try:
             candidate, note = self._choose(settings)
-            self._encoder = self._build(candidate)
+            self._encoder = self.encoder_for(candidate)
         except RuntimeUnavailable as exc:
             raise ModelUnavailable(str(exc)) from exc
         self.runtime, self.precision = candidate.runtime, candidate.precision
@@ -205,16 +205,13 @@ class Embedder:
         )
 
     # runtime and precision ----------------------------------------------------------------------
-    def _build(self, candidate: Candidate) -> ImageEncoder:
+    def encoder_for(self, candidate: Candidate) -> ImageEncoder:
+        """An encoder of this model on ``candidate``'s runtime (the benchmark compares them side by side)."""
         if candidate.runtime != "torch" and self.device != "cpu":
             raise RuntimeUnavailable(f"RUNTIME={candidate.runtime} runs on the CPU here; set DEVICE=cpu or RUNTIME=torch.")
         if candidate.precision == "int8" and self.device != "cpu":
             raise RuntimeUnavailable("PRECISION=int8 (dynamic quantisation) runs on the CPU; set DEVICE=cpu.")
         return build_encoder(candidate, self._fp32, self.image_size, self.runtime_folder, self.model_tag)
-
-    def encoder_for(self, candidate: Candidate) -> ImageEncoder:
-        """Another runtime's encoder for this model (the benchmark compares them side by side)."""
-        return self._build(candidate)
 
     def encode_with(self, encoder: ImageEncoder, batch: torch.Tensor) -> torch.Tensor:
         """L2-normalised float32 embeddings of ``batch`` by ``encoder``."""
@@ -269,7 +266,7 @@ class Embedder:
         probe = self._probe_batch_size
         batch = _probe_batch(self.image_size, probe).to(self.device)  # transfers stay out of the timing
         fp32_s, reference = self._timed(self._fp32.encode_image, batch)
-        low_s, candidate = self._timed(self._build(Candidate("torch", low)), batch)
+        low_s, candidate = self._timed(self.encoder_for(Candidate("torch", low)), batch)
         agreement = float((reference * candidate).sum(dim=-1).min())
         note = f"{low} {fp32_s / low_s:.2f}x fp32 speed, min cosine to fp32 {agreement:.5f}"
         if low_s < 0.9 * fp32_s and agreement >= AGREEMENT_MIN_COSINE:

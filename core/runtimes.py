@@ -36,9 +36,11 @@ ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
 
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIONAL_RUNTIMES = ("onnxruntime", "openvino")
-_PIP_NAMES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+_VERSIONED = ("torch", "onnxruntime", "openvino")  # their kernels decide the speed
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
 ONNX_OPSET = 17
+SEARCH_OVERLAP_MIN = 0.95
+SPEEDUP_MIN = 1.1  # below this, measurement noise could have picked it
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -85,10 +87,6 @@ class Measurement:
     def unchanged(self) -> bool:
         """Whether an analyst would see the same results as with torch fp32."""
         return self.same_duplicates and self.same_top_anomalies and self.search_overlap >= SEARCH_OVERLAP_MIN
-
-
-SEARCH_OVERLAP_MIN = 0.95
-SPEEDUP_MIN = 1.1  # below this, measurement noise could have picked it
 
 
 @dataclass(frozen=True)
@@ -149,7 +147,7 @@ def _version(package: str) -> str:
 def machine_key(model_tag: str) -> str:
     """A digest of what makes a measured decision valid: CPU, flags, runtime versions, the model."""
     model, flags = cpu_description()
-    versions = [_version(p) for p in _PIP_NAMES.values()]
+    versions = [_version(p) for p in _VERSIONED]
     return hashlib.sha256(json.dumps([model, flags, versions, model_tag]).encode()).hexdigest()[:16]
 
 
