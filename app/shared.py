@@ -4,29 +4,43 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import observability
-from core.collection import Collection
-from core.embedding import ModelUnavailable
-from core.settings import Settings, SettingsError
-from core.storage.errors import StorageError
+from core import (
+    Collection,
+    DomainError,
+    ModelUnavailable,
+    Settings,
+    SettingsError,
+    record_page_view,
+    setup_observability,
+)
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
 def collection() -> Collection:
     """One collection (stores and model) per server process, shared by every session; the logs and
-    the metrics server start with it."""
+    the metrics server start with it. First run: the admin's password is printed once on the
+    server's terminal (never logged), and a server deployment without AUTH_SECRET stops here."""
     settings = Settings.from_env()
-    observability.setup(settings)
-    return Collection.open(settings)
+    setup_observability(settings)
+    opened = Collection.open(settings)
+    try:
+        opened.auth_secret()
+        password = opened.ensure_admin()
+    except BaseException:
+        opened.close()
+        raise
+    if password:
+        print(f"First run: created user admin with password {password} (also in DATA_DIR/initial-admin-password).")
+    return opened
 
 
 def open_collection(page: str) -> Collection:
     """The collection, or a clear error on the page (and a stop) when it cannot be opened. Counts the
     page view."""
-    observability.record_page_view(page)
+    record_page_view(page)
     try:
         return collection()
-    except (SettingsError, StorageError) as exc:
+    except (SettingsError, DomainError) as exc:
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise

@@ -1,14 +1,17 @@
 """``visual-anomaly``: the command line, a thin caller of :class:`core.collection.Collection`.
 
 Every command takes ``--json`` and then prints exactly one JSON object on stdout; progress and
-messages go to stderr. Errors a user can fix (configuration, an unreachable server, missing
-weights) end with one sentence on stderr and exit status 2, never a traceback.
+messages go to stderr. The CLI runs on the machine that holds the data and acts as its local admin
+(the OS user, role admin) unless ``--as-user`` names a catalog user. Errors a user can fix (a domain
+error, configuration, missing weights) end with one sentence on stderr and the error's exit status,
+never a traceback; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
 import logging
 import sys
@@ -16,24 +19,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from core.analysis import METHODS, DuplicateThresholds
-from core.collection import Collection, CollectionStatus
-from core.embedding import ModelUnavailable
-from core.errors import InvalidRequest
+from core import (
+    METHODS,
+    Collection,
+    CollectionStatus,
+    DomainError,
+    DuplicateThresholds,
+    IngestReport,
+    InvalidRequest,
+    ModelUnavailable,
+    Role,
+    SearchFilter,
+    Settings,
+    SettingsError,
+    Shard,
+)
 from core.health import check_servers
-from core.ingest import IngestReport, Shard
 from core.observability import configure_logging
-from core.settings import Settings, SettingsError
-from core.storage.errors import StorageError
-from core.storage.vectors import VectorFilter
+from core.users import INITIAL_PASSWORD_FILE
 
 DUPLICATE_COLUMNS = [
     "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
     "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as",
 ]
 ANOMALY_COLUMNS = ["image_id", "file_name", "source", "score", "percentile", "rank", "label", "selected"]
-# ValueError: bad arguments our own checks reject with a sentence (ImageRejected is one).
-USER_ERRORS = (SettingsError, ModelUnavailable, StorageError, FileNotFoundError, ValueError, KeyError)
+# Expected failures, shown as one sentence; DomainError carries its own exit status.
+USER_ERRORS = (DomainError, SettingsError, ModelUnavailable, FileNotFoundError)
 
 
 def _print_json(data: object) -> None:
@@ -60,9 +71,7 @@ def _progress_bar(total_hint: str, enabled: bool) -> tuple[Callable[[int, int], 
 def cmd_ingest(collection: Collection, args: argparse.Namespace) -> int:
     update, close = _progress_bar("ingest", sys.stderr.isatty() and not args.json)
     try:
-        report = collection.ingest(
-            args.paths, source=args.source, uploader=args.uploader, progress=update, shard=args.shard
-        )
+        report = collection.ingest(args.paths, source=args.source, progress=update, shard=args.shard)
     finally:
         close()
     if args.json:
@@ -99,6 +108,7 @@ def cmd_status(collection: Collection, args: argparse.Namespace) -> int:
 
 
 def _print_status(status: CollectionStatus) -> None:
+    print(f"acting as {status.acting_as['name']} ({status.acting_as['role']})")
     print(f"images   {status.images}" + (f"  ({status.pending} pending: re-run the ingest or `visual-anomaly repair`)" if status.pending else ""))
     print(f"vectors  {status.vectors}")
     print(f"blobs    {status.blobs} originals, {status.thumbnails} thumbnails")
@@ -112,8 +122,8 @@ def _print_status(status: CollectionStatus) -> None:
 
 
 def cmd_search(collection: Collection, args: argparse.Namespace) -> int:
-    filters = VectorFilter(
-        sources=tuple(args.source or ()), uploaders=tuple(args.uploader or ()), formats=tuple(f.upper() for f in args.format or ())
+    filters = SearchFilter(
+        sources=tuple(args.source or ()), uploaders=tuple(args.uploader or ()), formats=tuple(args.format or ())
     )
     image = Path(args.image).read_bytes() if args.image else None
     response = collection.search(
@@ -205,7 +215,7 @@ def cmd_anomalies(collection: Collection, args: argparse.Namespace) -> int:
 
 def cmd_label(collection: Collection, args: argparse.Namespace) -> int:
     label = None if args.label == "clear" else args.label
-    collection.label(args.image_id, label, args.by)
+    collection.label(args.image_id, label)
     if args.json:
         _print_json({"image_id": args.image_id, "label": label})
     else:
@@ -239,6 +249,64 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(exc.reason) from None
 
 
+def _read_password(prompt: str) -> str:
+    """A new password: one line from stdin when it is not a terminal (scripts, pipes), else typed
+    twice without echo."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(prompt)
+    if getpass.getpass("Again: ") != first:
+        raise InvalidRequest("password", "the two entries differ")
+    return first
+
+
+def cmd_users(collection: Collection, args: argparse.Namespace) -> int:
+    action = args.users_command
+    if action == "list":
+        users = collection.users()
+        if args.json:
+            _print_json({"users": [u.to_json() for u in users]})
+        else:
+            for user in users:
+                print(f"{user.name:24} {user.role.value:8}" + ("  disabled" if user.disabled else ""))
+        return 0
+    if action == "bootstrap":
+        return _bootstrap(collection, args)
+    if action == "add":
+        user = collection.add_user(args.name, args.role, _read_password(f"Password for {args.name}: "))
+        done = {"name": user.name, "role": user.role.value, "added": True}
+    elif action == "passwd":
+        collection.set_password(args.name, _read_password(f"New password for {args.name}: "))
+        done = {"name": args.name, "password_changed": True}
+    elif action == "disable":
+        collection.disable_user(args.name)
+        done = {"name": args.name, "disabled": True}
+    else:
+        collection.remove_user(args.name)
+        done = {"name": args.name, "removed": True}
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"{args.name}: " + ", ".join(k.replace("_", " ") for k, v in done.items() if v is True))
+    return 0
+
+
+def _bootstrap(collection: Collection, args: argparse.Namespace) -> int:
+    """First run: the one place the admin's initial password is shown (stdout, never a log)."""
+    password = collection.ensure_admin()
+    where = str(collection.settings.data_dir / INITIAL_PASSWORD_FILE)
+    if args.json:
+        _print_json({"created": password is not None, "name": "admin", "password": password,
+                     "password_file": where if password else None})
+    elif password is None:
+        print("Users exist already; nothing to do (`visual-anomaly users list`).")
+    else:
+        print(f"Created user admin with password: {password}\n"
+              f"It is also in {where} (readable by you only). Sign in and change it: "
+              "`visual-anomaly users passwd admin`, then delete that file.")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -253,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="ingest image files and folders (recursively)")
     ingest.add_argument("paths", nargs="+", help="files or folders")
     ingest.add_argument("--source", help="a label for this batch, e.g. batch-2026-11 (default: 'default')")
-    ingest.add_argument("--uploader", help="who uploads (default: the current user)")
     ingest.add_argument("--shard", type=_shard, metavar="I/N",
                         help="ingest only worker I's share of the files when N workers split them (by a hash of "
                         "each file's absolute path; e.g. 0/4 ... 3/4)")
@@ -300,15 +367,36 @@ def build_parser() -> argparse.ArgumentParser:
     label = commands.add_parser("label", help="record an analyst's review of an image")
     label.add_argument("image_id")
     label.add_argument("label", choices=("anomaly", "normal", "clear"))
-    label.add_argument("--by", help="who reviewed (default: the current user)")
     label.set_defaults(run=cmd_label)
 
     check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
     check.set_defaults(run=cmd_check, needs_collection=False)
 
-    for sub in (ingest, status, repair, search, duplicates, anomalies, label, check):
+    users = commands.add_parser("users", help="manage who may sign in to the app and the API, and their roles")
+    users.set_defaults(run=cmd_users)
+    user_commands = users.add_subparsers(dest="users_command", required=True)
+    roles = [r.value for r in Role]
+    subs = [ingest, status, repair, search, duplicates, anomalies, label, check]
+    for name, text in (
+        ("add", "add a user (password from stdin when piped, else typed twice)"),
+        ("list", "every user, role and whether disabled"),
+        ("passwd", "set a user's password (from stdin when piped, else typed twice)"),
+        ("disable", "refuse a user's sign-ins and requests from now on"),
+        ("remove", "delete a user"),
+        ("bootstrap", "first run: create user admin with a random password, shown once"),
+    ):
+        sub = user_commands.add_parser(name, help=text)
+        if name not in ("list", "bootstrap"):
+            sub.add_argument("name", help="user name (lower case)")
+        if name == "add":
+            sub.add_argument("--role", required=True, choices=roles, help="viewer, analyst or admin")
+        subs.append(sub)
+
+    for sub in subs:
         sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        if sub is not check:
+            sub.add_argument("--as-user", metavar="NAME", help="act as this catalog user (default: the local admin)")
     return parser
 
 
@@ -321,11 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "needs_collection", True):
             return int(args.run(settings, args))
         with Collection.open(settings) as collection:
-            return int(args.run(collection, args))
+            acting = collection.as_user(args.as_user) if args.as_user else collection
+            return int(args.run(acting, args))
     except USER_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"visual-anomaly: {message}", file=sys.stderr)
-        return 2
+        print(f"visual-anomaly: {exc}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, DomainError) else 2
 
 
 if __name__ == "__main__":

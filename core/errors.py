@@ -1,7 +1,7 @@
 """The facade's domain errors: every expected failure of a facade call is one of these.
 
 Callers map them once: the CLI to a one-line message and an exit code, the HTTP API to a problem
-detail and a status (404, 422, 403, 409/503), the app to a message on the page. Anything else that
+detail and a status (404, 422, 401, 403, 409/503), the app to a message on the page. Anything else that
 escapes the facade is a bug and is logged with its traceback, never shown as "bad input".
 Messages are written for the person at the other end: they say what happened and what to do, and
 never carry SQL, parameters, credentials or stack frames.
@@ -46,6 +46,17 @@ class Forbidden(DomainError):
     def __init__(self, user: str, role: str, action: str) -> None:
         self.user, self.role, self.action = user, role, action
         super().__init__(f"User {user!r} ({role}) may not {action}.")
+
+
+class AuthenticationFailed(DomainError):
+    """A name and password do not match an enabled user. Deliberately one message for an unknown
+    name, a wrong password and a disabled account, so a caller learns nothing about which."""
+
+    exit_code = 3
+    http_status = 401
+
+    def __init__(self) -> None:
+        super().__init__("Unknown user name or wrong password.")
 
 
 class Busy(DomainError):

@@ -34,7 +34,14 @@ from core.backends import Backends
 from core.embedding import Embedder
 from core.errors import InvalidRequest
 from core.images import ImageRejected, PreparedImage, image_id, prepare_image
-from core.observability import log_event, record_ingest, timed
+from core.observability import (
+    IMAGES_ALREADY_PRESENT,
+    IMAGES_FAILED,
+    IMAGES_INGESTED,
+    IMAGES_REJECTED,
+    log_event,
+    timed,
+)
 from core.reports import ArrivalMatch
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
@@ -527,3 +534,35 @@ def payload(record: ImageRecord, sources: Sequence[str], uploaders: Sequence[str
         "created_at": record.created_at,
     }
 
+
+def record_ingest(report: IngestReport, *, source: str, uploader: str) -> None:
+    """Count an ingest's outcomes and log one event per file and one summary. (Here, not in
+    core.observability, which must not import the ingest records it would describe.)"""
+    IMAGES_INGESTED.inc(report.ingested)
+    IMAGES_ALREADY_PRESENT.inc(report.already_present)
+    IMAGES_FAILED.inc(len(report.failed))
+    for outcome in report.rejected:
+        IMAGES_REJECTED.labels(reason=outcome.reason_code or "unknown").inc()
+    for outcome in report.outcomes:
+        level = logging.WARNING if outcome.status in ("rejected", "failed") else logging.INFO
+        log_event(
+            f"image_{outcome.status}",
+            level,
+            image_id=outcome.image_id,
+            file=outcome.file,
+            source=source,
+            reason=outcome.reason_code or outcome.reason,
+        )
+    log_event(
+        "ingest_finished",
+        logging.ERROR if report.error else logging.INFO,
+        source=source,
+        uploader=uploader,
+        files=len(report.outcomes),
+        ingested=report.ingested,
+        already_present=report.already_present,
+        rejected=len(report.rejected),
+        failed=len(report.failed),
+        duration_s=round(report.seconds, 3),
+        error=report.error,
+    )

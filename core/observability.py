@@ -26,7 +26,6 @@ from typing import IO, TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from core.ingest import IngestReport
     from core.settings import Settings
 
 LOGGER_NAME = "visual_anomaly"
@@ -189,38 +188,6 @@ def observe_search(search_type: str, **fields: Any) -> AbstractContextManager[di
 def observe_analysis(analysis: str, **fields: Any) -> AbstractContextManager[dict[str, Any]]:
     """Time an analysis (duplicates, anomalies, projection) and log an ``analysis`` event."""
     return _observed(ANALYSIS, "analysis", "analysis", analysis, **fields)
-
-
-def record_ingest(report: IngestReport, *, source: str, uploader: str) -> None:
-    """Count an ingest's outcomes and log one event per file and one summary."""
-    IMAGES_INGESTED.inc(report.ingested)
-    IMAGES_ALREADY_PRESENT.inc(report.already_present)
-    IMAGES_FAILED.inc(len(report.failed))
-    for outcome in report.rejected:
-        IMAGES_REJECTED.labels(reason=outcome.reason_code or "unknown").inc()
-    for outcome in report.outcomes:
-        level = logging.WARNING if outcome.status in ("rejected", "failed") else logging.INFO
-        log_event(
-            f"image_{outcome.status}",
-            level,
-            image_id=outcome.image_id,
-            file=outcome.file,
-            source=source,
-            reason=outcome.reason_code or outcome.reason,
-        )
-    log_event(
-        "ingest_finished",
-        logging.ERROR if report.error else logging.INFO,
-        source=source,
-        uploader=uploader,
-        files=len(report.outcomes),
-        ingested=report.ingested,
-        already_present=report.already_present,
-        rejected=len(report.rejected),
-        failed=len(report.failed),
-        duration_s=round(report.seconds, 3),
-        error=report.error,
-    )
 
 
 def record_page_view(page: str, *, method: str = "GET", status: int = 200) -> None:

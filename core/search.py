@@ -7,18 +7,20 @@ repeat and refine the same queries.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from core import validation
 from core.backends import Backends
 from core.embedding import Embedder
+from core.errors import InvalidRequest
 from core.images import prepare_image
 from core.observability import observe_search
 from core.settings import Settings
-from core.storage.blobs import thumbnail_key
 from core.storage.vectors import VectorFilter
 
 TEXT_CACHE_TTL_S = 7 * 24 * 3600
@@ -37,7 +39,37 @@ class SearchResult:
     height: int
     size_bytes: int
     created_at: float
-    thumbnail_key: str
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which images a search may return; empty fields do not restrict, and a list matches when any
+    of its values does. Checked when built, so a bad value names its field before any work starts.
+    Times are Unix seconds (arrival), sizes bytes, formats as stored (``JPEG``, ``PNG``, ...)."""
+
+    sources: tuple[str, ...] = ()
+    uploaders: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()
+    created_from: float | None = None
+    created_to: float | None = None
+    min_size_bytes: int | None = None
+    max_size_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("sources", "uploaders", "formats"):
+            object.__setattr__(self, name, validation.texts(name, getattr(self, name)))
+        object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
+        for low, high in (("created_from", "created_to"), ("min_size_bytes", "max_size_bytes")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            for name, value in ((low, lo), (high, hi)):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise InvalidRequest(name, f"expected a number, got {value!r}")
+            if lo is not None and hi is not None and lo > hi:
+                raise InvalidRequest(high, f"{hi} is below {low} ({lo})")
+
+    def to_vector_filter(self) -> VectorFilter:
+        """The vector store's own filter: the storage type stays beneath the facade."""
+        return VectorFilter(**dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -50,7 +82,7 @@ class SearchResponse:
 def text_vector(text: str, embedder: Embedder, backends: Backends) -> np.ndarray:
     """The text's embedding, from the cache when an earlier query computed it."""
     if not text.strip():
-        raise ValueError("The search text is empty; type what the images should show.")
+        raise InvalidRequest("text", "it is empty; type what the images should show")
     key = "text:" + hashlib.sha256(f"{embedder.info.name}|{embedder.info.weights}|{text}".encode()).hexdigest()
     cached = backends.cache.get(key)
     if cached is not None:
@@ -78,7 +110,7 @@ def nearest(
 ) -> SearchResponse:
     """The ``k`` visible images nearest to ``vector`` that pass the filter and the score threshold."""
     if k < 1:
-        raise ValueError("k must be at least 1.")
+        raise InvalidRequest("k", f"{k} is below 1")
     search_type = query.split(":", 1)[0].replace(" ", "_")  # text | image | similar_to
     with observe_search(search_type, k=k, filtered=flt is not None and not flt.is_empty()) as logged:
         start = time.perf_counter()
@@ -99,7 +131,6 @@ def nearest(
             height=records[h.id].height,
             size_bytes=records[h.id].size_bytes,
             created_at=records[h.id].created_at,
-            thumbnail_key=thumbnail_key(h.id),
         )
         for h in hits
         if h.id in records

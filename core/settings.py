@@ -51,9 +51,13 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("LOCK_TIMEOUT_S", "60", "How long to wait for another process holding the embedded vector shard."),
     Setting("METRICS_PORT", None, "Serve Prometheus metrics on this port (`/metrics`); unset: no metrics server."),
     Setting("LOG_FORMAT", "text", "`text` for people, `json` for one JSON object per line (log collectors)."),
+    Setting("AUTH_SECRET", None, "Key that signs login cookies and API tokens. Required (not a placeholder such as `change-me`) with any server backend; unset on the embedded default: generated once into DATA_DIR/auth-secret."),
 )
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+# Values that ship in examples: a deployment still using one has a secret everybody knows.
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret"})
+
 _DEFAULTS = {s.env: s.default for s in SETTINGS_TABLE}
 
 
@@ -103,6 +107,7 @@ class Settings:
     lock_timeout_s: int = 60
     metrics_port: int | None = None
     log_format: str = "text"
+    auth_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Notebook users pass plain strings for paths.
@@ -145,6 +150,7 @@ class Settings:
             lock_timeout_s=_int(env, "LOCK_TIMEOUT_S", minimum=0),
             metrics_port=_int(env, "METRICS_PORT") if text("METRICS_PORT") else None,
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+            auth_secret=text("AUTH_SECRET"),
         )
         settings.check()
         return settings
@@ -158,6 +164,15 @@ class Settings:
                 f"MODEL_CHECKPOINT={self.model_checkpoint} is not a file. Point it at a local OpenCLIP "
                 "weights file, or unset it to use MODEL_PRETRAINED."
             )
+        if self.auth_secret is not None and self.auth_secret.strip().lower() in PLACEHOLDER_SECRETS:
+            raise SettingsError(
+                "AUTH_SECRET is a placeholder everybody knows; set it to a random value, e.g. `openssl rand -hex 32`."
+            )
+
+    @property
+    def uses_servers(self) -> bool:
+        """Whether any store is a server: then several processes or hosts share the collection."""
+        return any((self.database_url, self.qdrant_url, self.s3_endpoint, self.redis_url))
 
     @property
     def random_weights(self) -> bool:

@@ -29,6 +29,7 @@ from core.analysis.duplicates import (
 from core.analysis.hamming import hashes_from_hex, popcount
 from core.analysis.neighbours import exact_graph
 from core.analysis.similarity import SimilarityScale
+from core.errors import InvalidRequest
 from core.images import PreparedImage, prepare_image
 from core.synthetic import encode, photo
 
@@ -159,7 +160,7 @@ def test_crop_joins_its_original_in_a_cluster_under_the_crop_threshold(scene: li
     assert cluster.links[0].crop_score is not None and cluster.links[0].crop_score >= DEFAULT_CROP_MATCH
     off = duplicate_clusters(candidates, x, signals, DuplicateThresholds(crop=1.01))
     assert not off.clusters
-    with pytest.raises(ValueError, match="crop threshold"):
+    with pytest.raises(InvalidRequest, match="crop"):
         duplicate_clusters(candidates, x, signals, DuplicateThresholds(crop=0.5))
 
 

@@ -20,6 +20,7 @@ from core.analysis.duplicates import (
 from core.analysis.hamming import hashes_from_hex, pairs_within, popcount
 from core.analysis.neighbours import exact_graph
 from core.analysis.similarity import similarity_scale
+from core.errors import InvalidRequest
 
 D = 32
 
@@ -207,11 +208,11 @@ def test_moving_a_threshold_towards_strict_never_adds_pairs() -> None:
 
 def test_thresholds_outside_the_gathered_range_are_refused() -> None:
     _, _, candidates, _ = Collection().build()
-    with pytest.raises(ValueError, match="similarity_floor"):
+    with pytest.raises(InvalidRequest, match="similarity_floor"):
         duplicate_pairs(candidates, DuplicateThresholds(similarity=0.1))
-    with pytest.raises(ValueError, match="hamming_max"):
+    with pytest.raises(InvalidRequest, match="hamming_max"):
         duplicate_pairs(candidates, DuplicateThresholds(hamming=20))
-    with pytest.raises(ValueError, match="rule"):
+    with pytest.raises(InvalidRequest, match="rule"):
         DuplicateThresholds(rule="any")
 
 

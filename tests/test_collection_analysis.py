@@ -13,11 +13,13 @@ import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageOps
 
 from core import analysis
+from core.access import Actor, Role
 from core.analysis import DuplicateThresholds
 from core.analysis.crops import DEFAULT_CROP_MATCH
 from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
+from core.errors import InvalidRequest
 from core.reports import DuplicatesView
 from core.settings import Settings
 from core.synthetic import encode, photo
@@ -141,11 +143,11 @@ def test_planted_foreign_group_ranks_on_top_and_labels_come_back(analysed: Colle
     assert view.rows[0].percentile == pytest.approx(100.0)
 
     target = view.rows[0].image.image_id
-    analysed.label(target, "anomaly", "ana")
+    analysed.acting_as(Actor("ana", Role.ANALYST)).label(target, "anomaly")
     assert analysed.anomalies().rows[0].label == "anomaly"
     analysed.label(target, None)
     assert analysed.anomalies().rows[0].label is None
-    with pytest.raises(ValueError, match="one of"):
+    with pytest.raises(InvalidRequest, match="one of"):
         analysed.anomalies(top=3, contamination=5)
 
 

@@ -109,7 +109,7 @@ def test_env_example_names_every_variable_and_holds_no_real_secret(env_example: 
 
 def test_required_secrets_stop_compose_when_missing() -> None:
     text = (ROOT / "compose.yaml").read_text()
-    for name in ("POSTGRES_PASSWORD", "QDRANT_API_KEY", "S3_SECRET_KEY", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD"):
+    for name in ("POSTGRES_PASSWORD", "QDRANT_API_KEY", "S3_SECRET_KEY", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "AUTH_SECRET"):
         assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), f"{name} has no ':?' guard"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.access import Actor, Role
 from core.cli import main as cli_main
 from core.collection import Collection
 from core.settings import Settings
@@ -76,7 +77,7 @@ def test_duplicate_of_a_rejected_file_is_rejected_too(collection: Collection) ->
 
 def test_stored_image_keeps_bytes_thumbnail_and_metadata(collection: Collection) -> None:
     data = encode(photo(4, size=(640, 480)))
-    report = collection.ingest_uploads([("x.jpg", data)], source="s", uploader="ana")
+    report = collection.acting_as(Actor("ana", Role.ANALYST)).ingest_uploads([("x.jpg", data)], source="s")
     image_id = report.outcomes[0].image_id
     [record] = collection.images([image_id])
     assert collection.original(image_id) == data

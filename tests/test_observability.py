@@ -88,7 +88,7 @@ def test_metrics_endpoint_counts_an_ingest(collection: Collection, image_folder:
 def test_ingest_log_lines_are_json_objects_without_bytes(
     collection: Collection, image_folder: Callable[..., Path], json_log: io.StringIO
 ) -> None:
-    collection.ingest([mixed_folder(image_folder)], source="logs-test", uploader="ana")
+    collection.ingest([mixed_folder(image_folder)], source="logs-test")
     collection.search(text="a private query", k=2)
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     assert lines and all({"time", "level", "event"} <= set(line) for line in lines)
@@ -100,7 +100,7 @@ def test_ingest_log_lines_are_json_objects_without_bytes(
     assert by_event["image_rejected"][0]["reason"] == "not_an_image"
     assert by_event["image_rejected"][0]["level"] == "warning"
     (summary,) = by_event["ingest_finished"]
-    assert (summary["ingested"], summary["already_present"], summary["rejected"], summary["uploader"]) == (3, 1, 1, "ana")
+    assert (summary["ingested"], summary["already_present"], summary["rejected"], summary["uploader"]) == (3, 1, 1, collection.actor.name)
     assert summary["duration_s"] > 0
     (search,) = by_event["search"]
     assert (search["search_type"], search["k"], search["hits"]) == ("text", 2, 2)

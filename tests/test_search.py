@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from core.access import Actor, Role
 from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
+from core.errors import InvalidRequest, NotFound
+from core.search import SearchFilter
 from core.settings import Settings
-from core.storage.vectors import VectorFilter
 from core.synthetic import encode, photo
 
 
@@ -26,10 +28,12 @@ def searchable(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> 
 
 
 def _fill(collection: Collection) -> Collection:
-    collection.ingest_uploads([(f"a{i}.jpg", encode(photo(i))) for i in range(6)], source="alpha", uploader="ana")
+    collection.acting_as(Actor("ana", Role.ANALYST)).ingest_uploads(
+        [(f"a{i}.jpg", encode(photo(i))) for i in range(6)], source="alpha"
+    )
     time.sleep(0.01)
-    collection.ingest_uploads(
-        [(f"b{i}.png", encode(photo(100 + i), "PNG")) for i in range(4)], source="beta", uploader="ben"
+    collection.acting_as(Actor("ben", Role.ANALYST)).ingest_uploads(
+        [(f"b{i}.png", encode(photo(100 + i), "PNG")) for i in range(4)], source="beta"
     )
     return collection
 
@@ -52,13 +56,13 @@ def test_search_similar_to_stored_image_excludes_itself(searchable: Collection) 
 @pytest.mark.parametrize(
     ("flt", "expected_names"),
     [
-        (VectorFilter(sources=("beta",)), {f"b{i}.png" for i in range(4)}),
-        (VectorFilter(uploaders=("ana",)), {f"a{i}.jpg" for i in range(6)}),
-        (VectorFilter(formats=("PNG",)), {f"b{i}.png" for i in range(4)}),
-        (VectorFilter(sources=("alpha", "beta"), formats=("JPEG",)), {f"a{i}.jpg" for i in range(6)}),
+        (SearchFilter(sources=("beta",)), {f"b{i}.png" for i in range(4)}),
+        (SearchFilter(uploaders=("ana",)), {f"a{i}.jpg" for i in range(6)}),
+        (SearchFilter(formats=("PNG",)), {f"b{i}.png" for i in range(4)}),
+        (SearchFilter(sources=("alpha", "beta"), formats=("JPEG",)), {f"a{i}.jpg" for i in range(6)}),
     ],
 )
-def test_filters_restrict_results(searchable: Collection, flt: VectorFilter, expected_names: set[str]) -> None:
+def test_filters_restrict_results(searchable: Collection, flt: SearchFilter, expected_names: set[str]) -> None:
     response = searchable.search(image=encode(photo(50)), k=50, filters=flt)
     assert {r.file_name for r in response.results} == expected_names
 
@@ -66,10 +70,10 @@ def test_filters_restrict_results(searchable: Collection, flt: VectorFilter, exp
 def test_time_and_size_filters(searchable: Collection) -> None:
     frame = searchable.backends.catalog.ready_frame()
     cut = frame.loc[frame["source"] == "beta", "created_at"].min()
-    later = searchable.search(image=encode(photo(50)), k=50, filters=VectorFilter(created_from=cut))
+    later = searchable.search(image=encode(photo(50)), k=50, filters=SearchFilter(created_from=cut))
     assert {r.source for r in later.results} == {"beta"}
     smallest = int(frame["size_bytes"].min())
-    tiny = searchable.search(image=encode(photo(50)), k=50, filters=VectorFilter(max_size_bytes=smallest))
+    tiny = searchable.search(image=encode(photo(50)), k=50, filters=SearchFilter(max_size_bytes=smallest))
     assert [r.size_bytes for r in tiny.results] == [smallest]
 
 
@@ -90,11 +94,12 @@ def test_text_search_is_cached_and_returns_collection_images(searchable: Collect
 
 
 def test_search_needs_exactly_one_query(searchable: Collection) -> None:
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(InvalidRequest, match="exactly one"):
         searchable.search(text="x", image_id="y")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InvalidRequest, match="empty") as empty:
         searchable.search(text="  ")
-    with pytest.raises(KeyError):
+    assert empty.value.field == "text"
+    with pytest.raises(NotFound):
         searchable.search(image_id="00000000-0000-0000-0000-000000000000")
 
 
@@ -110,4 +115,4 @@ def test_cli_search_by_image_and_text_prints_json(
     assert answer["results"][0]["file_name"] == "b1.png"
     assert all(r["source"] == "beta" for r in answer["results"])
     assert cli_main(["search", "--similar-to", "00000000-0000-0000-0000-000000000000"]) == 2
-    assert "No image with id" in capsys.readouterr().err
+    assert "No image '00000000-0000-0000-0000-000000000000'" in capsys.readouterr().err

@@ -20,10 +20,10 @@ from core.backends import open_backends
 from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
+from core.errors import Unavailable
 from core.health import check_servers, unreachable_message
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.errors import StorageError
 from core.synthetic import encode
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def test_opening_on_an_unreachable_server_names_it_without_secrets(
         changes = {"qdrant_url": where, "qdrant_api_key": "qdrant-key-w0rd"}
     else:
         changes = {"s3_endpoint": where, "s3_access_key": "s3-access-w0rd", "s3_secret_key": "s3-secret-w0rd"}
-    with pytest.raises(StorageError) as failure:
+    with pytest.raises(Unavailable) as failure:
         Collection.open(Settings(**{**settings.__dict__, **changes}), embedder=embedder)
     assert where in str(failure.value)
     assert not [s for s in SECRETS if s in str(failure.value)]

@@ -25,6 +25,7 @@ from scipy.stats import rankdata
 
 from core.analysis.exact import check_vectors
 from core.analysis.neighbours import NeighbourGraph
+from core.errors import InvalidRequest
 
 METHODS = ("combined", "knn", "mahalanobis", "lof", "iforest")
 DEFAULT_METHOD = "combined"
@@ -51,7 +52,7 @@ def anomaly_scores(vectors: np.ndarray, graph: NeighbourGraph, *, method: str = 
     (equal labels = exact duplicates, e.g. the same SHA-256) so that "knn" skips those neighbours.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown anomaly method {method!r}; use one of {METHODS}")
+        raise InvalidRequest("method", f"{method!r} is not one of {', '.join(METHODS)}")
     x = check_vectors(vectors)
     n = len(x)
     if graph.n != n:
@@ -60,7 +61,7 @@ def anomaly_scores(vectors: np.ndarray, graph: NeighbourGraph, *, method: str = 
         raise ValueError("same_image needs one group label per row")
     k = graph.k if k is None else k
     if not 1 <= k <= graph.k:
-        raise ValueError(f"k must be between 1 and the graph's k ({graph.k}); build the graph with a larger k")
+        raise InvalidRequest("k", f"{k} is not between 1 and the graph's k ({graph.k})")
     if n < 2:
         return _result(method, k, np.zeros(n))
     if method == "knn":
@@ -173,8 +174,8 @@ def select_anomalies(result: AnomalyScores, *, threshold: float | None = None, t
         return ranked[result.scores[ranked] >= threshold]
     if top is not None:
         if top < 0:
-            raise ValueError(f"top must be zero or more, got {top}")
+            raise InvalidRequest("top", f"{top} is below zero")
         return ranked[:top]
     if not 0 < contamination <= 100:
-        raise ValueError(f"contamination is a percentage in (0, 100], got {contamination}")
+        raise InvalidRequest("contamination", f"{contamination} is not a percentage in (0, 100]")
     return ranked[: math.ceil(len(ranked) * contamination / 100.0)]

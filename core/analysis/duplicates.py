@@ -39,6 +39,7 @@ from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within
 from core.analysis.heap import release_free_memory
 from core.analysis.neighbours import NeighbourGraph
 from core.analysis.similarity import SimilarityScale, similarity_scale
+from core.errors import InvalidRequest
 from core.images import SKETCH_SIDE
 
 RULES = ("either", "both")
@@ -147,18 +148,17 @@ class DuplicateThresholds:
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
-            raise ValueError(f"unknown rule {self.rule!r}; use one of {RULES}")
+            raise InvalidRequest("rule", f"{self.rule!r} is not one of {', '.join(RULES)}")
         for name in ("similarity", "agree_similarity"):
             value = getattr(self, name)
             if not isinstance(value, (int, float, np.floating)) or not np.isfinite(value) or value > 1.0:
-                raise ValueError(f"{name} threshold must be a number up to 1, got {value!r}")
+                raise InvalidRequest(name, f"{value!r} is not a number up to 1")
         if not isinstance(self.crop, (int, float, np.floating)) or not np.isfinite(self.crop):
-            raise ValueError(f"crop threshold must be a number (a correlation; above 1 turns crops off), "
-                             f"got {self.crop!r}")
+            raise InvalidRequest("crop", f"{self.crop!r} is not a number (a correlation; above 1 turns crops off)")
         for name in ("hamming", "agree_hamming"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 64:
-                raise ValueError(f"{name} threshold must be a whole number of bits from 0 to 64, got {value!r}")
+                raise InvalidRequest(name, f"{value!r} is not a whole number of bits from 0 to 64")
 
     @property
     def lowest_similarity(self) -> float:
@@ -321,16 +321,16 @@ def _row_dots(x: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8
 # thresholds -------------------------------------------------------------------------------------
 
 def _check_range(candidates: DuplicateCandidates, thresholds: DuplicateThresholds) -> None:
+    """A threshold outside the range the candidates were gathered for is the caller's to change."""
     if thresholds.lowest_similarity < candidates.similarity_floor:
-        raise ValueError(f"similarity threshold {thresholds.lowest_similarity} is below the "
-                         f"{candidates.similarity_floor} the candidates were gathered for; gather them again "
-                         "with a lower similarity_floor")
+        raise InvalidRequest("similarity", f"{thresholds.lowest_similarity} is below the {candidates.similarity_floor} "
+                             "the candidates were gathered for (gather them again with a lower similarity_floor)")
     if thresholds.crop < candidates.crop_floor:
-        raise ValueError(f"crop threshold {thresholds.crop} is below the {candidates.crop_floor} the candidates "
-                         "were gathered for; gather them again with a lower crop_floor")
+        raise InvalidRequest("crop", f"{thresholds.crop} is below the {candidates.crop_floor} the candidates were "
+                             "gathered for (gather them again with a lower crop_floor)")
     if thresholds.rule == "either" and thresholds.highest_hamming > candidates.hamming_max:
-        raise ValueError(f"Hamming threshold {thresholds.highest_hamming} is above the {candidates.hamming_max} "
-                         "bits the candidates were gathered for; gather them again with a higher hamming_max")
+        raise InvalidRequest("hamming", f"{thresholds.highest_hamming} is above the {candidates.hamming_max} bits "
+                             "the candidates were gathered for (gather them again with a higher hamming_max)")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from core.storage.catalog_users import UserTable, add_users_table
 from core.storage.errors import StorageError
 
 PENDING = "pending"
@@ -89,7 +90,7 @@ def _add_sketch_v2(conn: Connection) -> None:
 
 
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class Catalog:
         except sa.exc.OperationalError as exc:
             self.engine.dispose()
             raise StorageError(f"Cannot open the catalog at {self.describe()}: {exc.orig}") from exc
+        self.users = UserTable(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -295,20 +297,23 @@ class Catalog:
             conn.execute(image_names.delete().where(image_names.c.image_id.in_(doomed)))
             conn.execute(images.delete().where(pending))
 
-    def set_label(self, image_id: str, label: str | None, labelled_by: str) -> None:
-        """Store an analyst's review label; ``None`` clears it."""
+    def set_label(self, image_id: str, label: str | None, labelled_by: str) -> bool:
+        """Store an analyst's review label; ``None`` clears it. False (nothing written) when no
+        visible image has that id."""
         if label is not None and label not in LABELS:
             raise ValueError(f"Label {label!r} is not one of {', '.join(LABELS)}.")
         with self.engine.begin() as conn:
+            visible = sa.select(images.c.id).where(images.c.id == image_id, images.c.state == READY)
+            if conn.execute(visible).first() is None:
+                return False
             conn.execute(labels.delete().where(labels.c.image_id == image_id))
             if label is not None:
-                if conn.execute(sa.select(images.c.id).where(images.c.id == image_id)).first() is None:
-                    raise KeyError(f"No image with id {image_id} in the collection.")
                 conn.execute(
                     labels.insert().values(
                         image_id=image_id, label=label, labelled_by=labelled_by, labelled_at=time.time()
                     )
                 )
+        return True
 
     # reads ------------------------------------------------------------------------------------
     def states_by_sha(self, sha256s: Iterable[str]) -> dict[str, tuple[str, str]]:

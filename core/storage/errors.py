@@ -6,4 +6,9 @@ class StorageError(RuntimeError):
 
 
 class StoreBusy(StorageError):
-    """Another process holds a store that admits one process at a time; waiting longer may help."""
+    """Another process holds a store that admits one process at a time; waiting longer may help.
+    ``what`` names the store, ``holder`` who holds it, ``retry_after_s`` a sensible wait."""
+
+    def __init__(self, message: str, *, what: str, holder: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.what, self.holder, self.retry_after_s = what, holder, retry_after_s

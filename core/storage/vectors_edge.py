@@ -114,10 +114,13 @@ class EdgeVectorStore(VectorStore):
                         waiting = True
                     if time.monotonic() >= deadline:
                         lock_file.close()
+                        holder = self._holder()
                         raise StoreBusy(
                             f"The vector shard at {self._shard_dir} is held by another process "
-                            f"({self._holder()}) and was not released within {self.lock_timeout_s:g} s. "
-                            "Wait for it to finish, or raise LOCK_TIMEOUT_S."
+                            f"({holder}) and was not released within {self.lock_timeout_s:g} s. "
+                            "Wait for it to finish, or raise LOCK_TIMEOUT_S.",
+                            what=f"The vector shard at {self._shard_dir}", holder=holder,
+                            retry_after_s=max(float(self.lock_timeout_s), 1.0),
                         ) from None
                     time.sleep(0.05)
         finally:
