@@ -10,7 +10,7 @@ PORT ?= 8501
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,runtimes]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -27,7 +27,7 @@ from core.errors import (
     Unavailable,
 )
 from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
-from core.ingest import FileOutcome, IngestReport
+from core.ingest import FileOutcome, IngestReport, Shard
 from core.observability import record_login, record_page_view
 from core.observability import setup as setup_observability
 from core.paging import Page
@@ -114,6 +114,7 @@ __all__ = [
     "SearchResult",
     "Settings",
     "SettingsError",
+    "Shard",
     "Unavailable",
     "User",
     "record_login",

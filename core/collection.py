@@ -37,7 +37,15 @@ from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.errors import InvalidRequest, NotFound, Unavailable
 from core.facade_errors import domain_errors
 from core.images import difference_image, prepare_image
-from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.ingest import (
+    IngestItem,
+    Ingestor,
+    IngestReport,
+    Progress,
+    Shard,
+    items_from_paths,
+    items_from_uploads,
+)
 from core.paging import DEFAULT_LIMIT, Page, check_page
 from core.records import ImageFileName, ImageInfo
 from core.reports import (
@@ -267,11 +275,13 @@ class Collection:
         *,
         source: str | None = None,
         progress: Progress | None = None,
+        shard: Shard | None = None,
     ) -> IngestReport:
         """Ingest files and folders (recursively). Same bytes already stored are reported, not redone.
-        The images are recorded as uploaded by the acting user."""
+        The images are recorded as uploaded by the acting user. With ``shard``, only that worker's share
+        of the files (see :class:`core.ingest.Shard`)."""
         self._require(Action.UPLOAD)
-        return self._ingest(items_from_paths(paths), source, progress)
+        return self._ingest(items_from_paths(paths, shard), source, progress)
 
     def ingest_uploads(
         self,

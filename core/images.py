@@ -36,6 +36,8 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from core.observability import timed
+
 REJECTION_REASONS = frozenset(
     {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels", "unreadable",
      "being_purged"}
@@ -193,6 +195,10 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
     # imagehash.phash starts by resizing to 32x32 with LANCZOS; doing that once here serves both
     # orientations (a same-size resize is a copy, so the hashes are imagehash's own).
     phash_input = grey.resize((_PHASH_INPUT_SIDE, _PHASH_INPUT_SIDE), Image.Resampling.LANCZOS)
+    with timed("sketch"):
+        crop_sketch = sketch(work)
+    with timed("thumbnail"):
+        thumbnail = _thumbnail_jpeg(work)
     return PreparedImage(
         sha256=hashlib.sha256(data).hexdigest(),
         pixel_sha256=_pixel_sha256(rgb),
@@ -205,8 +211,8 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
             imagehash.phash(phash_input.transpose(Image.Transpose.FLIP_LEFT_RIGHT), hash_size=_HASH_SIZE)
         ),
         dhash=str(imagehash.dhash(grey, hash_size=_HASH_SIZE)),
-        sketch=sketch(work),
-        thumbnail=_thumbnail_jpeg(work),
+        sketch=crop_sketch,
+        thumbnail=thumbnail,
         model_image=work,
     )
 
