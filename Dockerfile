@@ -34,4 +34,4 @@ EXPOSE 8501 8000 9464
 
 # Check every configured server first: an unreachable one is named (never its password) and the
 # container exits, instead of the app failing later on its first page.
-CMD ["sh", "-c", "visual-anomaly check && exec streamlit run app/Home.py --server.port=8501 --server.address=0.0.0.0 --server.headless=true"]
+CMD ["sh", "-c", "visual-anomaly check && exec streamlit run app/Home.py --server.maxUploadSize=${MAX_UPLOAD_MB:-10} --server.port=8501 --server.address=0.0.0.0 --server.headless=true"]

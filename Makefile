@@ -10,13 +10,13 @@ PORT ?= 8501
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,runtimes]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m streamlit run app/Home.py --server.port $(PORT)
+	$(PY) -m streamlit run app/Home.py --server.port $(PORT) --server.maxUploadSize $${MAX_UPLOAD_MB:-10}
 
 test: $(STAMP)
 	$(PY) -m ruff check core app api tests benchmarks
@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.search
 	$(PY) -m benchmarks.analysis
 	$(PY) -m benchmarks.api
+	$(PY) -m benchmarks.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

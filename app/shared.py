@@ -1,10 +1,17 @@
-"""What every page shares: the collection (built once per process) and the model banner."""
+"""What every page shares: the collection (built once per process), the one call that gives a page
+the collection acting for whoever uses it, the model banner, empty states and CSV downloads."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
+
+import pandas as pd
 import streamlit as st
+import streamlit_authenticator as stauth
 
 from core import (
+    Action,
     Collection,
     DomainError,
     ModelUnavailable,
@@ -13,6 +20,12 @@ from core import (
     record_page_view,
     setup_observability,
 )
+from widgets.detail import show_image_detail
+
+IMAGE_QUERY_PARAM = "image"  # ?image=ID opens that image's detail dialog on any page
+SIGNED_IN_KEY = "username"  # where streamlit-authenticator keeps the signed-in user's name
+COOKIE_NAME = "visual_anomaly_login"
+COOKIE_DAYS = 7.0
 
 
 @st.cache_resource(show_spinner="Opening the collection…")
@@ -34,16 +47,59 @@ def collection() -> Collection:
     return opened
 
 
-def open_collection(page: str) -> Collection:
-    """The collection, or a clear error on the page (and a stop) when it cannot be opened. Counts the
-    page view."""
+def acting_collection(page: str, title: str) -> Collection:
+    """Every page's first call: sets the page up, counts the view, opens the collection (or says on
+    the page why it cannot, and stops), shows who acts and the model banner, and opens the image a
+    link names (``?image=ID``). Returns the collection acting for the signed-in user; signing in is
+    this function's business alone, so the pages never change when the login does."""
+    st.set_page_config(page_title=title, layout="wide")
+    st.title(title)
     record_page_view(page)
     try:
-        return collection()
+        shared = collection()
     except (SettingsError, DomainError) as exc:
         st.error(f"The collection cannot be opened: {exc}")
         st.stop()
         raise
+    who = st.sidebar.container()  # above the log-out button that signing in adds
+    try:
+        current = shared.as_user(sign_in(shared))
+    except DomainError as exc:  # the account was removed or disabled since it signed in
+        st.error(f"{exc}. Sign in again.")
+        st.stop()
+        raise
+    who.markdown(f"Signed in as **{current.actor.name}** ({current.actor.role.value})")
+    model_banner(current)
+    linked = st.query_params.get(IMAGE_QUERY_PARAM)
+    if linked:
+        del st.query_params[IMAGE_QUERY_PARAM]
+        show_image_detail(current, linked)
+    return current
+
+
+def sign_in(shared: Collection) -> str:
+    """The signed-in catalog user's name; until someone signs in, the login form and a stop.
+    streamlit-authenticator checks the password against the catalog's bcrypt hashes and keeps the
+    session in a cookie signed with core's auth secret; the sidebar gets the log-out button."""
+    authenticator = stauth.Authenticate(shared.login_credentials(), COOKIE_NAME, shared.auth_secret(),
+                                        COOKIE_DAYS, auto_hash=False)
+    if not st.session_state.get("authentication_status"):
+        authenticator.login(location="main", fields={"Form name": "Sign in", "Login": "Sign in"})
+    status = st.session_state.get("authentication_status")
+    if status is False:
+        st.error("Wrong user name or password.")
+    if not status:
+        st.caption("First run: the admin's password was printed on the server's terminal and written to "
+                   "DATA_DIR/initial-admin-password.")
+        st.stop()
+    authenticator.logout("Log out", location="sidebar")
+    return str(st.session_state[SIGNED_IN_KEY])
+
+
+def may(current: Collection, action: Action) -> bool:
+    """Whether the acting user's role allows ``action``: pages hide the controls it does not (core
+    refuses the call anyway)."""
+    return current.actor.may(action)
 
 
 def model_banner(current: Collection) -> None:
@@ -51,7 +107,8 @@ def model_banner(current: Collection) -> None:
     model = current.model_config()
     text = f"Model **{model['name']}**, weights: **{model['weights']}**"
     if model.get("random_weights"):
-        st.warning(text + ". Random weights: search and analysis quality is poor; set MODEL_PRETRAINED or MODEL_CHECKPOINT.")
+        st.warning(text + ". Random weights: search and analysis quality is poor; set MODEL_PRETRAINED "
+                   "or MODEL_CHECKPOINT.")
     else:
         st.caption(text)
 
@@ -65,3 +122,30 @@ def load_model(current: Collection) -> bool:
         st.error(str(exc))
         return False
     return True
+
+
+def empty_collection(current: Collection) -> bool:
+    """Show what to do on an empty collection; True when it is empty (the page has nothing else)."""
+    if current.image_count():
+        return False
+    st.info("The collection is empty. Add images on the **Upload** page (in the sidebar: drag and drop), or "
+            "from a shell: `visual-anomaly ingest ./photos --source batch-1`.")
+    return True
+
+
+def image_link(image_id: str) -> str:
+    """A link that opens the image's detail in the app (absolute when the browser's URL is known)."""
+    base = (st.context.url or "").split("?", 1)[0].rstrip("/")
+    return f"{base}/?{IMAGE_QUERY_PARAM}={image_id}"
+
+
+def csv_bytes(rows: Sequence[dict]) -> bytes:
+    out = io.StringIO()
+    pd.DataFrame(list(rows)).to_csv(out, index=False)
+    return out.getvalue().encode()
+
+
+def csv_download(label: str, rows: Sequence[dict], file_name: str, key: str) -> None:
+    """A download button for ``rows`` as CSV (one row per dict, columns in the first dict's order)."""
+    st.download_button(f"{label} ({len(rows)} rows)", csv_bytes(rows), file_name=file_name, mime="text/csv",
+                       key=key, disabled=not rows)

@@ -1,42 +1,63 @@
-"""Ingest speed against this machine's compute floor, measured side by side in one run.
+"""Ingest speed against this machine's compute floor, every runtime side by side, and where time goes.
 
-Prints one markdown table: the torch matmul peak on the device the model runs on (fp32, and the
-lower precision PRECISION=auto chose, if any), the ViT-B-32 image tower's FLOPs per image, the
-compute floor in images/s, and measured images/s for embedding alone (batch 1 and 32), decode+hash
-alone, and end-to-end ``Collection.ingest`` of generated 1024x768 JPEGs, each as a fraction of the
-fp32 floor (and of the lower-precision floor where one is in use). Run: ``python benchmarks/ingest.py [--images 500]``.
+Prints markdown tables, every figure beside its reference measured in the same run:
+
+1. the floor: the image tower's FLOPs counted from its architecture (``benchmarks/flops.py``; the
+   eval-mode FlopCounterMode figure is printed to show why it is not used) over the torch fp32
+   matmul peak;
+2. every runtime (torch fp32/bf16/int8, ONNX Runtime and OpenVINO fp32/int8, as installed) embedding
+   the analysis benchmark's labelled images batch by batch in turn, so a loaded machine slows all
+   alike: images/s, speed-up over torch fp32, and whether an analyst would see the same results
+   (``benchmarks/runtime_agreement.py``). The fastest candidate that changes nothing is recorded
+   under ``DATA_DIR/runtime/`` for ``RUNTIME=auto`` (``--no-record`` to skip);
+3. images/s of the encoder alone, decode alone and end-to-end ``Collection.ingest`` of generated
+   1024x768 JPEGs and of clip-art PNGs with transparency, with torch fp32 and with what
+   ``RUNTIME=auto`` now picks, each as a share of the fp32 floor;
+4. per ingest step, milliseconds per image, from the pipeline's own timers.
+
+Run: ``python -m benchmarks.ingest [--images 500] [--pngs 500] [--agreement-images 0 (all)]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.dataset_images import build_folder
+from benchmarks.flops import counted_flops, vit_tower_flops
+from benchmarks.runtime_agreement import TOP_ANOMALIES, Agreement, agreement, outcomes
+from core.analysis import ImageSignals
 from core.collection import Collection
-from core.embedding import LOW_PRECISION, Embedder
-from core.images import prepare_image
+from core.embedding import Embedder
+from core.images import PreparedImage, prepare_image
+from core.observability import PROCESSING_OPERATIONS, step_seconds
+from core.runtimes import (
+    CPU_CANDIDATES,
+    TORCH_FP32,
+    Candidate,
+    Decision,
+    Measurement,
+    RuntimeUnavailable,
+    available,
+    cpu_description,
+    machine_key,
+    write_decision,
+)
 from core.settings import Settings
 from core.synthetic import encode, photo
 
-
-@dataclass(frozen=True)
-class Row:
-    what: str
-    images_per_s: float
-    floor_fp32: float
-    floor_low: float | None
-
-    def cells(self) -> str:
-        low = f"{self.images_per_s / self.floor_low:.0%}" if self.floor_low else "-"
-        return f"| {self.what} | {self.images_per_s:.1f} | {self.images_per_s / self.floor_fp32:.0%} | {low} |"
+BATCH = 32
+MAX_BYTES, MAX_PIXELS = 50 * 2**20, 10**8
 
 
 def matmul_peak(dtype: torch.dtype, device: str, repeats: int = 5) -> float:
@@ -61,13 +82,68 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def image_tower_flops(embedder: Embedder) -> float:
-    batch = torch.randn(1, 3, embedder.image_size, embedder.image_size, device=embedder.device)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        embedder._fp32.encode_image(batch)
-    return float(counter.get_total_flops())
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+# runtimes side by side ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeResult:
+    candidate: Candidate
+    images_per_s: float
+    agreement: Agreement
+
+
+def compare_runtimes(fp32: Embedder, prepared: list[PreparedImage]) -> tuple[list[RuntimeResult], list[str]]:
+    """Every installed candidate embeds the same batches in turn (timed per call), then is judged
+    on what an analyst would see against torch fp32."""
+    candidates = CPU_CANDIDATES if fp32.device == "cpu" else (TORCH_FP32, Candidate("torch", "fp16"))
+    encoders, skipped = {}, []
+    for candidate in candidates:
+        if not available(candidate.runtime):
+            skipped.append(f"{candidate.name}: not installed (pip install 'visual-anomaly[runtimes]')")
+            continue
+        try:
+            encoders[candidate] = fp32.encoder_for(candidate)
+        except (RuntimeUnavailable, RuntimeError) as exc:
+            skipped.append(f"{candidate.name}: {exc}")
+    seconds = dict.fromkeys(encoders, 0.0)
+    vectors: dict[Candidate, list[np.ndarray]] = {c: [] for c in encoders}
+    warm = torch.stack([fp32.preprocess_image(p.model_image) for p in prepared[:BATCH]])
+    for encoder in encoders.values():
+        fp32.encode_with(encoder, warm)  # first calls pick kernels for the shape
+    for start in range(0, len(prepared), BATCH):
+        batch = torch.stack([fp32.preprocess_image(p.model_image) for p in prepared[start : start + BATCH]])
+        for candidate, encoder in encoders.items():
+            began = time.perf_counter()
+            out = fp32.encode_with(encoder, batch)
+            _synchronize(fp32.device)
+            seconds[candidate] += time.perf_counter() - began
+            vectors[candidate].append(out.cpu().numpy())
+    signals = ImageSignals.from_columns(
+        sha256=[p.sha256 for p in prepared], pixel_sha256=[p.pixel_sha256 for p in prepared],
+        phash=[p.phash for p in prepared], phash_mirror=[p.phash_mirror for p in prepared],
+        width=[p.width for p in prepared], height=[p.height for p in prepared], sketch=[p.sketch for p in prepared],
+    )
+    reference = outcomes(np.concatenate(vectors[TORCH_FP32]), signals)
+    results = [
+        RuntimeResult(c, len(prepared) / seconds[c], agreement(reference, outcomes(np.concatenate(vectors[c]), signals)))
+        for c in encoders
+    ]
+    return results, skipped
+
+
+def decision_from(results: list[RuntimeResult]) -> Decision:
+    base = next(r.images_per_s for r in results if r.candidate == TORCH_FP32)
+    return Decision.from_measurements(tuple(
+        Measurement(r.candidate, r.images_per_s, r.images_per_s / base, r.agreement.search_overlap,
+                    r.agreement.same_duplicates, r.agreement.same_top_anomalies, r.agreement.min_cosine)
+        for r in results
+    ))
+
+
+# rates -------------------------------------------------------------------------------------------
 def embed_rate(embedder: Embedder, batch_size: int, seconds: float = 6.0) -> float:
     batch = torch.randn(batch_size, 3, embedder.image_size, embedder.image_size)
     warm_until = time.perf_counter() + 2.0  # first calls for a shape compile kernels
@@ -82,7 +158,7 @@ def embed_rate(embedder: Embedder, batch_size: int, seconds: float = 6.0) -> flo
 
 def decode_rate(files: list[Path], embedder: Embedder, workers: int) -> float:
     def work(path: Path) -> None:
-        image = prepare_image(path.read_bytes(), max_bytes=50 * 2**20, max_pixels=10**8)
+        image = prepare_image(path.read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
         embedder.preprocess_image(image.model_image)
 
     start = time.perf_counter()
@@ -91,74 +167,123 @@ def decode_rate(files: list[Path], embedder: Embedder, workers: int) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
-def ingest_rate(files_dir: Path, embedder: Embedder, count: int) -> float:
+def ingest_rate(files_dir: Path, embedder: Embedder, count: int) -> tuple[float, dict[str, float]]:
+    """End-to-end images/s of a fresh collection, and each step's milliseconds per image."""
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(data_dir=Path(data_dir), model_pretrained="none")
         with Collection.open(settings, embedder=embedder) as collection:
+            before = step_seconds()
             start = time.perf_counter()
             report = collection.ingest([files_dir])
             elapsed = time.perf_counter() - start
+            after = step_seconds()
     if report.ingested != count:
         raise RuntimeError(f"expected {count} ingested, got {report.ingested}: {report.to_json()['error']}")
-    return count / elapsed
+    steps = {op: 1000 * (after[op][0] - before[op][0]) / count for op in PROCESSING_OPERATIONS}
+    steps["decode"] -= steps["sketch"] + steps["thumbnail"]  # the decode timer encloses both
+    steps["wall clock"] = 1000 * elapsed / count
+    return count / elapsed, steps
+
+
+# main --------------------------------------------------------------------------------------------
+def write_jpegs(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"{i:05d}.jpg").write_bytes(encode(photo(i, size=(1024, 768)), quality=90))
+
+
+def copy_pngs(labelled: Path, folder: Path, count: int) -> int:
+    """The labelled set's clip art (RGBA PNGs on transparent canvases), distinct bytes only."""
+    folder.mkdir(parents=True)
+    seen: set[bytes] = set()
+    for path in sorted(labelled.glob("clip*.png")):
+        data = path.read_bytes()
+        if data not in seen and len(seen) < count:
+            seen.add(data)
+            shutil.copyfile(path, folder / path.name)
+    return len(seen)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=500)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=500, help="generated 1024x768 JPEGs to ingest")
+    parser.add_argument("--pngs", type=int, default=500, help="clip-art PNGs with transparency to ingest")
+    parser.add_argument("--agreement-images", type=int, default=0,
+                        help="labelled images the runtimes embed and are judged on (0: all)")
+    parser.add_argument("--pretrained", default="none", help="MODEL_PRETRAINED for the run (default: random weights)")
+    parser.add_argument("--no-record", action="store_true", help="do not record the runtime decision for RUNTIME=auto")
     args = parser.parse_args()
 
-    fp32 = Embedder(Settings(model_pretrained="none", precision="fp32"))
-    auto = Embedder(Settings(model_pretrained="none", precision="auto"))
-    low_dtype = LOW_PRECISION.get(auto.precision)
-    flops = image_tower_flops(fp32)
+    base = replace(Settings.from_env(), model_pretrained=args.pretrained, runtime="torch", precision="fp32")
+    load_before = os.getloadavg()
+    fp32 = Embedder(base)
+    tower = vit_tower_flops(fp32._fp32)
+    fused_count = sum(counted_flops(fp32._fp32, fp32.image_size, fused_attention=True).values())
     peak32 = matmul_peak(torch.float32, fp32.device)
-    peak_low = matmul_peak(low_dtype, fp32.device) if low_dtype is not None else None
-    floor32 = peak32 * 1e9 / flops
-    floor_low = peak_low * 1e9 / flops if peak_low else None
+    floor32 = peak32 * 1e9 / tower.total
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "jpegs"
-        folder.mkdir()
-        for i in range(args.images):
-            (folder / f"{i:05d}.jpg").write_bytes(encode(photo(i, size=(1024, 768)), quality=90))
-        files = sorted(folder.iterdir())
-        rows = [
-            Row("embed fp32, batch 1", embed_rate(fp32, 1), floor32, None),
-            Row("embed fp32, batch 32", embed_rate(fp32, 32), floor32, None),
-        ]
-        if low_dtype is not None:
-            rows += [
-                Row(f"embed {auto.precision}, batch 1", embed_rate(auto, 1), floor32, floor_low),
-                Row(f"embed {auto.precision}, batch 32", embed_rate(auto, 32), floor32, floor_low),
-            ]
-        rows += [
-            Row("decode+hash+preprocess, 1 thread", decode_rate(files, fp32, 1), floor32, floor_low),
-            Row("decode+hash+preprocess, 2 threads", decode_rate(files, fp32, 2), floor32, floor_low),
-            Row(f"end-to-end ingest fp32 ({args.images} x 1024x768 JPEG)", ingest_rate(folder, fp32, args.images), floor32, None),
-        ]
-        if low_dtype is not None:
-            rows.append(
-                Row(
-                    f"end-to-end ingest {auto.precision} (chosen by PRECISION=auto)",
-                    ingest_rate(folder, auto, args.images),
-                    floor32,
-                    floor_low,
-                )
-            )
+        work = Path(tmp)
+        labels = build_folder(work / "labelled")
+        names = [lab.file_name for lab in labels]
+        names = names[: args.agreement_images] if args.agreement_images else names
+        prepared = [prepare_image((work / "labelled" / n).read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+                    for n in names]
+        results, skipped = compare_runtimes(fp32, prepared)
+        del prepared
+        decision = decision_from(results)
+        recorded = None
+        if not args.no_record and fp32.device == "cpu":
+            recorded = write_decision(base.data_dir / "runtime", machine_key(fp32.model_tag), decision)
+        auto = Embedder(replace(base, runtime="auto", precision="auto"))
 
-    gpu = f", {torch.cuda.get_device_name()}" if fp32.device == "cuda" else ""
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; model on {fp32.device}{gpu}")
-    print(f"precision choice: {auto.info.precision_note}")
-    print(f"matmul peak fp32: {peak32:.0f} GFLOP/s" + (f", {auto.precision}: {peak_low:.0f} GFLOP/s" if peak_low else ""))
-    print(f"ViT-B-32 image tower: {flops / 1e9:.2f} GFLOP/image")
-    print(f"compute floor: fp32 {floor32:.1f} images/s" + (f", {auto.precision} {floor_low:.1f} images/s" if floor_low else ""))
-    print()
-    print("| measurement | images/s | of fp32 floor | of low-precision floor |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(row.cells())
+        write_jpegs(work / "jpegs", args.images)
+        pngs = copy_pngs(work / "labelled", work / "pngs", args.pngs)
+        jpegs = sorted((work / "jpegs").iterdir())
+        chosen = f"{auto.runtime} {auto.precision}"
+        rates: list[tuple[str, Callable[[], float]]] = [
+            ("embed torch fp32, batch 1", lambda: embed_rate(fp32, 1)),
+            ("embed torch fp32, batch 32", lambda: embed_rate(fp32, BATCH)),
+            (f"embed {chosen} (RUNTIME=auto), batch 32", lambda: embed_rate(auto, BATCH)),
+            ("decode+hash+preprocess JPEG, 1 thread", lambda: decode_rate(jpegs, fp32, 1)),
+            ("decode+hash+preprocess JPEG, 2 threads", lambda: decode_rate(jpegs, fp32, 2)),
+        ]
+        rows = [[what, f"{rate():.1f}"] for what, rate in rates]
+        steps: dict[str, dict[str, float]] = {}
+        for label, folder, count in ((f"{args.images} JPEG 1024x768", work / "jpegs", args.images),
+                                     (f"{pngs} PNG RGBA clip art", work / "pngs", pngs)):
+            for name, embedder in (("torch fp32", fp32), (f"{chosen} (auto)", auto)):
+                rate, steps[f"{label}, {name}"] = ingest_rate(folder, embedder, count)
+                rows.append([f"end-to-end ingest, {label}, {name}", f"{rate:.1f}"])
+    load_after = os.getloadavg()
+
+    model, flags = cpu_description()
+    print(f"machine: {model}; flags: {' '.join(flags) or 'none of avx2/avx512/amx'}; {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads; model on {fp32.device}; "
+          f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end (other work shares this machine)")
+    print(f"image tower FLOPs from the architecture: {tower.total / 1e9:.3f} GFLOP/image (patch embedding "
+          f"{tower.patch_embedding / 1e9:.3f}, linear {tower.linear / 1e9:.3f}, attention matmuls "
+          f"{tower.attention / 1e9:.3f}, projection {tower.projection / 1e9:.4f}); FlopCounterMode in eval mode "
+          f"sees {fused_count / 1e9:.3f} (fused attention hidden), not used")
+    print(f"fp32 matmul peak {peak32:.0f} GFLOP/s -> fp32 compute floor {floor32:.1f} images/s")
+    print(f"\n## Runtimes on {len(names)} labelled images, batch {BATCH}, in turn on the same batches\n")
+    print(table(
+        ["runtime", "images/s", "x torch fp32", "search top-10 overlap", "duplicate pairs changed",
+         f"top-{TOP_ANOMALIES} anomalies changed", "min cosine", "unchanged for an analyst"],
+        [[r.candidate.name, f"{r.images_per_s:.1f}", f"{m.speedup:.2f}", f"{r.agreement.search_overlap:.3f}",
+          r.agreement.duplicate_pairs_changed, r.agreement.top_anomalies_changed, f"{r.agreement.min_cosine:.5f}",
+          "yes" if m.unchanged else "no"] for r, m in zip(results, decision.measured, strict=True)],
+    ))
+    for line in skipped:
+        print(f"- not measured: {line}")
+    print(f"\nRUNTIME=auto picks: {decision.chosen.name}" + (f" (recorded in {recorded})" if recorded else " (not recorded)"))
+    print("\n## Rates\n")
+    print(table(["measurement", "images/s", "of fp32 floor"],
+                [[what, rate, f"{float(rate) / floor32:.0%}"] for what, rate in rows]))
+    print("\n## Where an image's time goes (ms per image; read..preprocess run on worker threads while "
+          "the main thread embeds, so they overlap the encoder)\n")
+    print(table(["step", *steps], [[op, *(f"{s[op]:.1f}" for s in steps.values())]
+                                   for op in (*PROCESSING_OPERATIONS, "wall clock")]))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ API) also start logs and metrics here (``setup_observability``) and count what t
 
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
+from core.analysis.duplicates import RULES as DUPLICATE_RULES
+from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.embedding import ModelUnavailable
 from core.errors import (
@@ -24,7 +27,8 @@ from core.errors import (
     Unavailable,
 )
 from core.health import ServerCheck, check_servers
-from core.ingest import FileOutcome, IngestReport
+from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
+from core.ingest import FileOutcome, IngestReport, Shard
 from core.observability import record_login, record_page_view, record_request
 from core.observability import setup as setup_observability
 from core.paging import Page
@@ -57,13 +61,21 @@ from core.review import (
 )
 from core.search import SearchFilter, SearchResponse, SearchResult
 from core.settings import Settings, SettingsError
+from core.storage.catalog import LABELS
 from core.users import User
 
 __all__ = [
     "ANOMALY_COLUMNS",
+    "CROP_FLOOR",
     "DUPLICATE_COLUMNS",
+    "DUPLICATE_RULES",
+    "DUPLICATE_SIGNALS",
+    "HAMMING_MAX",
+    "IMAGE_FORMATS",
     "KEEP_RULES",
+    "LABELS",
     "METHODS",
+    "SIMILARITY_FLOOR",
     "Action",
     "Actor",
     "AnomaliesView",
@@ -108,6 +120,7 @@ __all__ = [
     "ServerCheck",
     "Settings",
     "SettingsError",
+    "Shard",
     "Unavailable",
     "User",
     "check_servers",

@@ -36,6 +36,7 @@ from core import (
     SearchFilter,
     Settings,
     SettingsError,
+    Shard,
 )
 from core.health import check_servers
 from core.observability import configure_logging
@@ -72,7 +73,7 @@ def _progress_bar(total_hint: str, enabled: bool) -> tuple[Callable[[int, int], 
 def cmd_ingest(collection: Collection, args: argparse.Namespace) -> int:
     update, close = _progress_bar("ingest", sys.stderr.isatty() and not args.json)
     try:
-        report = collection.ingest(args.paths, source=args.source, progress=update)
+        report = collection.ingest(args.paths, source=args.source, progress=update, shard=args.shard)
     finally:
         close()
     if args.json:
@@ -344,6 +345,13 @@ def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except InvalidRequest as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
 def _read_password(prompt: str) -> str:
     """A new password: one line from stdin when it is not a terminal (scripts, pipes), else typed
     twice without echo."""
@@ -416,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="ingest image files and folders (recursively)")
     ingest.add_argument("paths", nargs="+", help="files or folders")
     ingest.add_argument("--source", help="a label for this batch, e.g. batch-2026-11 (default: 'default')")
+    ingest.add_argument("--shard", type=_shard, metavar="I/N",
+                        help="ingest only worker I's share of the files when N workers split them (by a hash of "
+                        "each file's absolute path; e.g. 0/4 ... 3/4)")
     ingest.set_defaults(run=cmd_ingest)
 
     status = commands.add_parser("status", help="counts per store, backends and model in use")

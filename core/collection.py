@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from os import PathLike
 
 import numpy as np
+import pandas as pd
 
 from core import validation
 from core.access import Action, Actor, Role, require
@@ -35,8 +36,16 @@ from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.errors import InvalidRequest, NotFound, Unavailable
 from core.facade_errors import domain_errors
-from core.images import prepare_image
-from core.ingest import IngestItem, Ingestor, IngestReport, Progress, items_from_paths, items_from_uploads
+from core.images import difference_image, prepare_image
+from core.ingest import (
+    IngestItem,
+    Ingestor,
+    IngestReport,
+    Progress,
+    Shard,
+    items_from_paths,
+    items_from_uploads,
+)
 from core.paging import DEFAULT_LIMIT, Page, check_page
 from core.records import ImageFileName, ImageInfo
 from core.reports import (
@@ -266,11 +275,13 @@ class Collection:
         *,
         source: str | None = None,
         progress: Progress | None = None,
+        shard: Shard | None = None,
     ) -> IngestReport:
         """Ingest files and folders (recursively). Same bytes already stored are reported, not redone.
-        The images are recorded as uploaded by the acting user."""
+        The images are recorded as uploaded by the acting user. With ``shard``, only that worker's share
+        of the files (see :class:`core.ingest.Shard`)."""
         self._require(Action.UPLOAD)
-        return self._ingest(items_from_paths(paths), source, progress)
+        return self._ingest(items_from_paths(paths, shard), source, progress)
 
     def ingest_uploads(
         self,
@@ -457,6 +468,11 @@ class Collection:
     def _labels(self) -> dict[str, Label]:
         """The analysts' labels with who and when, by image id."""
         return self.backends.catalog.labels()
+
+    def labels(self) -> dict[str, str]:
+        """Every image's review label ("anomaly" or "normal"), by image id; unlabelled images are absent."""
+        self._require(Action.READ)
+        return {image_id: label.label for image_id, label in self.backends.catalog.labels().items()}
 
     def label(self, image_id: str, label: str | None) -> None:
         """Store the acting user's review label ("anomaly" or "normal") with who and when; ``None``
@@ -748,6 +764,12 @@ class Collection:
             acting_as={"name": self.actor.name, "role": self.actor.role.value},
         )
 
+    def image_count(self) -> int:
+        """How many images are visible: one catalog count, cheap enough for every page render
+        (``status()`` also counts every store, which lists the blob store)."""
+        self._require(Action.READ)
+        return self.backends.catalog.counts()["ready"]
+
     def _visible(self, image_id: str) -> ImageRecord:
         """The visible image ``image_id``, or :class:`NotFound` (pending and unknown ids alike)."""
         found = self.backends.catalog.get([image_id]) if isinstance(image_id, str) else []
@@ -781,6 +803,19 @@ class Collection:
     def sources(self) -> list[str]:
         self._require(Action.READ)
         return self.backends.catalog.sources()
+
+    def pair_difference(self, left_id: str, right_id: str) -> bytes | None:
+        """A PNG of where two images differ (a mirrored copy flipped back), for the pair inspector,
+        or ``None`` when they are not aligned (another shape: a crop or a reframing)."""
+        self._require(Action.READ)
+        return difference_image(self.original(left_id), self.original(right_id))
+
+    def growth(self) -> tuple[tuple[str, int], ...]:
+        """``(day, images visible by the end of that day)`` for each UTC day images arrived on."""
+        self._require(Action.READ)
+        created = pd.to_datetime(self.snapshot().frame["created_at"], unit="s", utc=True)
+        per_day = created.dt.strftime("%Y-%m-%d").value_counts().sort_index().cumsum()
+        return tuple((str(day), int(total)) for day, total in per_day.items())
 
 
 def local_admin() -> Actor:

@@ -8,12 +8,13 @@ client retry for a minute.
 
 Lower precision is used only where it is measured, at load time on this machine, to be faster than
 fp32 *and* to agree with it (cosine >= 0.999): bf16 wins by several times on CPUs with AMX and loses
-on AVX2-only ones, so no fixed choice is right everywhere.
+on AVX2-only ones, so no fixed choice is right everywhere. Other runtimes (ONNX Runtime, OpenVINO)
+and int8 are chosen with ``RUNTIME``; ``auto`` follows the decision ``make bench`` recorded for this
+CPU, judged on what an analyst sees rather than on a cosine (see :mod:`core.runtimes`).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 import threading
@@ -27,12 +28,20 @@ import torch
 from PIL import Image
 
 from core.devices import resolve_device
+from core.runtimes import (
+    TORCH_FP32,
+    Candidate,
+    ImageEncoder,
+    RuntimeUnavailable,
+    build_encoder,
+    machine_key,
+    read_decision,
+)
 from core.settings import Settings
 
 RANDOM_SEED = 0
 AGREEMENT_MIN_COSINE = 0.999
 CPU_PROBE_BATCH = 8  # enough to time a CPU, which is compute-bound from the first image
-LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelUnavailable(RuntimeError):
@@ -50,6 +59,7 @@ class ModelInfo:
     precision: str
     dim: int
     precision_note: str  # the measurement that chose the precision
+    runtime: str = "torch"
 
 
 def _reachable(host: str, port: int = 443, timeout_s: float = 3.0) -> bool:
@@ -132,6 +142,14 @@ def resolve_embedding_dim(model_name: str) -> int:
     return int(config["embed_dim"])
 
 
+def _model_tag(model_name: str, weights: str | None) -> str:
+    """Names these exact weights (a file by its path, size and time), for caches of derived models."""
+    if weights is None:
+        return f"{model_name} random seed {RANDOM_SEED}"
+    stat = os.stat(weights)
+    return f"{model_name} {weights} {stat.st_size} {stat.st_mtime_ns}"
+
+
 def _probe_batch(size: int, batch: int) -> torch.Tensor:
     """Deterministic image-like input (smooth gradients plus noise) for precision checks."""
     generator = torch.Generator().manual_seed(RANDOM_SEED)
@@ -161,16 +179,20 @@ class Embedder:
                 ) from exc
         model.eval()
         self._fp32 = model
-        self._model = model
-        self._dtype = torch.float32
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(settings.model_name)
         self.image_size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
         self.dim = int(model.text_projection.shape[1] if model.text_projection is not None else 512)
         self._mutex = threading.Lock()
-        # a GPU is only busy enough to tell precisions apart at the batch size ingest uses
-        probe = settings.embed_batch_size if self.device == "cuda" else CPU_PROBE_BATCH
-        self.precision, note = self._choose_precision(settings.precision, probe)
+        self._probe_batch_size = settings.embed_batch_size if self.device == "cuda" else CPU_PROBE_BATCH
+        self.model_tag = _model_tag(settings.model_name, weights)
+        self.runtime_folder = settings.data_dir / "runtime"
+        try:
+            candidate, note = self._choose(settings)
+            self._encoder = self.encoder_for(candidate)
+        except RuntimeUnavailable as exc:
+            raise ModelUnavailable(str(exc)) from exc
+        self.runtime, self.precision = candidate.runtime, candidate.precision
         self.info = ModelInfo(
             name=settings.model_name,
             weights=description,
@@ -179,49 +201,77 @@ class Embedder:
             precision=self.precision,
             dim=self.dim,
             precision_note=note,
+            runtime=self.runtime,
         )
 
-    # precision ----------------------------------------------------------------------------------
-    def _encode(self, model: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # runtime and precision ----------------------------------------------------------------------
+    def encoder_for(self, candidate: Candidate) -> ImageEncoder:
+        """An encoder of this model on ``candidate``'s runtime (the benchmark compares them side by side)."""
+        if candidate.runtime != "torch" and self.device != "cpu":
+            raise RuntimeUnavailable(f"RUNTIME={candidate.runtime} runs on the CPU here; set DEVICE=cpu or RUNTIME=torch.")
+        if candidate.precision == "int8" and self.device != "cpu":
+            raise RuntimeUnavailable("PRECISION=int8 (dynamic quantisation) runs on the CPU; set DEVICE=cpu.")
+        return build_encoder(candidate, self._fp32, self.image_size, self.runtime_folder, self.model_tag)
+
+    def encode_with(self, encoder: ImageEncoder, batch: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 embeddings of ``batch`` by ``encoder``."""
         with torch.inference_mode():
-            features = model.encode_image(batch.to(self.device, dtype=dtype))
+            features = encoder(batch.to(self.device))
             return torch.nn.functional.normalize(features.float(), dim=-1)
 
-    def _timed(self, model: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype) -> tuple[float, torch.Tensor]:
+    def _choose(self, settings: Settings) -> tuple[Candidate, str]:
+        """The runtime and precision to use: as configured, else as measured on this machine."""
+        requested = settings.precision
+        if settings.runtime == "auto":
+            decision = read_decision(self.runtime_folder, machine_key(self.model_tag)) if self.device == "cpu" else None
+            if decision is not None and requested == "auto":
+                return decision.chosen, decision.note()
+            candidate, note = self._choose_precision(requested)
+            if decision is None and self.device == "cpu":
+                note += "; no runtime comparison recorded for this CPU (make bench records one)"
+            return candidate, note
+        if settings.runtime == "torch":
+            return self._choose_precision(requested)
+        if requested == "auto":
+            decision = read_decision(self.runtime_folder, machine_key(self.model_tag))
+            int8 = Candidate(settings.runtime, "int8")
+            passed = decision is not None and any(m.candidate == int8 and m.unchanged for m in decision.measured)
+            precision = "int8" if passed else "fp32"
+            why = "int8 recorded as unchanged for an analyst" if passed else "no int8 recorded as unchanged here"
+            return Candidate(settings.runtime, precision), f"{settings.runtime} {precision} (RUNTIME={settings.runtime}, {why})"
+        return Candidate(settings.runtime, requested), f"{settings.runtime} {requested} as configured"
+
+    def _timed(self, encoder: ImageEncoder, batch: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Best of two timed runs after a warm-up run (first calls compile kernels for the shape)."""
-        out = self._encode(model, batch, dtype)
+        out = self.encode_with(encoder, batch)
         best = float("inf")
         for _ in range(2):
             if self.device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            out = self._encode(model, batch, dtype)
+            out = self.encode_with(encoder, batch)
             if self.device == "cuda":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - start)
         return best, out
 
-    def _choose_precision(self, requested: str, probe_batch: int) -> tuple[str, str]:
-        if requested == "fp32":
-            return "fp32", "fp32 as configured (PRECISION=fp32)"
-        if requested in ("bf16", "fp16"):
-            dtype = LOW_PRECISION[requested]
-            self._model, self._dtype = copy.deepcopy(self._fp32).to(dtype), dtype
-            return requested, f"{requested} as configured (PRECISION={requested})"
+    def _choose_precision(self, requested: str) -> tuple[Candidate, str]:
+        """torch's precision: as configured, or a lower one only where measured here faster and in agreement."""
+        if requested != "auto":
+            return Candidate("torch", requested), f"{requested} as configured (PRECISION={requested})"
         low = "fp16" if self.device == "cuda" else "bf16"
-        dtype = LOW_PRECISION[low]
         if low == "bf16" and not torch.backends.mkldnn.is_available():
-            return "fp32", "fp32: no oneDNN for bf16 on this CPU"
-        batch = _probe_batch(self.image_size, probe_batch).to(self.device)  # transfers stay out of the timing
-        low_model = copy.deepcopy(self._fp32).to(dtype)
-        fp32_s, reference = self._timed(self._fp32, batch, torch.float32)
-        low_s, candidate = self._timed(low_model, batch, dtype)
+            return TORCH_FP32, "fp32: no oneDNN for bf16 on this CPU"
+        # a GPU is only busy enough to tell precisions apart at the batch size ingest uses
+        probe = self._probe_batch_size
+        batch = _probe_batch(self.image_size, probe).to(self.device)  # transfers stay out of the timing
+        fp32_s, reference = self._timed(self._fp32.encode_image, batch)
+        low_s, candidate = self._timed(self.encoder_for(Candidate("torch", low)), batch)
         agreement = float((reference * candidate).sum(dim=-1).min())
         note = f"{low} {fp32_s / low_s:.2f}x fp32 speed, min cosine to fp32 {agreement:.5f}"
         if low_s < 0.9 * fp32_s and agreement >= AGREEMENT_MIN_COSINE:
-            self._model, self._dtype = low_model, dtype
-            return low, f"{low} chosen: {note}"
-        return "fp32", f"fp32 chosen: {note}"
+            return Candidate("torch", low), f"{low} chosen: {note}"
+        return TORCH_FP32, f"fp32 chosen: {note}"
 
     # inference ----------------------------------------------------------------------------------
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
@@ -231,7 +281,7 @@ class Embedder:
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised float32 embeddings for a preprocessed batch."""
         with self._mutex:
-            return self._encode(self._model, batch, self._dtype).cpu().numpy()
+            return self.encode_with(self._encoder, batch).cpu().numpy()
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

@@ -36,6 +36,8 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from core.observability import timed
+
 REJECTION_REASONS = frozenset(
     {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels", "unreadable",
      "being_purged"}
@@ -78,6 +80,8 @@ _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 
 THUMBNAIL_MAX_SIDE = 256
+DIFFERENCE_MAX_SIDE = 512  # the pair inspector's difference image: enough to see an edit, cheap to send
+DIFFERENCE_ASPECT_TOLERANCE = 0.02  # shapes further apart than this are not aligned pixel for pixel
 MODEL_MIN_SIDE = 224
 # Pixels are decoded and hashed at a size whose shorter side is at least this: enough for both
 # the thumbnail and the model, and far cheaper than full resolution for camera photos.
@@ -191,6 +195,10 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
     # imagehash.phash starts by resizing to 32x32 with LANCZOS; doing that once here serves both
     # orientations (a same-size resize is a copy, so the hashes are imagehash's own).
     phash_input = grey.resize((_PHASH_INPUT_SIDE, _PHASH_INPUT_SIDE), Image.Resampling.LANCZOS)
+    with timed("sketch"):
+        crop_sketch = sketch(work)
+    with timed("thumbnail"):
+        thumbnail = _thumbnail_jpeg(work)
     return PreparedImage(
         sha256=hashlib.sha256(data).hexdigest(),
         pixel_sha256=_pixel_sha256(rgb),
@@ -203,8 +211,8 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
             imagehash.phash(phash_input.transpose(Image.Transpose.FLIP_LEFT_RIGHT), hash_size=_HASH_SIZE)
         ),
         dhash=str(imagehash.dhash(grey, hash_size=_HASH_SIZE)),
-        sketch=sketch(work),
-        thumbnail=_thumbnail_jpeg(work),
+        sketch=crop_sketch,
+        thumbnail=thumbnail,
         model_image=work,
     )
 
@@ -322,6 +330,28 @@ def _thumbnail_jpeg(work: Image.Image) -> bytes:
         work = work.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     out = io.BytesIO()
     work.save(out, "JPEG", quality=_THUMBNAIL_QUALITY)
+    return out.getvalue()
+
+
+def difference_image(left: bytes, right: bytes, *, max_side: int = DIFFERENCE_MAX_SIDE,
+                     aspect_tolerance: float = DIFFERENCE_ASPECT_TOLERANCE) -> bytes | None:
+    """A PNG of where two aligned pictures differ (black = equal, bright = different), both scaled
+    to the smaller one's size (at most ``max_side``); a mirrored copy is compared flipped back.
+
+    ``None`` when the shapes differ by more than ``aspect_tolerance``: a crop or another framing
+    is not aligned pixel for pixel, and its difference would show the misalignment, not the edit.
+    """
+    images = [_to_rgb(Image.open(io.BytesIO(data))) for data in (left, right)]
+    ratios = [im.width / im.height for im in images]
+    if abs(ratios[0] - ratios[1]) > aspect_tolerance * max(ratios):
+        return None
+    width, height = min(images, key=lambda im: im.width * im.height).size
+    scale = min(1.0, max_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    a, b = (np.asarray(im.resize(size, Image.Resampling.BILINEAR), dtype=np.int16) for im in images)
+    difference = min((np.abs(a - b), np.abs(a - b[:, ::-1])), key=lambda d: int(d.sum()))
+    out = io.BytesIO()
+    Image.fromarray(difference.astype(np.uint8)).save(out, "PNG")
     return out.getvalue()
 
 

@@ -32,6 +32,7 @@ from core.analysis import DuplicateThresholds, StoredImage
 from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext
 from core.backends import Backends
 from core.embedding import Embedder
+from core.errors import InvalidRequest
 from core.images import ImageRejected, PreparedImage, image_id, prepare_image
 from core.observability import (
     IMAGES_ALREADY_PRESENT,
@@ -118,14 +119,46 @@ class IngestReport:
         }
 
 
-def items_from_paths(paths: Iterable[str | os.PathLike]) -> list[IngestItem]:
-    """Expand folders recursively (sorted, hidden files skipped) and drop repeated paths."""
+@dataclass(frozen=True)
+class Shard:
+    """One worker's share of an ingest split over ``count`` workers (``ingest --shard I/N``).
+
+    A file belongs to shard ``int(sha256(absolute path)[:16], 16) % count``: every worker computes the
+    same split on its own, with no coordinator, and a file keeps its shard when others are added or
+    removed. The path is the resolved absolute one, so workers must see the files under the same path
+    (mount the volume at the same place in every pod). Files given to two workers anyway are still
+    stored once: ingest is idempotent by content hash.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InvalidRequest("shard", f"{self.index}/{self.count}: expected I/N with 0 <= I < N")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` (e.g. ``"0/4"``; Kubernetes' JOB_COMPLETION_INDEX gives I)."""
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise InvalidRequest("shard", f"{text!r} is not I/N, e.g. 0/4")
+        return cls(int(index), int(count))
+
+    def holds(self, path: Path) -> bool:
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()
+        return int(digest[:16], 16) % self.count == self.index
+
+
+def items_from_paths(paths: Iterable[str | os.PathLike], shard: Shard | None = None) -> list[IngestItem]:
+    """Expand folders recursively (sorted, hidden files skipped), drop repeated paths and, with a
+    ``shard``, keep only that shard's files."""
     seen: set[Path] = set()
     items: list[IngestItem] = []
 
     def add(path: Path) -> None:
         resolved = path.resolve()
-        if resolved in seen:
+        if resolved in seen or (shard is not None and not shard.holds(resolved)):
             return
         seen.add(resolved)
         items.append(IngestItem(name=str(path), read=resolved.read_bytes, size=resolved.stat().st_size))
@@ -235,6 +268,7 @@ class Ingestor:
         self.embedder = embedder
         self.arrival = arrival
         self.thresholds = thresholds or DuplicateThresholds()
+        self._stored_vectors = False  # once this run stores a batch, the vector store is not empty
 
     def run(
         self,
@@ -281,7 +315,9 @@ class Ingestor:
                     )
             except ImageRejected as exc:
                 return _Rejected(item, sha, exc)
-            return _Prepared(item, data, image, self.embedder.preprocess_image(image.model_image))
+            with timed("preprocess"):
+                tensor = self.embedder.preprocess_image(image.model_image)
+            return _Prepared(item, data, image, tensor)
 
         def flush() -> None:
             nonlocal batch, error
@@ -371,9 +407,11 @@ class Ingestor:
             if records:
                 with timed("embed"):
                     embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
-                nearest = self._arrival_checks(batch.prepared, embeddings)
+                with timed("arrival"):
+                    nearest = self._arrival_checks(batch.prepared, embeddings)
                 with timed("store"):
                     vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
+                    self._stored_vectors = True
                     catalog.mark_ready(ids)
             self._record_names(known_names, set(ids))
         except Exception as exc:  # any store may fail; roll the whole batch back everywhere
@@ -400,7 +438,11 @@ class Ingestor:
     def _nearest_stored(self, prepared: Sequence[_Prepared], embeddings: np.ndarray) -> dict[str, ArrivalMatch]:
         """For each new image, the closest image stored before it and whether it duplicates it, judged
         with the duplicate view's own thresholds, without recomputing anything over the collection."""
-        if self.arrival is None or (self.arrival.frame.empty and self.backends.vectors.count() == 0):
+        if self.arrival is None:
+            return {}
+        # counting the store costs a round trip (a sixth of a second on the Edge shard): ask only
+        # until this run has stored vectors itself
+        if self.arrival.frame.empty and not self._stored_vectors and self.backends.vectors.count() == 0:
             return {}
         hits = [self.backends.vectors.search(v, ARRIVAL_NEIGHBOURS) for v in embeddings]
         known = {r.id: r for r in self.backends.catalog.get(list({h.id for row in hits for h in row}))}

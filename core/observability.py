@@ -34,7 +34,7 @@ logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
 logger.propagate = False
 
-PROCESSING_OPERATIONS = ("read", "hash", "decode", "embed", "store")
+PROCESSING_OPERATIONS = ("read", "hash", "decode", "sketch", "thumbnail", "preprocess", "embed", "arrival", "store")
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -58,8 +58,9 @@ IMAGE_PROCESSING = _collector(
     Histogram,
     "image_processing_duration_seconds",
     "Seconds per ingest step. Per image: read (the bytes), hash (SHA-256), decode (decode, validate, "
-    "normalise, perceptual hashes, thumbnail). Per batch: embed; store twice (catalog rows and blobs "
-    "before embedding, vectors and the visibility commit after).",
+    "normalise, perceptual hashes, sketch, thumbnail), sketch and thumbnail (also inside decode), "
+    "preprocess (the model's input tensor). Per batch: embed; arrival (the on-arrival duplicate check); "
+    "store twice (catalog rows and blobs before embedding, vectors and the visibility commit after).",
     ("operation",),
     buckets=_SECONDS,
 )
@@ -155,6 +156,18 @@ def timed(operation: str) -> Iterator[None]:
         yield
     finally:
         IMAGE_PROCESSING.labels(operation=operation).observe(time.perf_counter() - start)
+
+
+def step_seconds() -> dict[str, tuple[float, int]]:
+    """``{operation: (total seconds, observations)}`` of every ingest step since the process started:
+    read it before and after a run to see where that run's time went (``benchmarks/ingest.py``)."""
+    totals = {}
+    for operation in PROCESSING_OPERATIONS:
+        labels = {"operation": operation}
+        total = REGISTRY.get_sample_value("image_processing_duration_seconds_sum", labels) or 0.0
+        count = REGISTRY.get_sample_value("image_processing_duration_seconds_count", labels) or 0.0
+        totals[operation] = (total, int(count))
+    return totals
 
 
 @contextmanager

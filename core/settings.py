@@ -43,7 +43,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MODEL_PRETRAINED", "laion2b_s34b_b79k", "OpenCLIP pretrained tag; `none` runs random weights (tests, offline trials)."),
     Setting("MODEL_CHECKPOINT", None, "Local weights file for MODEL_NAME; overrides MODEL_PRETRAINED."),
     Setting("DEVICE", "auto", "Where the model and the neighbour graph run: `auto` (CUDA when present, else CPU), `cpu` or `cuda`."),
-    Setting("PRECISION", "auto", "`auto` (bf16/fp16 only where measured faster and in agreement with fp32), `fp32`, `bf16`, `fp16`."),
+    Setting("PRECISION", "auto", "`auto` (bf16/fp16 only where measured faster and in agreement with fp32), `fp32`, `bf16`, `fp16`, `int8` (dynamic quantisation)."),
+    Setting("RUNTIME", "auto", "Image encoder runtime: `auto` (the one `make bench` recorded as fastest with unchanged results on this CPU, else torch), `torch`, `onnxruntime`, `openvino` (the last two need the `runtimes` extra)."),
     Setting("EMBED_BATCH_SIZE", "32", "Images per inference batch."),
     Setting("MAX_UPLOAD_MB", "10", "Largest accepted file, in MB."),
     Setting("MAX_IMAGE_PIXELS", "100000000", "Largest accepted width x height (decompression-bomb guard)."),
@@ -59,6 +60,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("AUTH_SECRET", None, "Key that signs login cookies and API tokens. Required (not a placeholder such as `change-me`) with any server backend; unset on the embedded default: generated once into DATA_DIR/auth-secret."),
 )
 
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 # Values that ship in examples: a deployment still using one has a secret everybody knows.
 PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "secret"})
 
@@ -104,6 +106,7 @@ class Settings:
     model_checkpoint: Path | None = None
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "auto"
     embed_batch_size: int = 32
     max_upload_mb: int = 10
     max_image_pixels: int = 100_000_000
@@ -151,7 +154,8 @@ class Settings:
             model_pretrained=(text("MODEL_PRETRAINED") or "none"),
             model_checkpoint=Path(checkpoint) if checkpoint else None,
             device=_choice(env, "DEVICE", ("auto", "cpu", "cuda")),
-            precision=_choice(env, "PRECISION", ("auto", "fp32", "bf16", "fp16")),
+            precision=_choice(env, "PRECISION", ("auto", "fp32", "bf16", "fp16", "int8")),
+            runtime=_choice(env, "RUNTIME", RUNTIMES),
             embed_batch_size=_int(env, "EMBED_BATCH_SIZE"),
             max_upload_mb=_int(env, "MAX_UPLOAD_MB"),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS"),

@@ -31,6 +31,7 @@ def test_unset_server_variables_mean_the_embedded_default() -> None:
         ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB"),
         ({"DEVICE": "tpu"}, "DEVICE"),
         ({"PRECISION": "int4"}, "PRECISION"),
+        ({"RUNTIME": "tensorrt"}, "RUNTIME"),
         ({"S3_ENDPOINT": "http://127.0.0.1:9000"}, "S3_ACCESS_KEY"),
         ({"MODEL_CHECKPOINT": "/nonexistent/weights.pt"}, "MODEL_CHECKPOINT"),
     ],

@@ -1,25 +1,69 @@
-"""Upload: drop images, get one line per file saying what happened to it."""
+"""Upload: drop many images, name their source, and get one row per file: ingested (with the
+nearest image stored before it and the verdict), already present, or rejected and why."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from shared import load_model, model_banner, open_collection
+from core import Action, FileOutcome
+from shared import acting_collection, load_model, may
+from widgets.grid import page_of, thumbnail_source
 
-st.set_page_config(page_title="Upload", layout="wide")
-st.title("Upload images")
-current = open_collection("upload")
-model_banner(current)
-files = st.file_uploader("Images", accept_multiple_files=True, type=None)
-source = st.text_input("Source label", value="upload")
-if st.button("Ingest", disabled=not files) and load_model(current):
-    bar = st.progress(0.0)
-    report = current.ingest_uploads(
-        [(f.name, f.getvalue()) for f in files],
+VERDICTS = {"exact": "exact duplicate of", "near": "near-duplicate of", "none": "nearest stored image"}
+STATUS = {"ingested": ":material/check_circle: ingested", "already_present": ":material/replay: already present",
+          "rejected": ":material/block: rejected", "failed": ":material/error: failed"}
+ORDER = ("failed", "rejected", "ingested", "already_present")  # what needs a look first
+PER_PAGE = 20
+
+current = acting_collection("upload", "Upload images")
+if not may(current, Action.UPLOAD):
+    st.info(f"Your role ({current.actor.role.value}) can browse, search and export, not upload; ask an admin "
+            "for the analyst role.")
+    st.stop()
+limit_mb = current.settings.max_upload_mb
+files = st.file_uploader("Drop images here (or browse)", accept_multiple_files=True,
+                         help="JPEG, PNG, WebP, GIF, BMP and TIFF are accepted; other files are reported.")
+st.caption(f"Up to {limit_mb} MB per file (MAX_UPLOAD_MB). Files with the same bytes as a stored image are "
+           "reported as already present, not stored twice.")
+source = st.text_input("Source label", value="upload", help="Where these images come from; Search filters on it.")
+if not files:
+    st.info("Drop one or more images above, give them a source label, then press Ingest.")
+if st.button("Ingest", type="primary", disabled=not files) and load_model(current):
+    bar = st.progress(0.0, text="Ingesting…")
+    st.session_state["upload_report"] = current.ingest_uploads(
+        [(f.name, f.getvalue()) for f in files or []],
         source=source,
-        progress=lambda done, total: bar.progress(done / max(total, 1)),
+        progress=lambda done, total: bar.progress(done / max(total, 1), text=f"{done} of {total} files"),
     )
-    st.success(f"{report.ingested} ingested, {report.already_present} already present, {len(report.rejected)} rejected.")
+    bar.progress(1.0, text="Done")
+
+
+def outcome_row(outcome: FileOutcome) -> None:
+    """One file: its thumbnail, name and status, and for a new image the nearest stored one."""
+    new, about, near, verdict = st.columns([1, 3, 1, 3], vertical_alignment="center")
+    if outcome.image_id and outcome.status != "rejected":
+        new.image(thumbnail_source(current, outcome.image_id), width=96)
+    about.text(outcome.file)
+    about.caption(STATUS.get(outcome.status, outcome.status) + (f": {outcome.reason}" if outcome.reason else ""))
+    match = outcome.nearest
+    if match is not None and match.image_id:
+        near.image(thumbnail_source(current, match.image_id), width=96)
+        stored = current.images([match.image_id])
+        verdict.text(f"{VERDICTS.get(match.verdict, match.verdict)} {stored[0].file_name if stored else match.image_id}")
+        if match.similarity is not None:
+            verdict.caption(f"similarity {match.similarity:.3f}, pHash distance {match.phash_distance} bits"
+                            + (f", signals: {', '.join(match.signals)}" if match.signals else ""))
+
+
+report = st.session_state.get("upload_report")
+if report is not None:
+    counts = st.columns(3)
+    counts[0].metric("Ingested", report.ingested)
+    counts[1].metric("Already present", report.already_present)
+    counts[2].metric("Rejected", len(report.rejected))
     if report.error:
         st.error(f"Stopped: {report.error}. Nothing of the failed batch was kept; try again.")
-    st.dataframe([o.to_json() for o in report.outcomes], use_container_width=True)
+    outcomes = sorted(report.outcomes, key=lambda o: ORDER.index(o.status) if o.status in ORDER else len(ORDER))
+    for index in page_of(len(outcomes), "upload-results", PER_PAGE):
+        with st.container(border=True):
+            outcome_row(outcomes[index])

@@ -1,12 +1,82 @@
-"""Anomalies: placeholder until the dashboard issue; the analysis lives in core's facade."""
+"""Anomalies: a method and k, a selection by threshold, top N or contamination, the score histogram
+with the threshold line, a paged ranked gallery with percentiles and label buttons that persist,
+the map with the selection highlighted, and a CSV export of the selection with links back here.
+
+The controls and everything they change live in one fragment: core caches the scores per method
+and collection version, so a change re-reads nothing.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from shared import model_banner, open_collection
+from core import METHODS, AnomaliesView, Collection, DomainError
+from shared import acting_collection, csv_download, empty_collection, image_link
+from widgets.charts import values_histogram
+from widgets.detail import label_control
+from widgets.grid import Tile, thumbnail_grid
+from widgets.map import render_map
 
-st.set_page_config(page_title="Anomalies", layout="wide")
-st.title("Anomalies")
-model_banner(open_collection("anomalies"))
-st.info("This page arrives with the dashboard issue; the command line has it already (visual-anomaly --help).")
+SELECT_BY = ("top N", "contamination (%)", "threshold (score)")
+VIEWS = ("Ranked gallery", "Map")
+
+current = acting_collection("anomalies", "Anomalies")
+
+
+def controls(current: Collection) -> AnomaliesView:
+    """The method, k and selection controls, and the view they ask core for."""
+    method_col, k_col, by_col, value_col = st.columns(4)
+    method = method_col.selectbox("Method", METHODS, index=list(METHODS).index("combined"), key="anom-method")
+    k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="method's default",
+                           key="anom-k")
+    k = None if k is None else int(k)
+    by = by_col.selectbox("Select by", SELECT_BY, key="anom-by")
+    if by == SELECT_BY[0]:
+        selection = {"top": int(value_col.number_input("N", min_value=1, value=20, key="anom-top"))}
+    elif by == SELECT_BY[1]:
+        selection = {"contamination": value_col.slider("Percent of the collection", 0.1, 50.0, 2.0, 0.1,
+                                                       key="anom-contamination")}
+    else:
+        scores = [r.score for r in current.anomalies(method=method, k=k).rows]
+        lowest, highest = float(min(scores)), float(max(scores))
+        selection = {"threshold": value_col.slider("Score at least", lowest, max(highest, lowest + 1e-6),
+                                                   highest - (highest - lowest) / 10, key="anom-threshold")}
+    return current.anomalies(method=method, k=k, **selection)
+
+
+def export_rows(view: AnomaliesView) -> list[dict]:
+    return [row | {"link": image_link(row["image_id"])}
+            for row in view.to_rows() if row["selected"]]
+
+
+@st.fragment
+def triage(current: Collection) -> None:
+    try:
+        view = controls(current)
+    except (DomainError, ValueError) as exc:
+        st.error(f"{exc}. Change the method or k.")
+        return
+    selected = view.selected
+    line = min((r.score for r in selected), default=max((r.score for r in view.rows), default=0.0))
+    values_histogram([r.score for r in view.rows], line, x_title=f"{view.method} score (higher = more unusual)",
+                     key="anom-histogram")
+    summary, export = st.columns([3, 2], vertical_alignment="bottom")
+    summary.markdown(f"**{len(selected)}** of {len(view.rows)} images selected as anomalies ({view.method}"
+                     f"{'' if view.k is None else f', k = {view.k}'}).")
+    with export:
+        csv_download("Export selection as CSV", export_rows(view), "anomalies.csv", key="anom-csv")
+    if st.segmented_control("Show", VIEWS, default=VIEWS[0], key="anom-view") != VIEWS[1]:
+        tiles = [Tile(r.image.image_id, r.image.file_name,
+                      f"#{r.rank} · score {r.score:.3f} · {r.percentile:.1f} pct · {r.label or 'unlabelled'}")
+                 for r in selected]
+        labels = {r.image.image_id: r.label for r in selected}
+        if not tiles:
+            st.info("Nothing selected: raise N or the percentage, or lower the threshold.")
+        thumbnail_grid(current, tiles, "anom-grid", actions=lambda tile, key: label_control(
+            current, tile.image_id, labels[tile.image_id], f"{key}-label"))
+    else:  # only the view shown is built: the map of a large collection is the page's heaviest part
+        render_map(current, "anom-map", colour="selection", highlight={r.image.image_id for r in selected})
+
+
+if not empty_collection(current):
+    triage(current)

@@ -313,14 +313,18 @@ class Catalog:
 
     # writes -----------------------------------------------------------------------------------
     def add_pending(self, records: Sequence[ImageRecord], names: Sequence[ImageName]) -> None:
-        """Record images about to be stored (existing rows are left as they are) and their names."""
+        """Record images about to be stored (existing rows are left as they are) and their names.
+
+        Rows go in key order: two ingest workers writing overlapping batches at once then wait for
+        each other's keys in the same order, which cannot deadlock.
+        """
         if not records and not names:
             return
         with self.engine.begin() as conn:
             if records:
-                rows = [asdict(r) | {"state": PENDING} for r in records]
+                rows = [asdict(r) | {"state": PENDING} for r in sorted(records, key=lambda r: r.id)]
                 conn.execute(self._insert(images).on_conflict_do_nothing(index_elements=[images.c.id]), rows)
-            self._add_names(conn, names)
+            self._add_names(conn, sorted(names, key=lambda n: (n.image_id, n.file_name, n.source)))
 
     def add_names(self, names: Sequence[ImageName]) -> None:
         """Record more names for images already in the catalog (re-uploads of the same bytes)."""

@@ -1,0 +1,103 @@
+"""The map: every image at its UMAP position (Plotly scattergl), coloured by what a control picks;
+box or lasso selection returns image ids (carried in ``customdata``), never positions.
+
+Beyond ``SCATTER_LIMIT`` points the map draws a density layer of every image and a scatter of an
+even sample on top (see the README's measurement): selection then picks among the sampled points.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Collection as Set
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import Collection
+
+SCATTER_LIMIT = 100_000
+NAMED_CLUSTERS = 10  # the largest duplicate clusters get their own colour; the rest share one
+COLOURS = {
+    "anomaly score": "score",
+    "source": "source",
+    "duplicate cluster": "cluster",
+    "label": "label",
+}
+GREY = "#c8c8c8"
+
+
+@st.cache_resource(max_entries=2, show_spinner="Placing the images on the map…")
+def _points(_current: Collection, version: int) -> pd.DataFrame:
+    """Positions and what colours them, per collection version (labels are joined per render)."""
+    points = _current.projection().points
+    scores = {r.image.image_id: r.score for r in _current.anomalies().rows}
+    groups = _current.duplicates().groups
+    cluster = {m.image.image_id: (f"cluster {g.cluster_id}" if rank < NAMED_CLUSTERS else "other cluster")
+               for rank, g in enumerate(groups) for m in g.members}
+    ids = [p.image.image_id for p in points]
+    return pd.DataFrame({
+        "image_id": ids,
+        "name": [html.escape(p.image.file_name) for p in points],  # hover text is Plotly markup
+        "x": [p.x for p in points],
+        "y": [p.y for p in points],
+        "source": [p.image.source for p in points],
+        "score": [scores.get(i, 0.0) for i in ids],
+        "cluster": [cluster.get(i, "none") for i in ids],
+    })
+
+
+def map_points(current: Collection, highlight: Set[str] | None = None) -> pd.DataFrame:
+    """The map's points with the current labels (and, when given, which are highlighted)."""
+    frame = _points(current, current.snapshot().version)
+    labels = current.labels()
+    frame = frame.assign(label=[labels.get(i, "none") for i in frame["image_id"]])
+    if highlight is not None:
+        frame = frame.assign(selection=np.where(frame["image_id"].isin(list(highlight)), "selected", "other"))
+    return frame
+
+
+def map_figure(frame: pd.DataFrame, colour: str) -> go.Figure:
+    """Scattergl of ``frame`` coloured by column ``colour``; a density layer plus a sample beyond
+    ``SCATTER_LIMIT`` points. Unselected points turn grey while a selection exists."""
+    sample = frame if len(frame) <= SCATTER_LIMIT else frame.sample(SCATTER_LIMIT, random_state=0)
+    discrete = {"other": GREY, "none": GREY, "other cluster": "#8c8c8c", "selected": "#d62728"}
+    figure = px.scatter(
+        sample, x="x", y="y", color=colour, hover_name="name", custom_data=["image_id"],
+        hover_data={"x": False, "y": False, "source": True, "score": ":.3f", "cluster": True, "label": True},
+        render_mode="webgl", color_continuous_scale="Viridis", color_discrete_map=discrete,
+        labels={"score": "anomaly score"},
+    )
+    if len(frame) > len(sample):
+        figure.add_trace(go.Histogram2dContour(x=frame["x"], y=frame["y"], showscale=False, hoverinfo="skip",
+                                               colorscale="Greys", opacity=0.35, ncontours=12))
+    figure.update_traces(marker={"size": 5 if len(sample) > 5000 else 8},
+                         unselected={"marker": {"color": GREY, "opacity": 0.3}}, selector={"type": "scattergl"})
+    figure.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0}, dragmode="lasso",
+                         legend={"itemsizing": "constant"}, xaxis={"visible": False}, yaxis={"visible": False})
+    return figure
+
+
+def selected_ids(event: object) -> list[str]:
+    """The image ids of the points a box or lasso selected (first selection order, no repeats)."""
+    points = getattr(getattr(event, "selection", None), "points", None) or []
+    ids = [p["customdata"][0] if isinstance(p.get("customdata"), list) else p.get("customdata") for p in points]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def render_map(current: Collection, key: str, *, colour: str | None = None,
+               highlight: Set[str] | None = None) -> list[str]:
+    """The map with a colour control (or a fixed ``colour``, "selection" with ``highlight``); returns
+    the ids of the images the user selected on it."""
+    frame = map_points(current, highlight)
+    if colour is None:
+        choice = st.segmented_control("Colour by", list(COLOURS), default="anomaly score", key=f"{key}-colour")
+        colour = COLOURS[choice or "anomaly score"]
+    if len(frame) > SCATTER_LIMIT:
+        st.caption(f"{len(frame):,} images: the shading shows where all of them lie; the points are an even "
+                   f"sample of {SCATTER_LIMIT:,}, and a selection picks among them.")
+    event = st.plotly_chart(map_figure(frame, colour), key=key, on_select="rerun", selection_mode=("box", "lasso"),
+                            width="stretch", config={"displaylogo": False})
+    return selected_ids(event)

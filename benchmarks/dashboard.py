@@ -1,0 +1,186 @@
+"""How fast the dashboard answers, measured on synthetic collections (no images to embed).
+
+A collection of ``n`` images is written straight into the stores (catalog rows, synthetic vectors
+from ``benchmarks.dataset_vectors``, one small thumbnail and original per image) with Redis as the
+cache, so a server started later finds the analysis already computed for that version. Then:
+
+- server time of a threshold move on Duplicates and of a method / threshold change on Anomalies
+  (AppTest reruns the whole script, so these are upper bounds for the fragment reruns);
+- each page's first render in a new session once the version's analysis is cached;
+- the map's time to visible in Chromium: from navigation until the scattergl canvas has drawn.
+
+    python -m benchmarks.dashboard                  # 10,000 and 100,000 images
+    python -m benchmarks.dashboard --sizes 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from benchmarks.dataset_vectors import synthetic_collection
+from core.collection import Collection
+from core.images import image_id
+from core.ingest import payload
+from core.settings import Settings
+from core.storage.blobs import original_key, thumbnail_key
+from core.storage.catalog import ImageName, ImageRecord
+from core.synthetic import encode, photo
+from tests.browser import CHROMIUM_FLAGS, chromium_path, streamlit_server
+
+APP = Path(__file__).resolve().parents[1] / "app"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+AUTH_SECRET = "benchmark-only-secret"  # a server backend (Redis here) requires one
+CHUNK = 5000
+SOURCES = ("camera-a", "camera-b", "scanner", "web", "archive")
+PAGES = {"Home": "Home.py", "Upload": "pages/1_Upload.py", "Search": "pages/2_Search.py",
+         "Duplicates": "pages/3_Duplicates.py", "Anomalies": "pages/4_Anomalies.py"}
+
+
+def build(n: int, data_dir: Path) -> Settings:
+    """Write ``n`` synthetic images into fresh stores; returns the settings that open them."""
+    settings = Settings(data_dir=data_dir, model_pretrained="none", redis_url=REDIS_URL)
+    synthetic = synthetic_collection(n)
+    picture = encode(photo(0, size=(96, 72)))
+    start = time.time() - n * 60
+    with Collection.open(settings) as collection:
+        stores = collection.backends
+        for s in range(0, n, CHUNK):
+            rows = range(s, min(n, s + CHUNK))
+            records = []
+            for row in rows:
+                sha = hashlib.sha256(f"{data_dir}:{row}".encode()).hexdigest()
+                records.append(ImageRecord(
+                    id=image_id(sha), sha256=sha, pixel_sha256=sha, phash=f"{int(synthetic.phash[row]):016x}",
+                    phash_mirror=f"{int(synthetic.phash_mirror[row]):016x}", dhash="0" * 16, width=320, height=240,
+                    format="JPEG", size_bytes=len(picture), file_name=f"synthetic_{row:07d}.jpg",
+                    source=SOURCES[row % len(SOURCES)], uploader="bench", created_at=start + row * 60))
+            ids = [r.id for r in records]
+            stores.catalog.add_pending(records, [ImageName(r.id, r.file_name, r.source, r.uploader, r.created_at)
+                                                 for r in records])
+            for key in ids:
+                stores.blobs.put(thumbnail_key(key), picture, "image/jpeg")
+                stores.blobs.put(original_key(key), picture, "image/jpeg")
+            stores.vectors.upsert(ids, synthetic.vectors[rows.start:rows.stop],
+                                  [payload(r, [r.source], [r.uploader]) for r in records])
+            stores.catalog.mark_ready(ids)
+        stores.vectors.flush()
+        collection._index_if_grown()
+    return settings
+
+
+def timed_run(at: AppTest) -> float:
+    start = time.perf_counter()
+    at.run()
+    seconds = time.perf_counter() - start
+    if at.exception or at.error:
+        failure = at.exception[0].message if at.exception else at.error[0].value
+        raise RuntimeError(f"the page failed: {failure}")
+    return seconds
+
+
+def page(name: str) -> AppTest:
+    """A page in a session where the first admin has signed in."""
+    at = AppTest.from_file(str(APP / PAGES[name]), default_timeout=900)
+    at.session_state["authentication_status"] = True
+    at.session_state["username"] = at.session_state["name"] = "admin"
+    return at
+
+
+def median_ms(samples: list[float]) -> str:
+    return f"{np.median(samples) * 1000:.0f} ms"
+
+
+def server_times(n: int) -> list[list[str]]:
+    """Cold compute, first renders from the cached version, and the reruns a control causes."""
+    rows = []
+    cold = {name: timed_run(page(name)) for name in ("Home", "Duplicates", "Anomalies")}
+    rows.append([n, "first render, analysis not yet computed (Home, Duplicates, Anomalies)",
+                 " / ".join(f"{s:.1f} s" for s in cold.values())])
+    for name in PAGES:
+        rows.append([n, f"{name}: first render of a new session (version cached)",
+                     f"{timed_run(page(name)) * 1000:.0f} ms"])
+    duplicates = page("Duplicates")
+    timed_run(duplicates)
+    moves = []
+    for value in (0.9, 0.97, 0.93, 0.99, 0.95):
+        duplicates.slider(key="dup-similarity").set_value(value)
+        moves.append(timed_run(duplicates))
+    rows.append([n, "Duplicates: similarity slider moved (median of 5)", median_ms(moves)])
+    anomalies = page("Anomalies")
+    timed_run(anomalies)
+    changes = []
+    for method in ("knn", "lof", "combined"):
+        anomalies.selectbox(key="anom-method").set_value(method)
+        changes.append(timed_run(anomalies))
+    rows.append([n, "Anomalies: method changed, scores cached (median of 3)", median_ms(changes[1:] + changes[-1:])])
+    tops = []
+    for top in (50, 100, 20):
+        anomalies.number_input(key="anom-top").set_value(top)
+        tops.append(timed_run(anomalies))
+    rows.append([n, "Anomalies: top N changed (median of 3)", median_ms(tops)])
+    return rows
+
+
+def map_time_to_visible(data_dir: Path, log: Path) -> float:
+    """Seconds from navigation to the map's WebGL canvas drawn, in Chromium, analysis cached."""
+    from playwright.sync_api import sync_playwright
+
+    with streamlit_server(data_dir, log, REDIS_URL=REDIS_URL, AUTH_SECRET=AUTH_SECRET) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.goto(base)
+        tab.get_by_role("textbox", name="Username").fill("admin")
+        tab.get_by_role("textbox", name="Password").fill((data_dir / "initial-admin-password").read_text().strip())
+        tab.get_by_role("button", name="Sign in").click()
+        tab.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=900_000)  # warm the server
+        start = time.perf_counter()
+        tab.goto(base)
+        tab.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=900_000)
+        tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=900_000)
+        seconds = time.perf_counter() - start
+        browser.close()
+    return seconds
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [" | ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [headers, *rows]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    sys.path.insert(0, str(APP))
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for n in args.sizes:
+            data_dir = Path(workdir) / f"n{n}"
+            start = time.perf_counter()
+            build(n, data_dir)
+            print(f"{n} images written in {time.perf_counter() - start:.0f} s", flush=True)
+            os.environ.update(DATA_DIR=str(data_dir), MODEL_PRETRAINED="none", REDIS_URL=REDIS_URL,
+                              AUTH_SECRET=AUTH_SECRET)
+            import streamlit as st
+
+            st.cache_resource.clear()
+            rows += server_times(n)
+            st.cache_resource.clear()
+            rows.append([n, "Map: time to visible in Chromium (version cached)",
+                         f"{map_time_to_visible(data_dir, Path(workdir) / f'streamlit-{n}.log'):.1f} s"])
+            print(table(["images", "what", "time"], rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

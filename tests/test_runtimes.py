@@ -1,0 +1,87 @@
+"""Image-encoder runtimes: what RUNTIME=auto picks from a recorded measurement, and forced runtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import core.runtimes as runtimes
+from core.embedding import Embedder, ModelUnavailable
+from core.runtimes import (
+    TORCH_FP32,
+    Candidate,
+    Decision,
+    Measurement,
+    machine_key,
+    read_decision,
+    write_decision,
+)
+from core.settings import Settings
+
+
+def measured(candidate: Candidate, speedup: float, *, overlap: float = 1.0, same: bool = True) -> Measurement:
+    return Measurement(candidate, 10.0 * speedup, speedup, overlap, same, same, 0.999)
+
+
+def test_the_fastest_candidate_that_changes_nothing_for_an_analyst_wins() -> None:
+    ort_int8, ov_fp32, torch_int8 = Candidate("onnxruntime", "int8"), Candidate("openvino", "fp32"), Candidate("torch", "int8")
+    decision = Decision.from_measurements((
+        measured(TORCH_FP32, 1.0),
+        measured(ort_int8, 4.0, same=False),  # fastest, but moves a duplicate pair
+        measured(torch_int8, 3.0, overlap=0.94),  # search results move
+        measured(ov_fp32, 2.0),
+    ))
+    assert decision.chosen == ov_fp32
+    assert "openvino fp32" in decision.note()
+
+
+def test_a_candidate_within_noise_of_torch_fp32_is_not_chosen() -> None:
+    decision = Decision.from_measurements((measured(TORCH_FP32, 1.0), measured(Candidate("openvino", "fp32"), 1.05)))
+    assert decision.chosen == TORCH_FP32
+
+
+def test_a_recorded_decision_is_read_back_only_for_the_same_machine_and_model(tmp_path: Path) -> None:
+    decision = Decision.from_measurements((measured(TORCH_FP32, 1.0), measured(Candidate("torch", "int8"), 2.0)))
+    key = machine_key("ViT-B-32 random seed 0")
+    write_decision(tmp_path, key, decision)
+    assert read_decision(tmp_path, key) == decision
+    assert read_decision(tmp_path, machine_key("ViT-B-32 other weights")) is None
+    (tmp_path / f"decision-{key}.json").write_text("{not json")
+    assert read_decision(tmp_path, key) is None  # a damaged record means: measure again
+
+
+def test_runtime_auto_follows_the_recorded_decision(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path, model_pretrained="none", runtime="auto")
+    decision = Decision.from_measurements((measured(TORCH_FP32, 1.0), measured(Candidate("torch", "int8"), 2.0)))
+    write_decision(tmp_path / "runtime", machine_key(embedder.model_tag), decision)
+    chosen = Embedder(settings)
+    assert (chosen.runtime, chosen.precision) == ("torch", "int8")
+    assert "recorded measurement" in chosen.info.precision_note
+    batch = torch.randn(2, 3, chosen.image_size, chosen.image_size)
+    reference = embedder.encode_with(embedder.encoder_for(TORCH_FP32), batch).numpy()
+    assert float((chosen.embed_tensors(batch) * reference).sum(axis=1).min()) > 0.99
+
+
+def test_onnxruntime_gives_the_embeddings_torch_gives(tmp_path: Path, embedder: Embedder) -> None:
+    forced = Embedder(Settings(data_dir=tmp_path, model_pretrained="none", runtime="onnxruntime", precision="fp32"))
+    assert (forced.info.runtime, forced.info.precision) == ("onnxruntime", "fp32")
+    batch = torch.randn(3, 3, forced.image_size, forced.image_size)
+    reference = embedder.encode_with(embedder.encoder_for(TORCH_FP32), batch).numpy()  # the session's may be bf16
+    np.testing.assert_allclose(forced.embed_tensors(batch), reference, atol=1e-4)
+    assert list((tmp_path / "runtime").glob("image-tower-*.onnx"))  # exported once, reused next start
+
+
+def test_a_forced_runtime_that_is_not_installed_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtimes, "available", lambda runtime: runtime == "torch")
+    with pytest.raises(ModelUnavailable, match=r"visual-anomaly\[runtimes\]"):
+        Embedder(Settings(data_dir=tmp_path, model_pretrained="none", runtime="openvino", precision="fp32"))
+
+
+def test_bf16_is_refused_on_a_runtime_that_does_not_run_it(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="PRECISION=bf16"):
+        Embedder(Settings(data_dir=tmp_path, model_pretrained="none", runtime="onnxruntime", precision="bf16"))
