@@ -28,7 +28,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.analysis_metrics import (  # noqa: E402
-    pairs_from_groups,
     precision_at,
     precision_recall_f1,
     recall_by_transform,
@@ -36,6 +35,7 @@ from benchmarks.analysis_metrics import (  # noqa: E402
     truth_pairs,
 )
 from benchmarks.dataset_images import EXACT_KINDS, NEAR_KINDS, build_folder, build_real_folder  # noqa: E402
+from core.runtime_agreement import pairs_from_groups  # noqa: E402
 
 REPEATS = 5  # timed runs of each duplicate search in the quality part; medians are reported
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
@@ -16,11 +16,6 @@ def truth_pairs(labels: Sequence[LabelledImage]) -> set[tuple[int, int]]:
     for i, lab in enumerate(labels):
         groups.setdefault(lab.base, []).append(i)
     return {p for members in groups.values() for p in combinations(sorted(members), 2)}
-
-
-def pairs_from_groups(groups: Iterable[Iterable[int]]) -> set[tuple[int, int]]:
-    """All pairs inside each predicted group (a cluster, or a file and its reported duplicates)."""
-    return {p for g in groups for p in combinations(sorted(set(g)), 2)}
 
 
 def precision_recall_f1(predicted: set[tuple[int, int]], truth: set[tuple[int, int]]) -> tuple[float, float, float]:

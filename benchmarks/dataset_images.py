@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
-COPY_KINDS = ("resize", "jpeg", "crop", "brightness", "rotation", "watermark", "flip")  # drawn at random per copy
+from core.synthetic import COPY_KINDS, clipart, save_as, transform
+
 NEAR_KINDS = (*COPY_KINDS, "crop_flip")  # a crop, flipped: a common pair of training augmentations
 EXACT_KINDS = ("same_bytes", "same_pixels")
-_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 
 
 @dataclass(frozen=True)
@@ -32,41 +32,6 @@ class LabelledImage:
     base: str  # files sharing a base are duplicates of each other
     kind: str  # clipart | photo | group | loner
     transform: str  # "original" or one of NEAR_KINDS / EXACT_KINDS
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.truetype(_FONT, size)
-    except OSError:
-        return ImageFont.load_default(size)
-
-
-def clipart(rng: np.random.Generator) -> Image.Image:
-    """A random icon: a few filled shapes and strokes on a transparent canvas."""
-    size = int(rng.choice([192, 256, 320]))
-    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(3, 7))):
-        colour = (*(int(c) for c in rng.integers(0, 256, 3)), int(rng.integers(200, 256)))
-        x0, y0 = rng.integers(0, size * 3 // 4, 2)
-        w, h = rng.integers(size // 6, size // 2, 2)
-        box = [int(x0), int(y0), int(min(size - 1, x0 + w)), int(min(size - 1, y0 + h))]
-        shape = rng.integers(0, 5)
-        if shape == 0:
-            draw.ellipse(box, fill=colour)
-        elif shape == 1:
-            draw.rectangle(box, fill=colour)
-        elif shape == 2:
-            pts = [(int(x), int(y)) for x, y in rng.integers(0, size, (int(rng.integers(3, 7)), 2))]
-            draw.polygon(pts, fill=colour)
-        elif shape == 3:
-            draw.line([tuple(int(v) for v in p) for p in rng.integers(0, size, (3, 2))], fill=colour,
-                      width=int(rng.integers(4, 14)))
-        else:
-            glyph = chr(int(rng.choice([ord("A"), ord("K"), ord("Q"), ord("#"), ord("@"), ord("&")])) +
-                        int(rng.integers(0, 6)))
-            draw.text((box[0], box[1]), glyph, fill=colour, font=_font(int(rng.integers(size // 5, size // 2))))
-    return img
 
 
 def _photo_sources() -> dict[str, np.ndarray]:
@@ -116,54 +81,6 @@ def _loners(rng: np.random.Generator) -> list[Image.Image]:
     page = Image.fromarray(data.page()).convert("RGB")
     stripes = Image.fromarray(np.tile((np.arange(200) // 10 % 2 * 255).astype(np.uint8), (200, 1))).convert("RGB")
     return [noise, checker, blobs, phantom, page, stripes]
-
-
-def transform(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
-    """A near-duplicate copy of `img` made by one transform kind (JPEG is applied when saving)."""
-    w, h = img.size
-    if kind == "resize":
-        s = float(rng.choice([rng.uniform(0.4, 0.7), rng.uniform(1.3, 1.6)]))
-        return img.resize((max(16, int(w * s)), max(16, int(h * s))), Image.Resampling.LANCZOS)
-    if kind == "crop":
-        fw, fh = rng.uniform(0.75, 0.9, 2)
-        cw, ch = int(w * fw), int(h * fh)
-        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        return img.crop((x0, y0, x0 + cw, y0 + ch))
-    if kind == "brightness":
-        factor = float(rng.choice([rng.uniform(0.7, 0.8), rng.uniform(1.2, 1.35)]))
-        rgb = ImageEnhance.Brightness(img.convert("RGB")).enhance(factor)
-        if img.mode == "RGBA":
-            rgb.putalpha(img.getchannel("A"))
-        return rgb
-    if kind == "rotation":
-        angle = float(rng.choice([-1, 1]) * rng.uniform(3, 8))
-        fill = (0, 0, 0, 0) if img.mode == "RGBA" else (255, 255, 255)
-        return img.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
-    if kind == "watermark":
-        out = img.convert("RGBA")
-        layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
-        draw = ImageDraw.Draw(layer)
-        draw.text((int(w * 0.05), int(h * rng.uniform(0.6, 0.85))), "© stock 2026",
-                  fill=(255, 255, 255, 170) if rng.random() < 0.5 else (40, 40, 40, 170), font=_font(max(10, h // 9)))
-        out = Image.alpha_composite(out, layer)
-        return out if img.mode == "RGBA" else out.convert("RGB")
-    if kind == "flip":
-        return ImageOps.mirror(img)
-    if kind == "jpeg":
-        return img
-    raise ValueError(f"unknown transform kind {kind!r}")
-
-
-def _encode(img: Image.Image, fmt: str, quality: int = 90, compress_level: int = 6) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        if img.mode == "RGBA":
-            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, img)
-        img.convert("RGB").save(buf, "JPEG", quality=quality)
-    else:
-        img.save(buf, "PNG", compress_level=compress_level)
-    return buf.getvalue()
 
 
 def build_folder(root: Path, seed: int = 0, n_clipart: int = 500, per_photo_source: int = 16,
@@ -241,7 +158,7 @@ def _write_folder(root: Path, originals: list[_Original], normal: list[_Original
         labels.append(LabelledImage(name, base, kind, how))
 
     for base, kind, img, fmt in originals:
-        add(f"{base}.{fmt.lower().replace('jpeg', 'jpg')}", _encode(img, fmt), base, kind, "original")
+        add(f"{base}.{fmt.lower().replace('jpeg', 'jpg')}", save_as(img, fmt), base, kind, "original")
 
     chosen = rng.choice(len(normal), size=n_with_copies, replace=False)
     for rank, j in enumerate(chosen):
@@ -250,7 +167,7 @@ def _write_folder(root: Path, originals: list[_Original], normal: list[_Original
             copy = transform(img, str(how), rng)
             out_fmt = "JPEG" if how == "jpeg" else fmt
             quality = int(rng.integers(25, 50)) if how == "jpeg" else 90
-            add(f"{base}_{how}.{out_fmt.lower().replace('jpeg', 'jpg')}", _encode(copy, out_fmt, quality),
+            add(f"{base}_{how}.{out_fmt.lower().replace('jpeg', 'jpg')}", save_as(copy, out_fmt, quality),
                 base, kind, str(how))
     by_base = {o[0]: o for o in originals}
     for k, base in enumerate(exact_sources):
@@ -261,12 +178,12 @@ def _write_folder(root: Path, originals: list[_Original], normal: list[_Original
             add(f"{base}_same_bytes.{first.rsplit('.', 1)[1]}", payloads[first], base, kind, "same_bytes")
         else:
             decoded = Image.open(io.BytesIO(payloads[first]))
-            add(f"{base}_same_pixels.png", _encode(decoded, "PNG", compress_level=1), base, kind, "same_pixels")
+            add(f"{base}_same_pixels.png", save_as(decoded, "PNG", compress_level=1), base, kind, "same_pixels")
 
     for j in flips.choice(len(normal), size=n_flipped_crops, replace=False):
         base, kind, img, fmt = normal[j]
         add(f"{base}_crop_flip.{fmt.lower().replace('jpeg', 'jpg')}",
-            _encode(ImageOps.mirror(transform(img, "crop", flips)), fmt), base, kind, "crop_flip")
+            save_as(ImageOps.mirror(transform(img, "crop", flips)), fmt), base, kind, "crop_flip")
 
     for name, data in payloads.items():
         (root / name).write_bytes(data)

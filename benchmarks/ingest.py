@@ -8,7 +8,7 @@ Prints markdown tables, every figure beside its reference measured in the same r
 2. every runtime (torch fp32/bf16/int8, ONNX Runtime and OpenVINO fp32/int8, as installed) embedding
    the analysis benchmark's labelled images batch by batch in turn, so a loaded machine slows all
    alike: images/s, speed-up over torch fp32, and whether an analyst would see the same results
-   (``benchmarks/runtime_agreement.py``). The fastest candidate that changes nothing is recorded
+   (``core/runtime_agreement.py``). The fastest candidate that changes nothing is recorded
    under ``DATA_DIR/runtime/`` for ``RUNTIME=auto`` (``--no-record`` to skip);
 3. images/s of the encoder alone, decode alone and end-to-end ``Collection.ingest`` of generated
    1024x768 JPEGs and of clip-art PNGs with transparency, with torch fp32 and with what
@@ -27,26 +27,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.dataset_images import build_folder
 from benchmarks.flops import counted_flops, vit_tower_flops
-from benchmarks.runtime_agreement import TOP_ANOMALIES, Agreement, agreement, outcomes
-from core.analysis import ImageSignals
 from core.collection import Collection
 from core.embedding import Embedder
 from core.images import PreparedImage, prepare_image
 from core.observability import PROCESSING_OPERATIONS, step_seconds
+from core.runtime_agreement import TOP_ANOMALIES, RuntimeResult, compare_in_turn, decision_from, signals_of
 from core.runtimes import (
     CPU_CANDIDATES,
     TORCH_FP32,
     Candidate,
-    Decision,
-    Measurement,
     RuntimeUnavailable,
     available,
     cpu_description,
@@ -88,13 +84,6 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 
 # runtimes side by side ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RuntimeResult:
-    candidate: Candidate
-    images_per_s: float
-    agreement: Agreement
-
-
 def compare_runtimes(fp32: Embedder, prepared: list[PreparedImage]) -> tuple[list[RuntimeResult], list[str]]:
     """Every installed candidate embeds the same batches in turn (timed per call), then is judged
     on what an analyst would see against torch fp32."""
@@ -108,39 +97,9 @@ def compare_runtimes(fp32: Embedder, prepared: list[PreparedImage]) -> tuple[lis
             encoders[candidate] = fp32.encoder_for(candidate)
         except (RuntimeUnavailable, RuntimeError) as exc:
             skipped.append(f"{candidate.name}: {exc}")
-    seconds = dict.fromkeys(encoders, 0.0)
-    vectors: dict[Candidate, list[np.ndarray]] = {c: [] for c in encoders}
-    warm = torch.stack([fp32.preprocess_image(p.model_image) for p in prepared[:BATCH]])
-    for encoder in encoders.values():
-        fp32.encode_with(encoder, warm)  # first calls pick kernels for the shape
-    for start in range(0, len(prepared), BATCH):
-        batch = torch.stack([fp32.preprocess_image(p.model_image) for p in prepared[start : start + BATCH]])
-        for candidate, encoder in encoders.items():
-            began = time.perf_counter()
-            out = fp32.encode_with(encoder, batch)
-            _synchronize(fp32.device)
-            seconds[candidate] += time.perf_counter() - began
-            vectors[candidate].append(out.cpu().numpy())
-    signals = ImageSignals.from_columns(
-        sha256=[p.sha256 for p in prepared], pixel_sha256=[p.pixel_sha256 for p in prepared],
-        phash=[p.phash for p in prepared], phash_mirror=[p.phash_mirror for p in prepared],
-        width=[p.width for p in prepared], height=[p.height for p in prepared], sketch=[p.sketch for p in prepared],
-    )
-    reference = outcomes(np.concatenate(vectors[TORCH_FP32]), signals)
-    results = [
-        RuntimeResult(c, len(prepared) / seconds[c], agreement(reference, outcomes(np.concatenate(vectors[c]), signals)))
-        for c in encoders
-    ]
+    tensors = torch.stack([fp32.preprocess_image(p.model_image) for p in prepared])
+    results = compare_in_turn(encoders, torch.split(tensors, BATCH), signals_of(prepared), fp32.embed_with)
     return results, skipped
-
-
-def decision_from(results: list[RuntimeResult]) -> Decision:
-    base = next(r.images_per_s for r in results if r.candidate == TORCH_FP32)
-    return Decision.from_measurements(tuple(
-        Measurement(r.candidate, r.images_per_s, r.images_per_s / base, r.agreement.search_overlap,
-                    r.agreement.same_duplicates, r.agreement.same_top_anomalies, r.agreement.min_cosine)
-        for r in results
-    ))
 
 
 # rates -------------------------------------------------------------------------------------------

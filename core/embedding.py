@@ -6,11 +6,14 @@ architecture with deterministic random weights, for tests and offline trials). W
 tag is neither cached nor reachable we fail within seconds with the fix, instead of letting the hub
 client retry for a minute.
 
-Lower precision is used only where it is measured, at load time on this machine, to be faster than
-fp32 *and* to agree with it (cosine >= 0.999): bf16 wins by several times on CPUs with AMX and loses
-on AVX2-only ones, so no fixed choice is right everywhere. Other runtimes (ONNX Runtime, OpenVINO)
-and int8 are chosen with ``RUNTIME``; ``auto`` follows the decision ``make bench`` recorded for this
-CPU, judged on what an analyst sees rather than on a cosine (see :mod:`core.runtimes`).
+Lower precision is used only where it is measured on this machine to be faster than fp32 *and* to
+leave what an analyst sees unchanged (the same duplicate pairs, top anomalies and search results;
+see :mod:`core.runtime_agreement`): bf16 wins by several times on CPUs with AMX and loses on
+AVX2-only ones, and can reorder neighbours at a cosine above 0.9999, so neither a fixed choice nor a
+cosine tolerance is right. Other runtimes (ONNX Runtime, OpenVINO) and int8 are chosen with
+``RUNTIME``; ``auto`` follows the decision recorded for this CPU: ``make bench``'s over every
+runtime, else the start-up measurement of fp32 against bf16, recorded so it runs once per machine
+(see :mod:`core.runtimes`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +30,22 @@ import torch
 from PIL import Image
 
 from core.devices import resolve_device
+from core.runtime_agreement import PROBE_ORIGINALS, compare_in_turn, decision_from, probe_images, signals_of
 from core.runtimes import (
     TORCH_FP32,
     Candidate,
+    Decision,
     ImageEncoder,
     RuntimeUnavailable,
     build_encoder,
     machine_key,
     read_decision,
+    write_decision,
 )
 from core.settings import Settings
 
 RANDOM_SEED = 0
-AGREEMENT_MIN_COSINE = 0.999
-CPU_PROBE_BATCH = 8  # enough to time a CPU, which is compute-bound from the first image
+CPU_PROBE_BATCH = 16  # enough to time a CPU, which is compute-bound from the first image
 
 
 class ModelUnavailable(RuntimeError):
@@ -150,14 +154,6 @@ def _model_tag(model_name: str, weights: str | None) -> str:
     return f"{model_name} {weights} {stat.st_size} {stat.st_mtime_ns}"
 
 
-def _probe_batch(size: int, batch: int) -> torch.Tensor:
-    """Deterministic image-like input (smooth gradients plus noise) for precision checks."""
-    generator = torch.Generator().manual_seed(RANDOM_SEED)
-    ramp = torch.linspace(-1.5, 1.5, size)
-    base = (ramp[None, :] + ramp[:, None])[None, None].expand(batch, 3, size, size)
-    return base + 0.5 * torch.randn(batch, 3, size, size, generator=generator)
-
-
 class Embedder:
     """The OpenCLIP model, its preprocessing and tokenizer. Thread-safe for inference calls."""
 
@@ -219,19 +215,29 @@ class Embedder:
             features = encoder(batch.to(self.device))
             return torch.nn.functional.normalize(features.float(), dim=-1)
 
+    def embed_with(self, encoder: ImageEncoder, batch: torch.Tensor) -> np.ndarray:
+        """``encode_with`` on the host, as numpy (waits for the device: timings include the work)."""
+        return self.encode_with(encoder, batch).cpu().numpy()
+
     def _choose(self, settings: Settings) -> tuple[Candidate, str]:
-        """The runtime and precision to use: as configured, else as measured on this machine."""
+        """The runtime and precision to use: as configured, else as recorded or measured on this machine."""
         requested = settings.precision
-        if settings.runtime == "auto":
-            decision = read_decision(self.runtime_folder, machine_key(self.model_tag)) if self.device == "cpu" else None
-            if decision is not None and requested == "auto":
+        if settings.runtime in ("auto", "torch") and requested == "auto":
+            # only RUNTIME=auto may follow a record, which can name another runtime; a CPU's is kept
+            # so the next start does not measure again (make bench replaces it with every runtime's)
+            recorded = settings.runtime == "auto" and self.device == "cpu"
+            key = machine_key(self.model_tag)
+            decision = read_decision(self.runtime_folder, key) if recorded else None
+            if decision is not None:
                 return decision.chosen, decision.note()
-            candidate, note = self._choose_precision(requested)
-            if decision is None and self.device == "cpu":
-                note += "; no runtime comparison recorded for this CPU (make bench records one)"
-            return candidate, note
-        if settings.runtime == "torch":
-            return self._choose_precision(requested)
+            decision = self._measure_precision()
+            if decision is None:
+                return TORCH_FP32, "torch fp32: no oneDNN for bf16 on this CPU"
+            if recorded:
+                write_decision(self.runtime_folder, key, decision)
+            return decision.chosen, f"{decision.note()}; measured at start-up on {PROBE_ORIGINALS * 2} probe images"
+        if settings.runtime in ("auto", "torch"):
+            return Candidate("torch", requested), f"torch {requested} as configured (PRECISION={requested})"
         if requested == "auto":
             decision = read_decision(self.runtime_folder, machine_key(self.model_tag))
             int8 = Candidate(settings.runtime, "int8")
@@ -241,37 +247,18 @@ class Embedder:
             return Candidate(settings.runtime, precision), f"{settings.runtime} {precision} (RUNTIME={settings.runtime}, {why})"
         return Candidate(settings.runtime, requested), f"{settings.runtime} {requested} as configured"
 
-    def _timed(self, encoder: ImageEncoder, batch: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """Best of two timed runs after a warm-up run (first calls compile kernels for the shape)."""
-        out = self.encode_with(encoder, batch)
-        best = float("inf")
-        for _ in range(2):
-            if self.device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            out = self.encode_with(encoder, batch)
-            if self.device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        return best, out
-
-    def _choose_precision(self, requested: str) -> tuple[Candidate, str]:
-        """torch's precision: as configured, or a lower one only where measured here faster and in agreement."""
-        if requested != "auto":
-            return Candidate("torch", requested), f"{requested} as configured (PRECISION={requested})"
-        low = "fp16" if self.device == "cuda" else "bf16"
-        if low == "bf16" and not torch.backends.mkldnn.is_available():
-            return TORCH_FP32, "fp32: no oneDNN for bf16 on this CPU"
-        # a GPU is only busy enough to tell precisions apart at the batch size ingest uses
-        probe = self._probe_batch_size
-        batch = _probe_batch(self.image_size, probe).to(self.device)  # transfers stay out of the timing
-        fp32_s, reference = self._timed(self._fp32.encode_image, batch)
-        low_s, candidate = self._timed(self.encoder_for(Candidate("torch", low)), batch)
-        agreement = float((reference * candidate).sum(dim=-1).min())
-        note = f"{low} {fp32_s / low_s:.2f}x fp32 speed, min cosine to fp32 {agreement:.5f}"
-        if low_s < 0.9 * fp32_s and agreement >= AGREEMENT_MIN_COSINE:
-            return Candidate("torch", low), f"{low} chosen: {note}"
-        return TORCH_FP32, f"fp32 chosen: {note}"
+    def _measure_precision(self) -> Decision | None:
+        """fp32 against the device's lower precision on the probe images, judged as ``make bench``
+        judges runtimes: the lower one wins only if clearly faster *and* an analyst would see the same
+        duplicate pairs, top anomalies and search results. None where this CPU has no bf16 kernels."""
+        low = Candidate("torch", "fp16" if self.device == "cuda" else "bf16")
+        if low.precision == "bf16" and not torch.backends.mkldnn.is_available():
+            return None
+        prepared = probe_images(PROBE_ORIGINALS)
+        tensors = torch.stack([self.preprocess_image(p.model_image) for p in prepared])
+        encoders = {TORCH_FP32: self.encoder_for(TORCH_FP32), low: self.encoder_for(low)}
+        batches = torch.split(tensors, self._probe_batch_size)
+        return decision_from(compare_in_turn(encoders, batches, signals_of(prepared), self.embed_with))
 
     # inference ----------------------------------------------------------------------------------
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
@@ -281,7 +268,7 @@ class Embedder:
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """L2-normalised float32 embeddings for a preprocessed batch."""
         with self._mutex:
-            return self.encode_with(self._encoder, batch).cpu().numpy()
+            return self.embed_with(self._encoder, batch)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

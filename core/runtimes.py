@@ -9,7 +9,9 @@ sees, so no fixed choice is right everywhere and a cosine between embeddings is 
 ``RUNTIME=auto`` therefore follows a *decision* measured on this machine by ``benchmarks/ingest.py``
 (``make bench``): every candidate's images/s side by side, and whether its embeddings give the same
 duplicate pairs, the same top of the anomaly ranking and search top-10 overlap >= 0.95 against torch
-fp32 on the analysis benchmark's labelled images. The fastest candidate that changes nothing is
+fp32 on the analysis benchmark's labelled images (:mod:`core.runtime_agreement`). Until make bench
+has run, the first start measures torch bf16 (fp16 on a GPU) against fp32 the same way on a small
+probe set and records that. The fastest candidate that changes nothing is
 recorded in ``DATA_DIR/runtime/decision-<machine>.json``, the machine key being a digest of the CPU
 model, its vector/matrix flags, the runtime versions and the model. Start-up only reads that file
 (no measuring), so it stays cheap; a DATA_DIR shared by different machines holds one file per CPU.
@@ -23,6 +25,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import warnings
 from collections.abc import Callable
@@ -88,6 +91,14 @@ class Measurement:
         """Whether an analyst would see the same results as with torch fp32."""
         return self.same_duplicates and self.same_top_anomalies and self.search_overlap >= SEARCH_OVERLAP_MIN
 
+    def summary(self) -> str:
+        """Speed and verdict in a few words, e.g. for a note on why a candidate was not chosen."""
+        changed = [what for what, same in (("duplicate pairs", self.same_duplicates),
+                                           ("top anomalies", self.same_top_anomalies),
+                                           ("search results", self.search_overlap >= SEARCH_OVERLAP_MIN)) if not same]
+        verdict = f"changes {', '.join(changed)}" if changed else "unchanged results"
+        return f"{self.candidate.name} {self.speedup:.2f}x, {verdict} (search top-10 overlap {self.search_overlap:.3f})"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -104,7 +115,8 @@ class Decision:
     def note(self) -> str:
         row = next((m for m in self.measured if m.candidate == self.chosen), None)
         if row is None or self.chosen == TORCH_FP32:
-            return "torch fp32: no other runtime measured faster with unchanged results on this CPU"
+            others = "; ".join(m.summary() for m in self.measured if m.candidate != TORCH_FP32) or "none measured"
+            return f"torch fp32: nothing measured here was faster with unchanged results ({others})"
         return (f"{self.chosen.name} chosen by the recorded measurement: {row.speedup:.2f}x torch fp32, "
                 f"search top-10 overlap {row.search_overlap:.3f}, same duplicate pairs and top anomalies")
 
@@ -168,7 +180,9 @@ def read_decision(folder: Path, key: str) -> Decision | None:
 def write_decision(folder: Path, key: str, decision: Decision) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = decision_path(folder, key)
-    path.write_text(json.dumps(asdict(decision), indent=1))
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # processes starting together each write whole
+    partial.write_text(json.dumps(asdict(decision), indent=1))
+    partial.replace(path)
     return path
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import core.embedding as embedding
 import core.runtimes as runtimes
 from core.embedding import Embedder, ModelUnavailable
 from core.runtimes import (
     TORCH_FP32,
     Candidate,
     Decision,
+    ImageEncoder,
     Measurement,
     machine_key,
     read_decision,
@@ -85,3 +89,59 @@ def test_a_forced_runtime_that_is_not_installed_says_how_to_install_it(
 def test_bf16_is_refused_on_a_runtime_that_does_not_run_it(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match="PRECISION=bf16"):
         Embedder(Settings(data_dir=tmp_path, model_pretrained="none", runtime="onnxruntime", precision="bf16"))
+
+
+def _inject_lower_precision(monkeypatch: pytest.MonkeyPatch, low: Callable[[ImageEncoder], ImageEncoder]) -> None:
+    """torch fp32 as it is but half a second slower per batch, and the lower precision made by ``low``
+    from fp32: the lower one is always the faster, so only its agreement can decide. A smaller probe
+    set keeps the test quick; the judgement is the same."""
+    real = embedding.build_encoder
+
+    def build(candidate: Candidate, model: torch.nn.Module, *args: object) -> ImageEncoder:
+        fp32 = real(TORCH_FP32, model, *args)
+        if candidate == TORCH_FP32:
+            return lambda batch: (time.sleep(0.5), fp32(batch))[1]
+        return low(fp32)
+
+    monkeypatch.setattr(embedding, "build_encoder", build)
+    monkeypatch.setattr(embedding, "PROBE_ORIGINALS", 12)
+
+
+def test_auto_precision_refuses_a_faster_precision_that_changes_what_an_analyst_sees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def nudged(fp32: ImageEncoder) -> ImageEncoder:
+        # small errors everywhere, like a lower precision's: every cosine to fp32 stays above 0.999,
+        # which a cosine tolerance would accept, but neighbours near each other swap places
+        generator = torch.Generator().manual_seed(1)
+
+        def encode(batch: torch.Tensor) -> torch.Tensor:
+            features = fp32(batch)
+            noise = torch.randn(features.shape, generator=generator)
+            return features + 0.02 * features.norm(dim=-1, keepdim=True) * noise / noise.norm(dim=-1, keepdim=True)
+
+        return encode
+
+    _inject_lower_precision(monkeypatch, nudged)
+    chosen = Embedder(Settings(data_dir=tmp_path, model_pretrained="none"))
+    assert (chosen.runtime, chosen.precision) == ("torch", "fp32")
+    recorded = read_decision(tmp_path / "runtime", machine_key(chosen.model_tag))
+    assert recorded is not None and recorded.chosen == TORCH_FP32
+    low = next(m for m in recorded.measured if m.candidate != TORCH_FP32)
+    assert low.speedup > 1.5 and low.min_cosine > 0.999 and not low.unchanged
+    assert "changes" in chosen.info.precision_note and low.candidate.name in chosen.info.precision_note
+
+
+def test_auto_precision_takes_a_faster_precision_that_agrees_and_records_it_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inject_lower_precision(monkeypatch, lambda fp32: fp32)
+    settings = Settings(data_dir=tmp_path, model_pretrained="none")
+    chosen = Embedder(settings)
+    assert chosen.runtime == "torch" and chosen.precision != "fp32"
+    assert "probe images" in chosen.info.precision_note
+
+    monkeypatch.setattr(embedding, "compare_in_turn", lambda *args: pytest.fail("measured again"))
+    again = Embedder(settings)
+    assert (again.runtime, again.precision) == (chosen.runtime, chosen.precision)
+    assert "recorded measurement" in again.info.precision_note
