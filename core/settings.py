@@ -43,7 +43,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MODEL_PRETRAINED", "laion2b_s34b_b79k", "OpenCLIP pretrained tag; `none` runs random weights (tests, offline trials)."),
     Setting("MODEL_CHECKPOINT", None, "Local weights file for MODEL_NAME; overrides MODEL_PRETRAINED."),
     Setting("DEVICE", "auto", "Where the model and the neighbour graph run: `auto` (CUDA when present, else CPU), `cpu` or `cuda`."),
-    Setting("PRECISION", "auto", "`auto` (bf16/fp16 only where measured faster and in agreement with fp32), `fp32`, `bf16`, `fp16`, `int8` (dynamic quantisation)."),
+    Setting("PRECISION", "auto", "`auto` (bf16/fp16 only where measured faster and giving the same duplicates, anomalies and search results as fp32), `fp32`, `bf16`, `fp16`, `int8` (dynamic quantisation)."),
     Setting("RUNTIME", "auto", "Image encoder runtime: `auto` (the one `make bench` recorded as fastest with unchanged results on this CPU, else torch), `torch`, `onnxruntime`, `openvino` (the last two need the `runtimes` extra)."),
     Setting("EMBED_BATCH_SIZE", "32", "Images per inference batch."),
     Setting("MAX_UPLOAD_MB", "10", "Largest accepted file, in MB."),
