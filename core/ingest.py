@@ -1,7 +1,10 @@
 """The ingest pipeline and its consistency protocol.
 
-Files are read, hashed and decoded by a small thread pool while the main thread runs inference, so
-the model never waits on I/O. Each batch is committed in this order:
+Three stages overlap, so the encoder (the slowest, on every core of a CPU) never waits: a small
+thread pool reads, hashes, decodes and preprocesses files ahead of it (a bounded window); the calling
+thread embeds batch after batch; one store thread commits each embedded batch, with its on-arrival
+duplicate checks, while the next is embedded. Pipeline threads run torch single-threaded and the
+decode pool is sized to leave the encoder its cores. Each batch is committed in this order:
 
 1. catalog rows written ``pending`` (with every name the image arrived under);
 2. original and thumbnail written to the blob store;
@@ -319,16 +322,39 @@ class Ingestor:
                 tensor = self.embedder.preprocess_image(image.model_image)
             return _Prepared(item, data, image, tensor)
 
-        def flush() -> None:
-            nonlocal batch, error
-            results = self._commit(batch, source=source, uploader=uploader, now=now)
-            outcomes.update(zip(batch.indexes, results, strict=True))
+        storing: tuple[_Batch, Future[list[FileOutcome]]] | None = None  # the batch on the store thread
+
+        def settle() -> None:
+            """Wait for the batch being stored and take its outcomes."""
+            nonlocal storing, error
+            if storing is None:
+                return
+            stored, future = storing
+            storing = None
+            results = future.result()
+            outcomes.update(zip(stored.indexes, results, strict=True))
             failed = [o for o in results if o.status == FAILED]
             if failed and error is None:
                 error = failed[0].reason
+
+        def flush() -> None:
+            """Embed ``batch`` here while the previous one is stored, then hand it to the store thread."""
+            nonlocal batch, storing, error
+            embedded = self._embed(batch)
+            settle()
+            if error is None and not isinstance(embedded, str):
+                storing = (batch, stores.submit(self._commit, batch, embedded, source=source, uploader=uploader, now=now))
+            else:
+                reason = f"not processed: {error}" if error is not None else str(embedded)
+                error = error or reason
+                outcomes.update((i, FileOutcome(e.item.name, FAILED, reason=reason))
+                                for i, e in zip(batch.indexes, batch.entries, strict=True))
             batch = _Batch()
 
-        with ThreadPoolExecutor(max_workers=self._workers(), thread_name_prefix="ingest-decode") as pool:
+        with (
+            ThreadPoolExecutor(self._workers(), "ingest-decode", _single_threaded_torch) as pool,
+            ThreadPoolExecutor(1, "ingest-store", _single_threaded_torch) as stores,
+        ):
             for index, future in self._ordered(pool, prepare, items):
                 item = items[index]
                 if error is not None:
@@ -354,6 +380,7 @@ class Ingestor:
                     progress(done, len(items))
             if batch.entries:
                 flush()
+            settle()
         ordered = tuple(outcomes[i] for i in range(len(items)))
         report = IngestReport(outcomes=ordered, seconds=time.perf_counter() - start, error=error)
         record_ingest(report, source=source, uploader=uploader)
@@ -376,7 +403,13 @@ class Ingestor:
         return _Known(result.item, sha, image_id(sha))
 
     def _workers(self) -> int:
-        return max(2, min(4, os.cpu_count() or 2))
+        """Decode threads sized together with the encoder's. On the CPU the encoder runs on every core
+        and decoding an image costs about a tenth of embedding it, so half the cores (at most four)
+        keep it fed without taking cores from it; on a GPU the CPU's only job is decoding."""
+        cores = os.cpu_count() or 2
+        if self.embedder.device == "cpu":
+            return max(1, min(4, cores // 2))
+        return cores
 
     def _ordered(
         self, pool: ThreadPoolExecutor, work: Callable[[int, IngestItem], object], items: Sequence[IngestItem]
@@ -390,8 +423,22 @@ class Ingestor:
                 yield pending.pop(0)
         yield from pending
 
-    def _commit(self, batch: _Batch, *, source: str, uploader: str, now: float) -> list[FileOutcome]:
-        """Store one batch following the protocol in the module docstring; outcomes in batch order."""
+    def _embed(self, batch: _Batch) -> np.ndarray | str:
+        """The embeddings of the batch's new images, or why they could not be made (the batch fails)."""
+        prepared = batch.prepared
+        if not prepared:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        try:
+            with timed("embed"):
+                return self.embedder.embed_tensors(torch.stack([p.tensor for p in prepared]))
+        except Exception as exc:  # e.g. out of memory: the batch fails, the run stops as for a store failure
+            return f"{type(exc).__name__}: {exc}"
+
+    def _commit(self, batch: _Batch, embeddings: np.ndarray, *, source: str, uploader: str,
+                now: float) -> list[FileOutcome]:
+        """Store one embedded batch following the protocol in the module docstring; outcomes in batch
+        order. Runs on the store thread, one batch at a time, so each batch's arrival checks see every
+        earlier batch's vectors."""
         catalog, blobs, vectors = self.backends.catalog, self.backends.blobs, self.backends.vectors
         records = [self._record(p, source, uploader, now) for p in batch.prepared]
         ids = [r.id for r in records]
@@ -405,8 +452,6 @@ class Ingestor:
                     blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
             nearest: dict[str, ArrivalMatch] = {}
             if records:
-                with timed("embed"):
-                    embeddings = self.embedder.embed_tensors(torch.stack([p.tensor for p in batch.prepared]))
                 with timed("arrival"):
                     nearest = self._arrival_checks(batch.prepared, embeddings)
                 with timed("store"):
@@ -518,6 +563,12 @@ class Ingestor:
             created_at=now,
             sketch=image.sketch,
         )
+
+
+def _single_threaded_torch() -> None:
+    """Pipeline threads run their few torch operations (preprocessing) on one core: left at the
+    default, each would start its own team of threads on every core, fighting the encoder's."""
+    torch.set_num_threads(1)
 
 
 def too_large(size: int, limit_mb: int) -> ImageRejected:
