@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.access import Actor, Role
 from core.cli import main as cli_main
@@ -115,6 +117,35 @@ def test_vector_store_failure_rolls_back_batch_and_rerun_completes(
     rerun = collection.ingest([folder])
     assert (rerun.ingested, rerun.already_present) == (12, 8)
     assert collection.status().consistent and collection.status().images == 20
+
+
+def test_a_batch_is_stored_while_the_next_is_embedded(
+    collection: Collection, image_folder: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder does not wait for the stores: the first batch's vectors are written only once the
+    second batch is being embedded (a pipeline that stored before embedding on would wait in vain)."""
+    folder = image_folder(16)  # two batches of 8
+    second_batch_embedding = threading.Event()
+    embedded: list[int] = []
+    overlapped: list[bool] = []
+    real_embed, real_upsert = collection.embedder.embed_tensors, collection.backends.vectors.upsert
+
+    def embed(batch: torch.Tensor) -> np.ndarray:
+        embedded.append(len(batch))
+        if len(embedded) == 2:
+            second_batch_embedding.set()
+        return real_embed(batch)
+
+    def upsert(*args: object, **kwargs: object) -> None:
+        if not overlapped:
+            overlapped.append(second_batch_embedding.wait(timeout=120))
+        real_upsert(*args, **kwargs)
+
+    monkeypatch.setattr(collection.embedder, "embed_tensors", embed)
+    monkeypatch.setattr(collection.backends.vectors, "upsert", upsert)
+    report = collection.ingest([folder])
+    assert overlapped == [True] and embedded == [8, 8]
+    assert report.ingested == 16 and collection.status().consistent
 
 
 def test_a_failing_arrival_check_stores_the_images_without_a_verdict(
