@@ -30,7 +30,8 @@ class ApiError(Exception):
 
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
            406: "Not acceptable", 409: "Busy", 413: "Too large", 415: "Unsupported media type",
-           422: "Invalid request", 429: "Too many requests", 500: "Internal error", 503: "Unavailable"}
+           422: "Invalid request", 429: "Too many requests", 500: "Internal error", 501: "Not configured",
+           503: "Unavailable"}
 
 
 def problem(status: int, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None,

@@ -23,7 +23,7 @@ from os import PathLike
 import numpy as np
 import pandas as pd
 
-from core import validation
+from core import uploads, validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD
@@ -294,6 +294,23 @@ class Collection:
         self._require(Action.UPLOAD)
         uploads = [(validation.file_name(name), data) for name, data in uploads]
         return self._ingest(items_from_uploads(uploads), source, progress)
+
+    def upload_slot(self, file_name: str, content_type: str, size: int) -> uploads.UploadSlot:
+        """A presigned PUT URL for one file the caller uploads straight to S3, after checking its name,
+        type and size; :class:`NotConfigured` without S3 blobs (see :mod:`core.uploads`)."""
+        self._require(Action.UPLOAD)
+        return uploads.open_slot(self.backends.blobs, self.settings, self.actor.name, file_name, content_type, size)
+
+    def ingest_upload(self, key: str, *, source: str | None = None) -> IngestReport:
+        """Ingest what was PUT to an :meth:`upload_slot` URL, checked like any upload (size on what is
+        read, type by decoding). The uploaded object is removed once the file has an outcome, and kept
+        when a store failed, so the same call can be retried."""
+        self._require(Action.UPLOAD)
+        name, data = uploads.claim(self.backends.blobs, self.settings, self.actor, key)
+        report = self.ingest_uploads([(name, data)], source=source)
+        if report.error is None and not report.failed:
+            uploads.discard(self.backends.blobs, key)
+        return report
 
     def _ingest(self, items: Sequence[IngestItem], source: str | None, progress: Progress | None) -> IngestReport:
         source = validation.text("source", "default" if source is None else source)
@@ -799,6 +816,11 @@ class Collection:
         """A URL the browser can load directly (S3 presigned), or ``None`` to serve the bytes."""
         self._require(Action.READ)
         return self.backends.blobs.url(thumbnail_key(self._visible(image_id).id))
+
+    def original_url(self, image_id: str) -> str | None:
+        """As :meth:`thumbnail_url`, for the original bytes."""
+        self._require(Action.READ)
+        return self.backends.blobs.url(original_key(self._visible(image_id).id))
 
     def sources(self) -> list[str]:
         self._require(Action.READ)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
+import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -26,21 +27,36 @@ PASSWORD = "correct horse battery"
 ROLES = ("viewer", "analyst", "admin")
 
 
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    return replace(settings, api_job_files=4, api_max_files=10, max_upload_mb=1)
+
+
+def with_users(opened: Collection) -> Collection:
+    for role in ROLES:
+        opened.add_user(role, role, PASSWORD)
+    return opened
+
+
+@pytest.fixture
+def embedded_collection(api_settings: Settings, embedder: Embedder) -> Iterator[Collection]:
+    with Collection.open(api_settings, embedder=embedder) as opened:
+        yield with_users(opened)
+
+
+@pytest.fixture
+def servers_collection(api_settings: Settings, embedder: Embedder, request: pytest.FixtureRequest) -> Iterator[Collection]:
+    """PostgreSQL, Redis, S3 on moto and qdrant-client's local mode (standing in for its server)."""
+    server = replace(api_settings, database_url=request.getfixturevalue("postgres_url"),
+                     redis_url=request.getfixturevalue("redis_url"), auth_secret=uuid.uuid4().hex,
+                     qdrant_collection=f"api_{uuid.uuid4().hex[:8]}", **request.getfixturevalue("s3_settings"))
+    with request.getfixturevalue("open_on_servers")(server, embedder, QdrantClient(location=":memory:")) as opened:
+        yield with_users(opened)
+
+
 @pytest.fixture(params=["embedded", "servers"])
-def api_collection(request: pytest.FixtureRequest, settings: Settings, embedder: Embedder) -> Iterator[Collection]:
-    settings = replace(settings, api_job_files=4, api_max_files=10, max_upload_mb=1)
-    if request.param == "embedded":
-        opened = Collection.open(settings, embedder=embedder)
-    else:
-        postgres_url = request.getfixturevalue("postgres_url")
-        server = replace(settings, database_url=postgres_url, redis_url=request.getfixturevalue("redis_url"),
-                         auth_secret=uuid.uuid4().hex, qdrant_collection=f"api_{uuid.uuid4().hex[:8]}",
-                         **request.getfixturevalue("s3_settings"))
-        opened = request.getfixturevalue("open_on_servers")(server, embedder, QdrantClient(location=":memory:"))
-    with opened:
-        for role in ROLES:
-            opened.add_user(role, role, PASSWORD)
-        yield opened
+def api_collection(request: pytest.FixtureRequest) -> Collection:
+    return request.getfixturevalue(f"{request.param}_collection")
 
 
 @pytest.fixture
@@ -183,20 +199,26 @@ def test_unknown_image_is_404(client: TestClient) -> None:
         assert_problem(client.get(path, headers=viewer), 404, "image")
 
 
-def test_image_record_and_bytes(client: TestClient) -> None:
+def image_bytes(client: TestClient, path: str, headers: dict[str, str], on_s3: bool) -> bytes:
+    """The bytes behind ``path``: served by the API, or on S3 a redirect to a presigned URL that the
+    client fetches from the store itself."""
+    answer = client.get(path, headers=headers, follow_redirects=False)
+    if not on_s3:
+        assert answer.status_code == 200, answer.text
+        return answer.content
+    assert answer.status_code == 307 and "X-Amz-Signature=" in answer.headers["Location"], answer.text
+    return urllib.request.urlopen(answer.headers["Location"], timeout=5).read()
+
+
+def test_image_record_and_bytes(client: TestClient, api_collection: Collection) -> None:
     original = jpeg(7)
     image_id = upload(client, "analyst", [("seven.jpg", original)]).json()["files"][0]["image_id"]
     viewer = token(client, "viewer")
     record = client.get(f"/v1/images/{image_id}", headers=viewer).json()
     assert record["image_id"] == image_id and record["names"][0]["file_name"] == "seven.jpg"
-    assert client.get(f"/v1/images/{image_id}/original", headers=viewer).content == original
-    thumb = client.get(f"/v1/images/{image_id}/thumbnail", headers=viewer, follow_redirects=False)
-    if thumb.status_code == 307:  # S3: a presigned URL the client fetches from the store itself
-        content = urllib.request.urlopen(thumb.headers["Location"], timeout=5).read()
-    else:
-        assert thumb.status_code == 200
-        content = thumb.content
-    assert content[:2] == b"\xff\xd8"
+    on_s3 = api_collection.settings.s3_endpoint is not None
+    assert image_bytes(client, f"/v1/images/{image_id}/original", viewer, on_s3) == original
+    assert image_bytes(client, f"/v1/images/{image_id}/thumbnail", viewer, on_s3)[:2] == b"\xff\xd8"
 
 
 def test_duplicates_etag_csv_and_paging(client: TestClient) -> None:
@@ -304,3 +326,72 @@ def test_delete_per_role(client: TestClient, api_collection: Collection, role: s
         return
     assert removed.status_code == 200 and purged.status_code == 200, (removed.text, purged.text)
     assert stored(api_collection) == 1 and api_collection.removed_images() == []
+
+
+# presigned uploads (S3) -------------------------------------------------------------------------
+def open_upload(client: TestClient, user: str, file_name: str = "put.jpg", content_type: str = "image/jpeg",
+                size: int = 1000):
+    return client.post("/v1/uploads", headers=token(client, user),
+                       json={"file_name": file_name, "content_type": content_type, "size": size})
+
+
+def put_and_ingest(client: TestClient, user: str, name: str, data: bytes, declared: int | None = None, **body: str):
+    """Open a slot for ``data`` (of the ``declared`` size), PUT it to S3 over HTTP (not through the API),
+    then ingest it."""
+    slot = open_upload(client, user, name, size=declared or len(data))
+    assert slot.status_code == 200, slot.text
+    put = httpx.put(slot.json()["url"], content=data, headers={"Content-Type": "image/jpeg"}, timeout=10)
+    assert put.status_code == 200, put.text
+    return slot.json()["key"], client.post(f"/v1/uploads/{slot.json()['key']}/ingest", headers=token(client, user),
+                                          json=body)
+
+
+def test_presigned_upload_then_ingest_makes_the_image_searchable(servers_collection: Collection) -> None:
+    client = TestClient(create_app(servers_collection))
+    data = jpeg(11)
+    key, ingested = put_and_ingest(client, "analyst", "eleven.jpg", data, source="pipeline")
+    assert ingested.status_code == 200, ingested.text
+    (outcome,) = ingested.json()["files"]
+    assert (outcome["file"], outcome["status"]) == ("eleven.jpg", "ingested")
+    viewer = token(client, "viewer")
+    hits = client.post("/v1/search", headers=viewer, files={"image": ("q.jpg", data, "image/jpeg")}).json()["results"]
+    assert hits[0]["image_id"] == outcome["image_id"]
+    assert image_bytes(client, f"/v1/images/{outcome['image_id']}/original", viewer, on_s3=True) == data
+    assert servers_collection.names(outcome["image_id"])[0].source == "pipeline"
+    # the uploaded object is gone once ingested: the key cannot be ingested twice
+    assert_problem(client.post(f"/v1/uploads/{key}/ingest", headers=token(client, "analyst"), json={}), 404, "upload")
+
+
+def test_presigned_upload_refuses_bad_declarations(servers_collection: Collection) -> None:
+    client = TestClient(create_app(servers_collection))
+    assert_problem(open_upload(client, "viewer"), 403)
+    assert_problem(open_upload(client, "analyst", content_type="text/plain"), 422, "content_type")
+    assert_problem(open_upload(client, "analyst", size=0), 422, "size")
+    assert_problem(open_upload(client, "analyst", size=1024 * 1024 + 1), 422, "size")
+    assert_problem(open_upload(client, "analyst", file_name="bad\x00name.jpg"), 422, "file_name")
+    assert_problem(open_upload(client, "analyst", file_name=" "), 422, "file_name")
+
+
+def test_presigned_upload_checks_what_was_put_and_stores_nothing_bad(servers_collection: Collection) -> None:
+    client = TestClient(create_app(servers_collection))
+    for name, data in (("notes.jpg", b"just some text"), ("big.jpg", b"\xff\xd8\xff" + b"0" * (1024 * 1024 + 10)),
+                       ("empty.jpg", b"")):
+        key, answer = put_and_ingest(client, "analyst", name, data, declared=1000)  # nothing checks a PUT's size
+        body = assert_problem(answer, 422, "files")
+        assert body["files"][0]["status"] == "rejected" and body["files"][0]["reason"], body
+        again = client.post(f"/v1/uploads/{key}/ingest", headers=token(client, "analyst"), json={})
+        assert_problem(again, 404, "upload")  # a rejected upload is removed too
+    not_put = open_upload(client, "analyst").json()["key"]
+    assert_problem(client.post(f"/v1/uploads/{not_put}/ingest", headers=token(client, "analyst"), json={}), 422, "key")
+    assert_problem(client.post("/v1/uploads/not-a-key/ingest", headers=token(client, "analyst"), json={}), 404, "upload")
+    servers_collection.add_user("other", "analyst", PASSWORD)
+    key = open_upload(client, "analyst").json()["key"]
+    assert_problem(client.post(f"/v1/uploads/{key}/ingest", headers=token(client, "other"), json={}), 404, "upload")
+    assert stored(servers_collection) == 0
+
+
+def test_presigned_upload_without_s3_says_it_needs_s3(embedded_collection: Collection) -> None:
+    client = TestClient(create_app(embedded_collection))
+    assert "S3" in assert_problem(open_upload(client, "analyst"), 501)["detail"]
+    answer = client.post(f"/v1/uploads/{uuid.uuid4().hex}/ingest", headers=token(client, "analyst"), json={})
+    assert "POST /v1/images" in assert_problem(answer, 501)["detail"]

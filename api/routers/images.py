@@ -10,12 +10,10 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.deps import Caller, State
 from api.problems import ApiError, problem
-from core import Action, NotFound, Role, require
+from core import IMAGE_MEDIA_TYPES, Action, IngestReport, NotFound, Role, require
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
-_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-                "BMP": "image/bmp", "TIFF": "image/tiff"}
 _IMAGE_BYTES = {200: {"content": {"image/*": {}}, "description": "The image's bytes"}}
 
 
@@ -42,12 +40,17 @@ async def upload(collection: Caller, api: State, files: Annotated[list[UploadFil
         job = api.jobs.start(collection.actor.name, len(uploads),
                              lambda progress: collection.ingest_uploads(uploads, source=source, progress=progress))
         return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
-    report = collection.ingest_uploads(uploads, source=source).to_json()
-    if report["rejected"] and not report["ingested"] and not report["already_present"]:
-        first = report["rejected"][0]
+    return report_response(collection.ingest_uploads(uploads, source=source))
+
+
+def report_response(report: IngestReport) -> Response:
+    """An ingest's per-file outcomes; a 422 problem listing each reason when no file was stored."""
+    body = report.to_json()
+    if body["rejected"] and not body["ingested"] and not body["already_present"]:
+        first = body["rejected"][0]
         return problem(422, f"No file was stored; {first['file']}: {first['reason']}", field="files",
-                       files=report["files"])
-    return JSONResponse(report)
+                       files=body["files"])
+    return JSONResponse(body)
 
 
 @router.get("/jobs/{job_id}", summary="Progress and result of an upload job")
@@ -89,11 +92,14 @@ def thumbnail(image_id: str, collection: Caller) -> Response:
 
 
 @router.get("/images/{image_id}/original", response_class=Response, responses=_IMAGE_BYTES,
-            summary="The original bytes as uploaded")
+            summary="The original bytes as uploaded, or a redirect to a presigned URL")
 def original(image_id: str, collection: Caller) -> Response:
+    url = collection.original_url(image_id)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
     data = collection.original(image_id)
     info = collection.images([image_id])
-    media = _MEDIA_TYPES.get(info[0].format, "application/octet-stream") if info else "application/octet-stream"
+    media = IMAGE_MEDIA_TYPES.get(info[0].format, "application/octet-stream") if info else "application/octet-stream"
     return Response(data, media_type=media)
 
 
