@@ -3,16 +3,21 @@ with FastAPI's TestClient: tokens, roles per write endpoint, the bad-input set, 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from fixtures_servers import free_port
 from qdrant_client import QdrantClient
 
 from api.app import create_app
@@ -24,6 +29,7 @@ from core.synthetic import encode, photo
 pytest_plugins = ("fixtures_servers",)
 
 PASSWORD = "correct horse battery"
+REPO = Path(__file__).resolve().parents[1]
 ROLES = ("viewer", "analyst", "admin")
 
 
@@ -256,6 +262,29 @@ def test_rate_limit_answers_429_with_retry_after(api_collection: Collection) -> 
     answer = limited.get("/v1/me", headers=headers)
     assert_problem(answer, 429)
     assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_a_fresh_serve_api_creates_the_first_admin_who_can_sign_in(tmp_path: Path) -> None:
+    port = free_port()
+    env = os.environ | {"DATA_DIR": str(tmp_path / "data"), "MODEL_PRETRAINED": "none", "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "core.cli", "serve-api", "--port", str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = server.stdout.readline() if server.stdout else ""
+        assert first.startswith("Created user admin with password: "), first
+        password = first.removeprefix("Created user admin with password: ").strip()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/v1/token", data={"username": "admin", "password": password})
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve-api did not come up"
+                time.sleep(0.3)
+        assert answer.status_code == 200 and answer.json()["access_token"], answer.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_health_and_metrics(client: TestClient) -> None:
