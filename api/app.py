@@ -16,7 +16,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import problems
 from api.auth import RateLimiter, TokenSigner
 from api.deps import ApiState
-from api.jobs import Jobs
 from api.routers import analysis, auth, health, images, review, search, uploads
 from core import Collection, record_request
 
@@ -32,7 +31,6 @@ def create_app(collection: Collection) -> FastAPI:
         collection=collection,
         signer=TokenSigner(collection.auth_secret(), settings.api_token_ttl_s),
         limiter=RateLimiter(settings.api_rate_limit),
-        jobs=Jobs(),
     )
     problems.install(app)
     for router in (auth.router, images.router, uploads.router, review.router, search.router, analysis.router,

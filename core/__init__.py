@@ -31,6 +31,7 @@ from core.health import ServerCheck, check_servers
 from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
 from core.images import MEDIA_TYPES as IMAGE_MEDIA_TYPES
 from core.ingest import FileOutcome, IngestReport, Shard
+from core.jobs import JobState
 from core.observability import record_login, record_page_view, record_request
 from core.observability import setup as setup_observability
 from core.paging import Page
@@ -107,6 +108,7 @@ __all__ = [
     "ImageReview",
     "IngestReport",
     "InvalidRequest",
+    "JobState",
     "KeepRulePlan",
     "MapPoint",
     "MapView",

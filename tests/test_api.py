@@ -24,6 +24,7 @@ from api.app import create_app
 from core.collection import Collection
 from core.embedding import Embedder
 from core.settings import Settings
+from core.storage.cache_memory import MemoryCache
 from core.synthetic import encode, photo
 
 pytest_plugins = ("fixtures_servers",)
@@ -174,7 +175,9 @@ def test_non_utf8_file_name_is_refused_by_field(client: TestClient, api_collecti
     assert stored(api_collection) == 0
 
 
-def test_large_batch_runs_as_a_job(client: TestClient, api_collection: Collection) -> None:
+def test_large_batch_runs_as_a_job_that_workers_share_through_redis(
+    client: TestClient, api_collection: Collection, embedder: Embedder
+) -> None:
     answer = upload(client, "analyst", [(f"{i}.jpg", jpeg(i)) for i in range(5)])
     assert answer.status_code == 202, answer.text
     location = answer.headers["Location"]
@@ -184,6 +187,16 @@ def test_large_batch_runs_as_a_job(client: TestClient, api_collection: Collectio
         time.sleep(0.2)
     assert job["state"] == "finished" and job["result"]["ingested"] == 5
     assert client.get(location, headers=token(client, "viewer")).status_code == 404  # not theirs
+    # Another worker over the same stores, with its own process memory: with Redis it answers for the
+    # job; without, it says why it cannot.
+    shares_cache = api_collection.settings.redis_url is not None
+    backends = api_collection.backends if shares_cache else replace(api_collection.backends, cache=MemoryCache())
+    other = TestClient(create_app(Collection(api_collection.settings, backends, embedder)))
+    answer = other.get(location, headers=token(other, "analyst"))
+    if shares_cache:
+        assert answer.json() == job
+    else:
+        assert "REDIS_URL" in assert_problem(answer, 404, "job")["detail"]
 
 
 def test_search_by_id_text_and_bad_arguments(client: TestClient) -> None:

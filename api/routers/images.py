@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api.deps import Caller, State
+from api.deps import Caller
 from api.problems import ApiError, problem
-from core import IMAGE_MEDIA_TYPES, Action, IngestReport, NotFound, Role, require
+from core import IMAGE_MEDIA_TYPES, Action, IngestReport, require
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -27,7 +27,7 @@ async def _read_uploads(files: list[UploadFile], limit: int) -> list[tuple[str, 
              responses={202: {"description": "A large batch, accepted as a job (poll GET /v1/jobs/{job_id})"},
                         413: {"description": "Too many files in one request"},
                         422: {"description": "No file was stored; the per-file reasons are in `files`"}})
-async def upload(collection: Caller, api: State, files: Annotated[list[UploadFile], File()],
+async def upload(collection: Caller, files: Annotated[list[UploadFile], File()],
                  source: Annotated[str | None, Form(max_length=200)] = None) -> Response:
     """Per file, as `visual-anomaly ingest --json`: ingested (with the nearest stored image and its
     verdict), already present, or rejected with the reason."""
@@ -37,8 +37,7 @@ async def upload(collection: Caller, api: State, files: Annotated[list[UploadFil
         raise ApiError(413, "files", f"{len(files)} files in one request; send at most {settings.api_max_files}.")
     uploads = await _read_uploads(files, settings.max_upload_bytes)
     if len(uploads) > settings.api_job_files:
-        job = api.jobs.start(collection.actor.name, len(uploads),
-                             lambda progress: collection.ingest_uploads(uploads, source=source, progress=progress))
+        job = collection.start_ingest_job(uploads, source=source)
         return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
     return report_response(collection.ingest_uploads(uploads, source=source))
 
@@ -53,12 +52,11 @@ def report_response(report: IngestReport) -> Response:
     return JSONResponse(body)
 
 
-@router.get("/jobs/{job_id}", summary="Progress and result of an upload job")
-def job(job_id: str, collection: Caller, api: State) -> dict:
-    found = api.jobs.get(job_id)
-    if found is None or (found.owner != collection.actor.name and collection.actor.role is not Role.ADMIN):
-        raise NotFound("job", job_id)
-    return found.to_json()
+@router.get("/jobs/{job_id}", summary="Progress and result of an upload job",
+            responses={404: {"description": "Unknown, not yours, or (without Redis) started by another worker"}})
+def job(job_id: str, collection: Caller) -> dict:
+    """Any worker answers when the cache is Redis; without it only the worker that took the upload."""
+    return collection.job(job_id).to_json()
 
 
 @router.get("/images", summary="One page of the visible images, sorted and filtered")
