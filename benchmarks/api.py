@@ -19,6 +19,7 @@ Run: ``python -m benchmarks.api [--images 2000 --ingest-images 300 --server-imag
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import tempfile
 import time
@@ -140,6 +141,7 @@ def server_stack(work: Path) -> Iterator[dict[str, str]]:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()

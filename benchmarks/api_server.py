@@ -50,8 +50,10 @@ def serve_api(env: dict[str, str], workers: int) -> Iterator[Server]:
     model loaded in the worker that answered the warm-up."""
     port = free_port()
     command = [sys.executable, "-m", "core.cli", "serve-api", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)} | env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = Path(env["DATA_DIR"]).parent / f"serve-api-{port}.log"  # a file, not a pipe nobody reads: it never fills
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)} | env,
+                                   stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -61,11 +63,11 @@ def serve_api(env: dict[str, str], workers: int) -> Iterator[Server]:
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve-api did not start: {process.stderr.read() if process.stderr else ''}") from None
+                    raise RuntimeError(f"serve-api did not start: {log.read_text()[-2000:]}") from None
                 time.sleep(0.5)
         headers = {"Authorization": f"Bearer {answer.raise_for_status().json()['access_token']}"}
         for _ in range(2 * workers):  # load the model in each worker (a worker takes whichever request comes)
-            httpx.post(f"{base}/v1/embed", headers=headers, data={"text": "warm-up"}, timeout=120).raise_for_status()
+            httpx.post(f"{base}/v1/embed", headers=headers, data={"text": "warm-up"}, timeout=600).raise_for_status()
         yield Server(base, headers)
     finally:
         process.terminate()
