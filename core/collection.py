@@ -23,7 +23,8 @@ from os import PathLike
 import numpy as np
 import pandas as pd
 
-from core import uploads, validation
+from core import uploads as presigned
+from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD
@@ -318,21 +319,21 @@ class Collection:
             raise NotFound("job", str(job_id), where)
         return found
 
-    def upload_slot(self, file_name: str, content_type: str, size: int) -> uploads.UploadSlot:
+    def upload_slot(self, file_name: str, content_type: str, size: int) -> presigned.UploadSlot:
         """A presigned PUT URL for one file the caller uploads straight to S3, after checking its name,
         type and size; :class:`NotConfigured` without S3 blobs (see :mod:`core.uploads`)."""
         self._require(Action.UPLOAD)
-        return uploads.open_slot(self.backends.blobs, self.settings, self.actor.name, file_name, content_type, size)
+        return presigned.open_slot(self.backends.blobs, self.settings, self.actor.name, file_name, content_type, size)
 
     def ingest_upload(self, key: str, *, source: str | None = None) -> IngestReport:
         """Ingest what was PUT to an :meth:`upload_slot` URL, checked like any upload (size on what is
         read, type by decoding). The uploaded object is removed once the file has an outcome, and kept
         when a store failed, so the same call can be retried."""
         self._require(Action.UPLOAD)
-        name, data = uploads.claim(self.backends.blobs, self.settings, self.actor, key)
+        name, data = presigned.claim(self.backends.blobs, self.settings, self.actor, key)
         report = self.ingest_uploads([(name, data)], source=source)
         if report.error is None and not report.failed:
-            uploads.discard(self.backends.blobs, key)
+            presigned.discard(self.backends.blobs, key)
         return report
 
     def _ingest(self, items: Sequence[IngestItem], source: str | None, progress: Progress | None) -> IngestReport:
