@@ -15,6 +15,7 @@ class DomainError(Exception):
 
     exit_code = 2
     http_status = 400
+    title: str | None = None  # a problem title where the status's usual one would mislead
 
 
 class NotFound(DomainError):
@@ -39,9 +40,11 @@ class InvalidRequest(DomainError):
 
 class NotConfigured(DomainError):
     """The call needs a backend this deployment does not use (presigned uploads need S3 blobs);
-    ``needs`` names the settings that would enable it."""
+    ``needs`` names the settings that would enable it. A conflict with how the server is set up,
+    not a server error: nothing is wrong with the server, and retrying will not help."""
 
-    http_status = 501
+    http_status = 409
+    title = "Not configured"
 
     def __init__(self, feature: str, needs: str, instead: str) -> None:
         self.feature, self.needs = feature, needs

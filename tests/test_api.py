@@ -434,6 +434,7 @@ def test_presigned_upload_checks_what_was_put_and_stores_nothing_bad(servers_col
 
 def test_presigned_upload_without_s3_says_it_needs_s3(embedded_collection: Collection) -> None:
     client = TestClient(create_app(embedded_collection))
-    assert "S3" in assert_problem(open_upload(client, "analyst"), 501)["detail"]
+    refused = assert_problem(open_upload(client, "analyst"), 409)
+    assert "S3" in refused["detail"] and refused["title"] == "Not configured"
     answer = client.post(f"/v1/uploads/{uuid.uuid4().hex}/ingest", headers=token(client, "analyst"), json={})
-    assert "POST /v1/images" in assert_problem(answer, 501)["detail"]
+    assert "POST /v1/images" in assert_problem(answer, 409)["detail"]

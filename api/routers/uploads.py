@@ -1,7 +1,7 @@
 """Presigned uploads (S3 blobs only): ask for a PUT URL, PUT the file to S3, then ingest it by key.
 
 Files never pass through the API process; core checks the declared name, type and size, and again
-what was actually put (see ``core/uploads.py``). Without S3 both calls answer 501.
+what was actually put (see ``core/uploads.py``). Without S3 both calls answer 409 ("Not configured").
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from api.routers.images import report_response
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
-_NEEDS_S3 = {501: {"description": "The deployment stores blobs as files, not on S3: use POST /v1/images"}}
+_NEEDS_S3 = {409: {"description": "Not configured: blobs are files here, not on S3 (use POST /v1/images)"}}
 
 
 @router.post("/uploads", summary="A presigned PUT URL for one file (S3 only)", responses=_NEEDS_S3)
