@@ -81,7 +81,7 @@ def in_process(images: int, repeats: int) -> None:
 
         rows = [
             ("GET /v1/images/{id}", get(f"/v1/images/{image_id}"),
-             lambda: (viewer.images([image_id]), viewer.names(image_id))),
+             lambda: viewer.image_detail(image_id)),
             ("POST /v1/search by id (k=20)",
              lambda: client.post("/v1/search", headers=headers, data={"image_id": image_id}).raise_for_status(),
              lambda: viewer.search(image_id=image_id, k=20)),
