@@ -16,8 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import problems
 from api.auth import RateLimiter, TokenSigner
 from api.deps import ApiState
-from api.jobs import Jobs
-from api.routers import analysis, auth, health, images, review, search
+from api.routers import analysis, auth, health, images, review, search, uploads
 from core import Collection, record_request
 
 TITLE = "visual-anomaly API"
@@ -32,10 +31,10 @@ def create_app(collection: Collection) -> FastAPI:
         collection=collection,
         signer=TokenSigner(collection.auth_secret(), settings.api_token_ttl_s),
         limiter=RateLimiter(settings.api_rate_limit),
-        jobs=Jobs(),
     )
     problems.install(app)
-    for router in (auth.router, images.router, review.router, search.router, analysis.router, health.router):
+    for router in (auth.router, images.router, uploads.router, review.router, search.router, analysis.router,
+                   health.router):
         app.include_router(router)
     max_body = settings.api_max_body_mb * 1024 * 1024
 

@@ -9,7 +9,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import RateLimiter, TokenSigner, caller
-from api.jobs import Jobs
 from core import Collection
 
 
@@ -18,7 +17,6 @@ class ApiState:
     collection: Collection  # acts as the process's admin: only to find users and the secret
     signer: TokenSigner
     limiter: RateLimiter
-    jobs: Jobs
 
 
 def state(request: Request) -> ApiState:

@@ -34,8 +34,8 @@ _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not
 
 
 def problem(status: int, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None,
-            **extra: object) -> JSONResponse:
-    body: dict[str, object] = {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status,
+            title: str | None = None, **extra: object) -> JSONResponse:
+    body: dict[str, object] = {"type": "about:blank", "title": title or _TITLES.get(status, "Error"), "status": status,
                                "detail": detail}
     if field is not None:
         body["field"] = field
@@ -53,7 +53,7 @@ def _domain(_request: Request, exc: Exception) -> JSONResponse:
         field = exc.what
     elif isinstance(exc, Busy):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    return problem(exc.http_status, str(exc), field=field, headers=headers)
+    return problem(exc.http_status, str(exc), field=field, headers=headers, title=exc.title)
 
 
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})

@@ -1,27 +1,55 @@
-"""HTTP API throughput and latency, beside the same facade call made directly in the same run.
+"""HTTP API throughput and latency, each beside its reference measured in the same run.
 
-Ingests N synthetic images into a temporary embedded collection, then drives the API in-process
-(FastAPI's TestClient: routing, auth, validation and JSON, without a socket) and prints, per
-operation, requests/s and p50/p99 latency through the API next to the facade call alone: the
-difference is what the HTTP layer costs. Run: ``python -m benchmarks.api [--images 10000]``.
+1. In-process: N synthetic images in a temporary embedded collection; per operation, requests/s and
+   p50/p99 through the API (FastAPI's TestClient: routing, auth, validation, JSON, no socket) next to
+   the facade call alone: the difference is what the HTTP layer costs.
+2. Ingest, API against CLI: the same folder of M images ingested by ``visual-anomaly ingest`` (its
+   own pipeline seconds, and its wall time with start-up) and through a real ``serve-api`` over a
+   socket in requests of ``--batch`` files, each into a fresh embedded collection; rounds alternate
+   which goes first, so a machine whose load changes slows both alike.
+3. The server stack: PostgreSQL (the local one, a schema of its own), Redis (the local one), S3 on
+   moto (in this process) and the default local Qdrant Edge shard; S images ingested through
+   ``serve-api``, then the three read operations driven by ``--concurrency`` client threads against
+   1 and then 2 workers.
+
+Run: ``python -m benchmarks.api [--images 2000 --ingest-images 300 --server-images 1000]``;
+``--server-images 0`` skips part 3 (it needs PostgreSQL on 127.0.0.1:5432 and Redis on 6379).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
+import psycopg
 from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
 
 from api.app import create_app
+from benchmarks.api_server import (
+    PASSWORD,
+    Load,
+    Server,
+    add_user,
+    drive,
+    ingest_through_api,
+    ingest_through_cli,
+    serve_api,
+)
 from core import Collection, Settings
 from core.synthetic import encode, photo
 
-PASSWORD = "benchmark password"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 def timed(call: Callable[[], object], repeats: int) -> tuple[float, float, float]:
@@ -36,15 +64,11 @@ def timed(call: Callable[[], object], repeats: int) -> tuple[float, float, float
     return repeats / sum(seconds), float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=200)
-    args = parser.parse_args()
+def in_process(images: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as folder, \
             Collection.open(Settings(data_dir=Path(folder), model_pretrained="none", api_rate_limit=10**9)) as collection:
-        for start in range(0, args.images, 500):
-            collection.ingest_uploads([(f"{i}.jpg", encode(photo(i))) for i in range(start, min(start + 500, args.images))])
+        for start in range(0, images, 500):
+            collection.ingest_uploads([(f"{i}.jpg", encode(photo(i))) for i in range(start, min(start + 500, images))])
         collection.add_user("bench", "viewer", PASSWORD)
         client = TestClient(create_app(collection))
         token = client.post("/v1/token", data={"username": "bench", "password": PASSWORD}).json()["access_token"]
@@ -57,18 +81,130 @@ def main() -> None:
 
         rows = [
             ("GET /v1/images/{id}", get(f"/v1/images/{image_id}"),
-             lambda: (viewer.images([image_id]), viewer.names(image_id))),
+             lambda: viewer.image_detail(image_id)),
             ("POST /v1/search by id (k=20)",
              lambda: client.post("/v1/search", headers=headers, data={"image_id": image_id}).raise_for_status(),
              lambda: viewer.search(image_id=image_id, k=20)),
             ("GET /v1/duplicates (cached, page of 100)", get("/v1/duplicates"), lambda: viewer.duplicates().rows()),
         ]
-        print(f"{args.images} images, {args.repeats} requests each, in-process (TestClient), one worker")
-        print(f"{'operation':42} {'API req/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'facade /s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"\n## 1. In-process: {images} images, {repeats} requests each (TestClient), one worker\n")
+        print("| operation | API req/s | p50 ms | p99 ms | facade calls/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
         for name, through_api, direct in rows:
-            api_rate, api_p50, api_p99 = timed(through_api, args.repeats)
-            rate, p50, p99 = timed(direct, args.repeats)
-            print(f"{name:42} {api_rate:10.0f} {api_p50:8.2f} {api_p99:8.2f} | {rate:10.0f} {p50:8.2f} {p99:8.2f}")
+            api_rate, api_p50, api_p99 = timed(through_api, repeats)
+            rate, p50, p99 = timed(direct, repeats)
+            print(f"| {name} | {api_rate:.0f} | {api_p50:.2f} | {api_p99:.2f} | {rate:.0f} | {p50:.2f} | {p99:.2f} |")
+
+
+def write_folder(folder: Path, count: int) -> list[tuple[str, bytes]]:
+    folder.mkdir(parents=True)
+    files = [(f"img_{i:05d}.jpg", encode(photo(i))) for i in range(count)]
+    for name, data in files:
+        (folder / name).write_bytes(data)
+    return files
+
+
+def api_env(data_dir: Path, batch: int) -> dict[str, str]:
+    return {"DATA_DIR": str(data_dir), "MODEL_PRETRAINED": "none", "API_RATE_LIMIT": str(10**9),
+            "API_MAX_FILES": str(batch), "API_JOB_FILES": str(batch)}
+
+
+def api_against_cli(work: Path, images: int, batch: int, rounds: int) -> None:
+    files = write_folder(work / "folder", images)
+    print(f"\n## 2. Ingest of the same {images} JPEGs (320x240): API (serve-api, 1 worker, {batch} files a request) "
+          "against the CLI, each into a fresh embedded collection\n")
+    print("| round | CLI images/s (pipeline) | CLI images/s (wall, with start-up) | API images/s | API / CLI pipeline |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for round_ in range(rounds):
+        results: dict[str, tuple[float, ...]] = {}
+        order = ("cli", "api") if round_ % 2 == 0 else ("api", "cli")
+        for kind in order:
+            env = api_env(work / f"{kind}-{round_}", batch)
+            if kind == "cli":
+                count, seconds, wall = ingest_through_cli(env, work / "folder")
+                results["cli"] = (count / seconds, count / wall)
+            else:
+                add_user(env)
+                with serve_api(env, workers=1) as server:
+                    count, seconds = ingest_through_api(server, files, batch)
+                results["api"] = (count / seconds,)
+            assert count == images, f"{kind} ingested {count} of {images}"
+        ratios.append(results["api"][0] / results["cli"][0])
+        print(f"| {round_ + 1} ({' then '.join(order)}) | {results['cli'][0]:.1f} | {results['cli'][1]:.1f} | "
+              f"{results['api'][0]:.1f} | {ratios[-1]:.2f} |")
+    print(f"\nMedian API / CLI (pipeline seconds): {statistics.median(ratios):.2f}")
+
+
+@contextmanager
+def server_stack(work: Path) -> Iterator[dict[str, str]]:
+    """The environment of a server-stack deployment: a PostgreSQL schema and an S3 bucket of its own."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    try:
+        yield {"DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}", "REDIS_URL": REDIS,
+               "S3_ENDPOINT": f"http://{host}:{port}", "S3_ACCESS_KEY": "bench", "S3_SECRET_KEY": "bench-secret",
+               "S3_BUCKET": f"bench-{uuid.uuid4().hex[:12]}", "AUTH_SECRET": uuid.uuid4().hex,
+               "DATA_DIR": str(work / "servers")}
+    finally:
+        moto.stop()
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def read_operations(server: Server) -> list[tuple[str, Callable[[httpx.Client], httpx.Response]]]:
+    first = httpx.get(f"{server.base}/v1/images", headers=server.headers, params={"limit": 1}, timeout=60)
+    image_id = first.raise_for_status().json()["items"][0]["image_id"]
+    return [
+        ("GET /v1/images/{id}", lambda c: c.get(f"/v1/images/{image_id}")),
+        ("POST /v1/search by id (k=20)", lambda c: c.post("/v1/search", data={"image_id": image_id})),
+        ("GET /v1/duplicates (cached, page of 100)", lambda c: c.get("/v1/duplicates")),
+    ]
+
+
+def on_the_server_stack(work: Path, images: int, batch: int, requests: int, concurrency: int) -> None:
+    files = [(f"img_{i:05d}.jpg", encode(photo(i))) for i in range(images)]
+    with server_stack(work) as stack:
+        env = api_env(work / "servers", batch) | stack
+        add_user(env)
+        loads: dict[int, list[tuple[str, Load]]] = {}
+        for workers in (1, 2):
+            with serve_api(env, workers) as server:
+                if workers == 1:
+                    count, seconds = ingest_through_api(server, files, batch)
+                    print(f"\n## 3. Server stack (PostgreSQL, Redis, S3 on moto, Qdrant Edge in DATA_DIR): "
+                          f"{count} images ingested through the API at {count / seconds:.1f} images/s\n")
+                loads[workers] = [(name, drive(server, call, requests, concurrency))
+                                  for name, call in read_operations(server)]
+    print(f"{requests} requests per operation from {concurrency} client threads, over a socket\n")
+    print("| operation | 1 worker req/s | p50 ms | p99 ms | 2 workers req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+    for (name, one), (_, two) in zip(loads[1], loads[2], strict=True):
+        print(f"| {name} | {one.per_s:.0f} | {one.p50_ms:.1f} | {one.p99_ms:.1f} | "
+              f"{two.per_s:.0f} | {two.p50_ms:.1f} | {two.p99_ms:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=2000, help="part 1's collection")
+    parser.add_argument("--repeats", type=int, default=200, help="part 1's requests per operation")
+    parser.add_argument("--ingest-images", type=int, default=300, help="part 2's folder (0 skips)")
+    parser.add_argument("--rounds", type=int, default=2, help="part 2's rounds")
+    parser.add_argument("--batch", type=int, default=100, help="files per upload request")
+    parser.add_argument("--server-images", type=int, default=1000, help="part 3's collection (0 skips)")
+    parser.add_argument("--requests", type=int, default=300, help="part 3's requests per operation")
+    parser.add_argument("--concurrency", type=int, default=4, help="part 3's client threads")
+    args = parser.parse_args()
+    if args.images:
+        in_process(args.images, args.repeats)
+    with tempfile.TemporaryDirectory() as folder:
+        if args.ingest_images:
+            api_against_cli(Path(folder), args.ingest_images, args.batch, args.rounds)
+        if args.server_images:
+            on_the_server_stack(Path(folder), args.server_images, args.batch, args.requests, args.concurrency)
 
 
 if __name__ == "__main__":

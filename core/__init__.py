@@ -23,12 +23,15 @@ from core.errors import (
     DomainError,
     Forbidden,
     InvalidRequest,
+    NotConfigured,
     NotFound,
     Unavailable,
 )
 from core.health import ServerCheck, check_servers
 from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
+from core.images import MEDIA_TYPES as IMAGE_MEDIA_TYPES
 from core.ingest import FileOutcome, IngestReport, Shard
+from core.jobs import JobState
 from core.observability import record_login, record_page_view, record_request
 from core.observability import setup as setup_observability
 from core.paging import Page
@@ -62,6 +65,7 @@ from core.review import (
 from core.search import SearchFilter, SearchResponse, SearchResult
 from core.settings import Settings, SettingsError
 from core.storage.catalog import LABELS
+from core.uploads import UploadSlot
 from core.users import User
 
 __all__ = [
@@ -72,6 +76,7 @@ __all__ = [
     "DUPLICATE_SIGNALS",
     "HAMMING_MAX",
     "IMAGE_FORMATS",
+    "IMAGE_MEDIA_TYPES",
     "KEEP_RULES",
     "LABELS",
     "METHODS",
@@ -103,11 +108,13 @@ __all__ = [
     "ImageReview",
     "IngestReport",
     "InvalidRequest",
+    "JobState",
     "KeepRulePlan",
     "MapPoint",
     "MapView",
     "ModelUnavailable",
     "Neighbour",
+    "NotConfigured",
     "NotFound",
     "Page",
     "RepairReport",
@@ -122,6 +129,7 @@ __all__ = [
     "SettingsError",
     "Shard",
     "Unavailable",
+    "UploadSlot",
     "User",
     "check_servers",
     "record_login",

@@ -325,11 +325,20 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve_api(settings: Settings, args: argparse.Namespace) -> int:
-    """Serve the HTTP API (api/ in this repository) with uvicorn; each worker opens the collection."""
+    """Serve the HTTP API (api/ in this repository) with uvicorn; each worker opens the collection.
+
+    First, once, as the app does: a server deployment without AUTH_SECRET stops here (not in every
+    worker), and on first run user ``admin`` is created and its password shown on this terminal,
+    so a fresh ``serve-api`` can be signed in to."""
     import uvicorn  # the API's server; only this command needs it
 
     if args.workers > 1 and not settings.uses_servers:
         raise InvalidRequest("workers", "the embedded default is one process's: use --workers 1, or server backends")
+    with Collection.open(settings) as collection:
+        collection.auth_secret()
+        password = collection.ensure_admin()
+        if password is not None:
+            print(_created_admin(collection, password), flush=True)
     uvicorn.run("api.serve:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="info" if settings.log_format == "json" else "warning")
     return 0
@@ -404,10 +413,15 @@ def _bootstrap(collection: Collection, args: argparse.Namespace) -> int:
     elif password is None:
         print("Users exist already; nothing to do (`visual-anomaly users list`).")
     else:
-        print(f"Created user admin with password: {password}\n"
-              f"It is also in {where} (readable by you only). Sign in and change it: "
-              "`visual-anomaly users passwd admin`, then delete that file.")
+        print(_created_admin(collection, password))
     return 0
+
+
+def _created_admin(collection: Collection, password: str) -> str:
+    where = collection.settings.data_dir / INITIAL_PASSWORD_FILE
+    return (f"Created user admin with password: {password}\n"
+            f"It is also in {where} (readable by you only). Sign in and change it: "
+            "`visual-anomaly users passwd admin`, then delete that file.")
 
 
 def _positive(text: str) -> int:

@@ -23,6 +23,7 @@ from os import PathLike
 import numpy as np
 import pandas as pd
 
+from core import uploads as presigned
 from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
@@ -46,6 +47,7 @@ from core.ingest import (
     items_from_paths,
     items_from_uploads,
 )
+from core.jobs import Jobs, JobState
 from core.paging import DEFAULT_LIMIT, Page, check_page
 from core.records import ImageFileName, ImageInfo
 from core.reports import (
@@ -126,6 +128,7 @@ class _Shared:
 
     embedder: Embedder | None
     analysis: CollectionAnalysis
+    jobs: Jobs
     snapshot: VectorSnapshot | None = None
     embedder_lock: threading.Lock = field(default_factory=threading.Lock)
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -146,7 +149,7 @@ class Collection:
         analysis = CollectionAnalysis(
             backends.cache, backends.catalog.collection_id(), self.snapshot, device=resolve_device(settings.device)
         )
-        self._shared = _Shared(embedder, analysis)
+        self._shared = _Shared(embedder, analysis, Jobs(backends.cache, shared=settings.redis_url is not None))
         self._owns_stores = True  # views (acting_as) share the stores and never close them
 
     @property
@@ -295,8 +298,46 @@ class Collection:
         uploads = [(validation.file_name(name), data) for name, data in uploads]
         return self._ingest(items_from_uploads(uploads), source, progress)
 
+    def start_ingest_job(self, uploads: Iterable[tuple[str, bytes]], *, source: str | None = None) -> JobState:
+        """:meth:`ingest_uploads` in the background, for batches too large to wait for; poll it with
+        :meth:`job`. Names and the source are checked now, so a bad one fails the call, not the job."""
+        self._require(Action.UPLOAD)
+        uploads = [(validation.file_name(name), data) for name, data in uploads]
+        _source_label(source)
+        return self._shared.jobs.start(
+            self.actor.name, len(uploads), lambda progress: self.ingest_uploads(uploads, source=source, progress=progress))
+
+    def job(self, job_id: str) -> JobState:
+        """A job's progress and, once finished, its report; only its starter and admins see it."""
+        self._require(Action.READ)
+        jobs = self._shared.jobs
+        found = jobs.get(job_id)
+        if found is None or (found.owner != self.actor.name and self.actor.role is not Role.ADMIN):
+            where = ("Jobs are kept for a day after their last progress." if jobs.shared else
+                     "Without REDIS_URL a job is known only to the process (API worker) that started it: "
+                     "with several workers, configure Redis so that any of them answers.")
+            raise NotFound("job", str(job_id), where)
+        return found
+
+    def upload_slot(self, file_name: str, content_type: str, size: int) -> presigned.UploadSlot:
+        """A presigned PUT URL for one file the caller uploads straight to S3, after checking its name,
+        type and size; :class:`NotConfigured` without S3 blobs (see :mod:`core.uploads`)."""
+        self._require(Action.UPLOAD)
+        return presigned.open_slot(self.backends.blobs, self.settings, self.actor.name, file_name, content_type, size)
+
+    def ingest_upload(self, key: str, *, source: str | None = None) -> IngestReport:
+        """Ingest what was PUT to an :meth:`upload_slot` URL, checked like any upload (size on what is
+        read, type by decoding). The uploaded object is removed once the file has an outcome, and kept
+        when a store failed, so the same call can be retried."""
+        self._require(Action.UPLOAD)
+        name, data = presigned.claim(self.backends.blobs, self.settings, self.actor, key)
+        report = self.ingest_uploads([(name, data)], source=source)
+        if report.error is None and not report.failed:
+            presigned.discard(self.backends.blobs, key)
+        return report
+
     def _ingest(self, items: Sequence[IngestItem], source: str | None, progress: Progress | None) -> IngestReport:
-        source = validation.text("source", "default" if source is None else source)
+        source = _source_label(source)
         arrival = self.analysis.arrival_context(self.backends.catalog.ready_frame())
         ingestor = Ingestor(self.settings, self.backends, self.embedder, arrival=arrival)
         report = ingestor.run(items, source=source, uploader=self.actor.name, progress=progress)
@@ -800,6 +841,11 @@ class Collection:
         self._require(Action.READ)
         return self.backends.blobs.url(thumbnail_key(self._visible(image_id).id))
 
+    def original_url(self, image_id: str) -> str | None:
+        """As :meth:`thumbnail_url`, for the original bytes."""
+        self._require(Action.READ)
+        return self.backends.blobs.url(original_key(self._visible(image_id).id))
+
     def sources(self) -> list[str]:
         self._require(Action.READ)
         return self.backends.catalog.sources()
@@ -816,6 +862,11 @@ class Collection:
         created = pd.to_datetime(self.snapshot().frame["created_at"], unit="s", utc=True)
         per_day = created.dt.strftime("%Y-%m-%d").value_counts().sort_index().cumsum()
         return tuple((str(day), int(total)) for day, total in per_day.items())
+
+
+def _source_label(source: str | None) -> str:
+    """The checked source label an ingest records (``default`` when none is given)."""
+    return validation.text("source", "default" if source is None else source)
 
 
 def local_admin() -> Actor:

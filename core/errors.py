@@ -15,6 +15,7 @@ class DomainError(Exception):
 
     exit_code = 2
     http_status = 400
+    title: str | None = None  # a problem title where the status's usual one would mislead
 
 
 class NotFound(DomainError):
@@ -22,9 +23,9 @@ class NotFound(DomainError):
 
     http_status = 404
 
-    def __init__(self, what: str, key: str) -> None:
+    def __init__(self, what: str, key: str, hint: str = "") -> None:
         self.what, self.key = what, key
-        super().__init__(f"No {what} {key!r}.")
+        super().__init__(f"No {what} {key!r}." + (f" {hint}" if hint else ""))
 
 
 class InvalidRequest(DomainError):
@@ -35,6 +36,19 @@ class InvalidRequest(DomainError):
     def __init__(self, field: str, reason: str) -> None:
         self.field, self.reason = field, reason
         super().__init__(f"Invalid {field}: {reason}")
+
+
+class NotConfigured(DomainError):
+    """The call needs a backend this deployment does not use (presigned uploads need S3 blobs);
+    ``needs`` names the settings that would enable it. A conflict with how the server is set up,
+    not a server error: nothing is wrong with the server, and retrying will not help."""
+
+    http_status = 409
+    title = "Not configured"
+
+    def __init__(self, feature: str, needs: str, instead: str) -> None:
+        self.feature, self.needs = feature, needs
+        super().__init__(f"{feature} needs {needs}, which this deployment does not use; {instead}")
 
 
 class Forbidden(DomainError):

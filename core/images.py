@@ -52,6 +52,8 @@ _DECODERS: dict[str, type[ImageFile.ImageFile]] = {
     "TIFF": TiffImagePlugin.TiffImageFile,
 }
 ACCEPTED_FORMATS = frozenset(_DECODERS)
+MEDIA_TYPES: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+                               "BMP": "image/bmp", "TIFF": "image/tiff"}  # by accepted format
 
 # Prefixes of image types we recognise, accepted or not; checked in order.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (

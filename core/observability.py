@@ -78,7 +78,11 @@ BACKEND_UP = _collector(Gauge, "backend_up", "1 when the store answered the last
 
 
 # logs -------------------------------------------------------------------------------------------
-_SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|authorization|cookie|credential", re.IGNORECASE)
+# A field is secret when its name *ends* in a secret's name: ``auth_secret``, ``s3_secret_key`` and
+# ``access_token`` are masked, while ``api_token_ttl_s`` (a lifetime) and ``password_file`` (a path) are not.
+_SECRET_NAME = re.compile(
+    r"(pass(w(or)?d)?|secret|secret[_-]?key|access[_-]?key|token|api[_-]?key|authorization|cookies?|credentials?)$", re.IGNORECASE
+)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
 
 

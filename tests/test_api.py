@@ -3,44 +3,67 @@ with FastAPI's TestClient: tokens, roles per write endpoint, the bad-input set, 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from fixtures_servers import free_port
 from qdrant_client import QdrantClient
 
 from api.app import create_app
 from core.collection import Collection
 from core.embedding import Embedder
 from core.settings import Settings
+from core.storage.cache_memory import MemoryCache
 from core.synthetic import encode, photo
 
 pytest_plugins = ("fixtures_servers",)
 
 PASSWORD = "correct horse battery"
+REPO = Path(__file__).resolve().parents[1]
 ROLES = ("viewer", "analyst", "admin")
 
 
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    return replace(settings, api_job_files=4, api_max_files=10, max_upload_mb=1)
+
+
+def with_users(opened: Collection) -> Collection:
+    for role in ROLES:
+        opened.add_user(role, role, PASSWORD)
+    return opened
+
+
+@pytest.fixture
+def embedded_collection(api_settings: Settings, embedder: Embedder) -> Iterator[Collection]:
+    with Collection.open(api_settings, embedder=embedder) as opened:
+        yield with_users(opened)
+
+
+@pytest.fixture
+def servers_collection(api_settings: Settings, embedder: Embedder, request: pytest.FixtureRequest) -> Iterator[Collection]:
+    """PostgreSQL, Redis, S3 on moto and qdrant-client's local mode (standing in for its server)."""
+    server = replace(api_settings, database_url=request.getfixturevalue("postgres_url"),
+                     redis_url=request.getfixturevalue("redis_url"), auth_secret=uuid.uuid4().hex,
+                     qdrant_collection=f"api_{uuid.uuid4().hex[:8]}", **request.getfixturevalue("s3_settings"))
+    with request.getfixturevalue("open_on_servers")(server, embedder, QdrantClient(location=":memory:")) as opened:
+        yield with_users(opened)
+
+
 @pytest.fixture(params=["embedded", "servers"])
-def api_collection(request: pytest.FixtureRequest, settings: Settings, embedder: Embedder) -> Iterator[Collection]:
-    settings = replace(settings, api_job_files=4, api_max_files=10, max_upload_mb=1)
-    if request.param == "embedded":
-        opened = Collection.open(settings, embedder=embedder)
-    else:
-        postgres_url = request.getfixturevalue("postgres_url")
-        server = replace(settings, database_url=postgres_url, redis_url=request.getfixturevalue("redis_url"),
-                         auth_secret=uuid.uuid4().hex, qdrant_collection=f"api_{uuid.uuid4().hex[:8]}",
-                         **request.getfixturevalue("s3_settings"))
-        opened = request.getfixturevalue("open_on_servers")(server, embedder, QdrantClient(location=":memory:"))
-    with opened:
-        for role in ROLES:
-            opened.add_user(role, role, PASSWORD)
-        yield opened
+def api_collection(request: pytest.FixtureRequest) -> Collection:
+    return request.getfixturevalue(f"{request.param}_collection")
 
 
 @pytest.fixture
@@ -152,7 +175,9 @@ def test_non_utf8_file_name_is_refused_by_field(client: TestClient, api_collecti
     assert stored(api_collection) == 0
 
 
-def test_large_batch_runs_as_a_job(client: TestClient, api_collection: Collection) -> None:
+def test_large_batch_runs_as_a_job_that_workers_share_through_redis(
+    client: TestClient, api_collection: Collection, embedder: Embedder
+) -> None:
     answer = upload(client, "analyst", [(f"{i}.jpg", jpeg(i)) for i in range(5)])
     assert answer.status_code == 202, answer.text
     location = answer.headers["Location"]
@@ -162,6 +187,16 @@ def test_large_batch_runs_as_a_job(client: TestClient, api_collection: Collectio
         time.sleep(0.2)
     assert job["state"] == "finished" and job["result"]["ingested"] == 5
     assert client.get(location, headers=token(client, "viewer")).status_code == 404  # not theirs
+    # Another worker over the same stores, with its own process memory: with Redis it answers for the
+    # job; without, it says why it cannot.
+    shares_cache = api_collection.settings.redis_url is not None
+    backends = api_collection.backends if shares_cache else replace(api_collection.backends, cache=MemoryCache())
+    other = TestClient(create_app(Collection(api_collection.settings, backends, embedder)))
+    answer = other.get(location, headers=token(other, "analyst"))
+    if shares_cache:
+        assert answer.json() == job
+    else:
+        assert "REDIS_URL" in assert_problem(answer, 404, "job")["detail"]
 
 
 def test_search_by_id_text_and_bad_arguments(client: TestClient) -> None:
@@ -183,20 +218,26 @@ def test_unknown_image_is_404(client: TestClient) -> None:
         assert_problem(client.get(path, headers=viewer), 404, "image")
 
 
-def test_image_record_and_bytes(client: TestClient) -> None:
+def image_bytes(client: TestClient, path: str, headers: dict[str, str], on_s3: bool) -> bytes:
+    """The bytes behind ``path``: served by the API, or on S3 a redirect to a presigned URL that the
+    client fetches from the store itself."""
+    answer = client.get(path, headers=headers, follow_redirects=False)
+    if not on_s3:
+        assert answer.status_code == 200, answer.text
+        return answer.content
+    assert answer.status_code == 307 and "X-Amz-Signature=" in answer.headers["Location"], answer.text
+    return urllib.request.urlopen(answer.headers["Location"], timeout=5).read()
+
+
+def test_image_record_and_bytes(client: TestClient, api_collection: Collection) -> None:
     original = jpeg(7)
     image_id = upload(client, "analyst", [("seven.jpg", original)]).json()["files"][0]["image_id"]
     viewer = token(client, "viewer")
     record = client.get(f"/v1/images/{image_id}", headers=viewer).json()
     assert record["image_id"] == image_id and record["names"][0]["file_name"] == "seven.jpg"
-    assert client.get(f"/v1/images/{image_id}/original", headers=viewer).content == original
-    thumb = client.get(f"/v1/images/{image_id}/thumbnail", headers=viewer, follow_redirects=False)
-    if thumb.status_code == 307:  # S3: a presigned URL the client fetches from the store itself
-        content = urllib.request.urlopen(thumb.headers["Location"], timeout=5).read()
-    else:
-        assert thumb.status_code == 200
-        content = thumb.content
-    assert content[:2] == b"\xff\xd8"
+    on_s3 = api_collection.settings.s3_endpoint is not None
+    assert image_bytes(client, f"/v1/images/{image_id}/original", viewer, on_s3) == original
+    assert image_bytes(client, f"/v1/images/{image_id}/thumbnail", viewer, on_s3)[:2] == b"\xff\xd8"
 
 
 def test_duplicates_etag_csv_and_paging(client: TestClient) -> None:
@@ -234,6 +275,29 @@ def test_rate_limit_answers_429_with_retry_after(api_collection: Collection) -> 
     answer = limited.get("/v1/me", headers=headers)
     assert_problem(answer, 429)
     assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_a_fresh_serve_api_creates_the_first_admin_who_can_sign_in(tmp_path: Path) -> None:
+    port = free_port()
+    env = os.environ | {"DATA_DIR": str(tmp_path / "data"), "MODEL_PRETRAINED": "none", "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "core.cli", "serve-api", "--port", str(port)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = server.stdout.readline() if server.stdout else ""
+        assert first.startswith("Created user admin with password: "), first
+        password = first.removeprefix("Created user admin with password: ").strip()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/v1/token", data={"username": "admin", "password": password})
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve-api did not come up"
+                time.sleep(0.3)
+        assert answer.status_code == 200 and answer.json()["access_token"], answer.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_health_and_metrics(client: TestClient) -> None:
@@ -304,3 +368,73 @@ def test_delete_per_role(client: TestClient, api_collection: Collection, role: s
         return
     assert removed.status_code == 200 and purged.status_code == 200, (removed.text, purged.text)
     assert stored(api_collection) == 1 and api_collection.removed_images() == []
+
+
+# presigned uploads (S3) -------------------------------------------------------------------------
+def open_upload(client: TestClient, user: str, file_name: str = "put.jpg", content_type: str = "image/jpeg",
+                size: int = 1000):
+    return client.post("/v1/uploads", headers=token(client, user),
+                       json={"file_name": file_name, "content_type": content_type, "size": size})
+
+
+def put_and_ingest(client: TestClient, user: str, name: str, data: bytes, declared: int | None = None, **body: str):
+    """Open a slot for ``data`` (of the ``declared`` size), PUT it to S3 over HTTP (not through the API),
+    then ingest it."""
+    slot = open_upload(client, user, name, size=declared or len(data))
+    assert slot.status_code == 200, slot.text
+    put = httpx.put(slot.json()["url"], content=data, headers={"Content-Type": "image/jpeg"}, timeout=10)
+    assert put.status_code == 200, put.text
+    return slot.json()["key"], client.post(f"/v1/uploads/{slot.json()['key']}/ingest", headers=token(client, user),
+                                          json=body)
+
+
+def test_presigned_upload_then_ingest_makes_the_image_searchable(servers_collection: Collection) -> None:
+    client = TestClient(create_app(servers_collection))
+    data = jpeg(11)
+    key, ingested = put_and_ingest(client, "analyst", "eleven.jpg", data, source="pipeline")
+    assert ingested.status_code == 200, ingested.text
+    (outcome,) = ingested.json()["files"]
+    assert (outcome["file"], outcome["status"]) == ("eleven.jpg", "ingested")
+    viewer = token(client, "viewer")
+    hits = client.post("/v1/search", headers=viewer, files={"image": ("q.jpg", data, "image/jpeg")}).json()["results"]
+    assert hits[0]["image_id"] == outcome["image_id"]
+    assert image_bytes(client, f"/v1/images/{outcome['image_id']}/original", viewer, on_s3=True) == data
+    assert servers_collection.names(outcome["image_id"])[0].source == "pipeline"
+    # the uploaded object is gone once ingested: the key cannot be ingested twice
+    assert_problem(client.post(f"/v1/uploads/{key}/ingest", headers=token(client, "analyst"), json={}), 404, "upload")
+
+
+def test_presigned_upload_refuses_bad_declarations(servers_collection: Collection) -> None:
+    client = TestClient(create_app(servers_collection))
+    assert_problem(open_upload(client, "viewer"), 403)
+    assert_problem(open_upload(client, "analyst", content_type="text/plain"), 422, "content_type")
+    assert_problem(open_upload(client, "analyst", size=0), 422, "size")
+    assert_problem(open_upload(client, "analyst", size=1024 * 1024 + 1), 422, "size")
+    assert_problem(open_upload(client, "analyst", file_name="bad\x00name.jpg"), 422, "file_name")
+    assert_problem(open_upload(client, "analyst", file_name=" "), 422, "file_name")
+
+
+def test_presigned_upload_checks_what_was_put_and_stores_nothing_bad(servers_collection: Collection) -> None:
+    client = TestClient(create_app(servers_collection))
+    for name, data in (("notes.jpg", b"just some text"), ("big.jpg", b"\xff\xd8\xff" + b"0" * (1024 * 1024 + 10)),
+                       ("empty.jpg", b"")):
+        key, answer = put_and_ingest(client, "analyst", name, data, declared=1000)  # nothing checks a PUT's size
+        body = assert_problem(answer, 422, "files")
+        assert body["files"][0]["status"] == "rejected" and body["files"][0]["reason"], body
+        again = client.post(f"/v1/uploads/{key}/ingest", headers=token(client, "analyst"), json={})
+        assert_problem(again, 404, "upload")  # a rejected upload is removed too
+    not_put = open_upload(client, "analyst").json()["key"]
+    assert_problem(client.post(f"/v1/uploads/{not_put}/ingest", headers=token(client, "analyst"), json={}), 422, "key")
+    assert_problem(client.post("/v1/uploads/not-a-key/ingest", headers=token(client, "analyst"), json={}), 404, "upload")
+    servers_collection.add_user("other", "analyst", PASSWORD)
+    key = open_upload(client, "analyst").json()["key"]
+    assert_problem(client.post(f"/v1/uploads/{key}/ingest", headers=token(client, "other"), json={}), 404, "upload")
+    assert stored(servers_collection) == 0
+
+
+def test_presigned_upload_without_s3_says_it_needs_s3(embedded_collection: Collection) -> None:
+    client = TestClient(create_app(embedded_collection))
+    refused = assert_problem(open_upload(client, "analyst"), 409)
+    assert "S3" in refused["detail"] and refused["title"] == "Not configured"
+    answer = client.post(f"/v1/uploads/{uuid.uuid4().hex}/ingest", headers=token(client, "analyst"), json={})
+    assert "POST /v1/images" in assert_problem(answer, 409)["detail"]

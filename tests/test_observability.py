@@ -121,6 +121,9 @@ def test_log_lines_never_carry_secrets(json_log: io.StringIO, closed_port: int) 
     assert not [s for s in SECRETS if s in text]
     lines = [json.loads(line) for line in text.splitlines()]
     assert sum(line["event"] == "startup_check" for line in lines) == 4
+    (startup,) = [line for line in lines if line["event"] == "startup"]
+    assert startup["settings"]["api_token_ttl_s"] == "3600"  # named "token", but a lifetime, not a secret
+    assert startup["settings"]["s3_secret_key"] == startup["settings"]["qdrant_api_key"] == "***"
     login = next(line for line in lines if line["event"] == "login")
     assert login["password"] == login["api_key"] == "***"
     assert login["target"] == f"redis://***@127.0.0.1:{closed_port}/0"

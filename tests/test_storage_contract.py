@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -468,6 +469,7 @@ def blob_transcript(store: BlobStore) -> list[tuple[str, Any]]:
     store.put("thumbnails/a.jpg", b"thumb", "image/jpeg")
     store.put("originals/b", b"\xff\xd8 b, second version", "image/jpeg")
     seen.append(("get", (store.get("originals/a") == payload, store.get("originals/b"))))
+    seen.append(("get with a limit", (store.get("originals/a", limit=10) == payload[:10], store.get("originals/b", limit=10**6))))
     seen.append(("exists", (store.exists("originals/a"), store.exists("originals/zz"), store.exists("originals"))))
     seen.append(("counts", (store.count("originals/"), store.count("thumbnails/"), store.count("nothing/"))))
     url = store.url("thumbnails/a.jpg", expires_s=60)
@@ -491,6 +493,7 @@ def test_blob_backends_agree_on_every_call(tmp_path: Path, request: pytest.Fixtu
 def test_blob_transcript_is_what_the_interface_promises(blob_store: BlobStore) -> None:
     seen = dict(blob_transcript(blob_store))
     assert seen["get"] == (True, b"\xff\xd8 b, second version")
+    assert seen["get with a limit"] == (True, b"\xff\xd8 b, second version")
     assert seen["exists"] == (True, False, False)
     assert seen["counts"] == (2, 1, 0)
     assert seen["url serves the bytes"] is True
@@ -505,6 +508,15 @@ def test_s3_gallery_urls_are_presigned_and_short_lived(request: pytest.FixtureRe
     assert url is not None and "X-Amz-Signature=" in url and "X-Amz-Expires=900" in url
     with pytest.raises(ValueError, match="1 to 3600"):
         store.url("thumbnails/x.jpg", expires_s=7 * 24 * 3600)
+
+
+def test_s3_upload_urls_take_a_put_of_the_bytes(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    store = _open_blobs("s3", tmp_path, request)
+    url = store.upload_url("uploads/u", expires_s=60)
+    assert url is not None and "X-Amz-Expires=60" in url
+    assert httpx.put(url, content=b"put straight to S3", timeout=5).status_code == 200
+    assert store.get("uploads/u") == b"put straight to S3"
+    assert FileBlobStore(tmp_path / "files").upload_url("uploads/u") is None  # files take no uploads past the app
 
 
 def test_s3_bucket_is_created_once_even_when_opened_twice(request: pytest.FixtureRequest) -> None:

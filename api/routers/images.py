@@ -8,14 +8,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api.deps import Caller, State
+from api.deps import Caller
 from api.problems import ApiError, problem
-from core import Action, NotFound, Role, require
+from core import IMAGE_MEDIA_TYPES, Action, IngestReport, require
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
-_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-                "BMP": "image/bmp", "TIFF": "image/tiff"}
 _IMAGE_BYTES = {200: {"content": {"image/*": {}}, "description": "The image's bytes"}}
 
 
@@ -29,7 +27,7 @@ async def _read_uploads(files: list[UploadFile], limit: int) -> list[tuple[str, 
              responses={202: {"description": "A large batch, accepted as a job (poll GET /v1/jobs/{job_id})"},
                         413: {"description": "Too many files in one request"},
                         422: {"description": "No file was stored; the per-file reasons are in `files`"}})
-async def upload(collection: Caller, api: State, files: Annotated[list[UploadFile], File()],
+async def upload(collection: Caller, files: Annotated[list[UploadFile], File()],
                  source: Annotated[str | None, Form(max_length=200)] = None) -> Response:
     """Per file, as `visual-anomaly ingest --json`: ingested (with the nearest stored image and its
     verdict), already present, or rejected with the reason."""
@@ -39,23 +37,26 @@ async def upload(collection: Caller, api: State, files: Annotated[list[UploadFil
         raise ApiError(413, "files", f"{len(files)} files in one request; send at most {settings.api_max_files}.")
     uploads = await _read_uploads(files, settings.max_upload_bytes)
     if len(uploads) > settings.api_job_files:
-        job = api.jobs.start(collection.actor.name, len(uploads),
-                             lambda progress: collection.ingest_uploads(uploads, source=source, progress=progress))
+        job = collection.start_ingest_job(uploads, source=source)
         return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
-    report = collection.ingest_uploads(uploads, source=source).to_json()
-    if report["rejected"] and not report["ingested"] and not report["already_present"]:
-        first = report["rejected"][0]
+    return report_response(collection.ingest_uploads(uploads, source=source))
+
+
+def report_response(report: IngestReport) -> Response:
+    """An ingest's per-file outcomes; a 422 problem listing each reason when no file was stored."""
+    body = report.to_json()
+    if body["rejected"] and not body["ingested"] and not body["already_present"]:
+        first = body["rejected"][0]
         return problem(422, f"No file was stored; {first['file']}: {first['reason']}", field="files",
-                       files=report["files"])
-    return JSONResponse(report)
+                       files=body["files"])
+    return JSONResponse(body)
 
 
-@router.get("/jobs/{job_id}", summary="Progress and result of an upload job")
-def job(job_id: str, collection: Caller, api: State) -> dict:
-    found = api.jobs.get(job_id)
-    if found is None or (found.owner != collection.actor.name and collection.actor.role is not Role.ADMIN):
-        raise NotFound("job", job_id)
-    return found.to_json()
+@router.get("/jobs/{job_id}", summary="Progress and result of an upload job",
+            responses={404: {"description": "Unknown, not yours, or (without Redis) started by another worker"}})
+def job(job_id: str, collection: Caller) -> dict:
+    """Any worker answers when the cache is Redis; without it only the worker that took the upload."""
+    return collection.job(job_id).to_json()
 
 
 @router.get("/images", summary="One page of the visible images, sorted and filtered")
@@ -89,11 +90,14 @@ def thumbnail(image_id: str, collection: Caller) -> Response:
 
 
 @router.get("/images/{image_id}/original", response_class=Response, responses=_IMAGE_BYTES,
-            summary="The original bytes as uploaded")
+            summary="The original bytes as uploaded, or a redirect to a presigned URL")
 def original(image_id: str, collection: Caller) -> Response:
+    url = collection.original_url(image_id)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
     data = collection.original(image_id)
     info = collection.images([image_id])
-    media = _MEDIA_TYPES.get(info[0].format, "application/octet-stream") if info else "application/octet-stream"
+    media = IMAGE_MEDIA_TYPES.get(info[0].format, "application/octet-stream") if info else "application/octet-stream"
     return Response(data, media_type=media)
 
 

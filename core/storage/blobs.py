@@ -21,14 +21,16 @@ class BlobStore(ABC):
     """Bytes by key. Implementations: files under DATA_DIR (default), MinIO/S3."""
 
     name: str
+    presigns = False  # whether url() and upload_url() hand out URLs (S3) or None (files)
 
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store ``data`` under ``key`` atomically: readers see the old value or the whole new one."""
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The bytes under ``key``; :class:`KeyError` when there are none."""
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        """The bytes under ``key`` (only the first ``limit`` with a limit, so an object a client put
+        cannot make us read more than we accept); :class:`KeyError` when there are none."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -43,6 +45,11 @@ class BlobStore(ABC):
 
     def url(self, key: str, expires_s: int = 900) -> str | None:
         """A URL a browser can fetch directly (presigned on S3); ``None`` where bytes must be served."""
+        return None
+
+    def upload_url(self, key: str, expires_s: int = 900) -> str | None:
+        """A URL a client can PUT the bytes of ``key`` to directly (presigned on S3); ``None`` where
+        the store cannot take uploads past the app (files under DATA_DIR)."""
         return None
 
     def describe(self) -> str:

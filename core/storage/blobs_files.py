@@ -36,9 +36,10 @@ class FileBlobStore(BlobStore):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int | None = None) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with self._path(key).open("rb") as handle:
+                return handle.read(-1 if limit is None else limit)
         except FileNotFoundError:
             raise KeyError(key) from None
 

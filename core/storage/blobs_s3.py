@@ -3,7 +3,8 @@
 An S3 PUT is atomic (readers see the old object or the whole new one), so writes need no temporary
 key. The bucket is created on first use if missing. Galleries do not proxy bytes through the app:
 :meth:`S3BlobStore.url` hands the browser a presigned GET URL that expires within minutes, signed for
-``S3_PUBLIC_ENDPOINT`` when browsers reach the server under another name than the app does.
+``S3_PUBLIC_ENDPOINT`` when browsers reach the server under another name than the app does, and
+:meth:`S3BlobStore.upload_url` a presigned PUT URL the same way, so API clients upload past the app.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class S3BlobStore(BlobStore):
     """Bytes as objects in one bucket (see the module docstring)."""
 
     name = "s3"
+    presigns = True
 
     def __init__(self, client: Minio, bucket: str, *, where: str, public_client: Minio | None = None) -> None:
         self.client = client
@@ -96,11 +98,13 @@ class S3BlobStore(BlobStore):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self._call(lambda: self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type))
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int | None = None) -> bytes:
         def read() -> bytes:
+            # Not a Range request: S3 refuses a range on an empty object (416), and an empty upload
+            # must reach the ingest to be rejected as empty. Closing unread closes the connection.
             response = self.client.get_object(self.bucket, key)
             try:
-                return response.read()
+                return response.read() if limit is None else response.read(limit)
             finally:
                 response.close()
                 response.release_conn()
@@ -129,10 +133,18 @@ class S3BlobStore(BlobStore):
         return self._call(lambda: sum(1 for _ in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)))
 
     def url(self, key: str, expires_s: int = 900) -> str | None:
+        return self._presigned("GET", key, expires_s)
+
+    def upload_url(self, key: str, expires_s: int = 900) -> str | None:
+        return self._presigned("PUT", key, expires_s)
+
+    def _presigned(self, method: str, key: str, expires_s: int) -> str:
+        """Signed for the public endpoint (the one clients reach), with no network call: the client
+        knows the region from the settings."""
         if not 1 <= expires_s <= MAX_URL_EXPIRY_S:
             raise ValueError(f"A presigned URL should live 1 to {MAX_URL_EXPIRY_S} s, not {expires_s}.")
         return self._call(
-            lambda: self.public_client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
+            lambda: self.public_client.get_presigned_url(method, self.bucket, key, expires=timedelta(seconds=expires_s))
         )
 
     def describe(self) -> str:
