@@ -27,8 +27,8 @@ if not status.consistent:
                "`visual-anomaly repair`.")
 st.subheader("Stores")
 st.table({"store": list(status.backends), "where": list(status.backends.values())})
-st.caption(f"Originals are counted at most {STORE_COUNTS_MAX_AGE_S // 60} minutes ago, or since the last change "
-           "(counting lists the blob store).")
+st.caption(f"Originals were counted within the last {STORE_COUNTS_MAX_AGE_S // 60} minutes and after the last "
+           "change (counting lists the blob store).")
 st.subheader("Growth")
 days = current.growth()
 if days:

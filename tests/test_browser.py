@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Chromium through Playwright), as an analyst uses it: upload
 through the drop zone, find the images in Search, box-select on the map and export exactly the
-selection, label an anomaly, download both CSVs, and a screenshot of every page at two sizes
-(under tests/artifacts/, git-ignored) for a person to look at."""
+selection, label an anomaly, mark a duplicate as removed and see it leave the clusters, download
+both CSVs, and a screenshot of every page at two sizes (under tests/artifacts/, git-ignored) for
+a person to look at."""
 
 from __future__ import annotations
 
@@ -142,6 +143,16 @@ def test_analyst_round_trip_in_chromium(server: tuple[str, Path], browser: Brows
     open_page(page, server, "duplicates")
     clusters = download_csv(page, "Export clusters as CSV")
     assert {"photo_03.jpg", "copy_of_photo_03.png"} <= {row["file_name"] for row in clusters}
+    copy_tile = page.get_by_test_id("stColumn").filter(has_text="copy_of_photo_03.png")
+    copy_tile.get_by_role("button", name="✗ remove").click()
+    expect(page.get_by_role("button", name="Undo: remove copy_of_photo_03.png")).to_be_visible(timeout=WAIT_MS)
+    wait_idle(page)
+    screenshot(page, "duplicates-decided")
+    marked = download_csv(page, "Export clusters as CSV")
+    assert [row["decision"] for row in marked if row["file_name"] == "copy_of_photo_03.png"] == ["remove"]
+    page.get_by_role("button", name="Remove the images marked remove (1)").click()
+    expect(page.get_by_text("copy_of_photo_03.png")).to_have_count(0, timeout=WAIT_MS)
+    wait_idle(page)
 
     for width, height in VIEWPORTS:
         page.set_viewport_size({"width": width, "height": height})

@@ -29,7 +29,7 @@ from core import (
 )
 from shared import acting_collection, csv_download, empty_collection, may
 from widgets.charts import threshold_histogram
-from widgets.decisions import cluster_actions, decision_switch, keep_rule_panel, undo_button
+from widgets.decisions import cluster_actions, decision_switch, keep_rule_panel, removal_button, undo_button
 from widgets.grid import COLUMNS, page_key, page_of
 
 CLUSTERS_PER_PAGE = 5
@@ -147,8 +147,14 @@ def turn_to_next_undecided(positions: list[int]) -> None:
 
 
 def decision_tools(view: DuplicatesView, thresholds: DuplicateThresholds) -> None:
-    """Undo and the keep rules, for the roles that decide."""
-    undo_button(current)
+    """Undo and the keep rules, for the roles that decide; removal of the images marked remove for
+    the roles that delete."""
+    undo, remove = st.columns(2)
+    with undo:
+        undo_button(current)
+    if may(current, Action.DELETE):
+        with remove:
+            removal_button(current)
     with st.expander("Keep rules: decide every cluster at once"):
         names = {m.image.image_id: m.image.file_name for g in view.groups for m in g.members}
         keep_rule_panel(current, thresholds, names)

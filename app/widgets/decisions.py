@@ -102,6 +102,22 @@ def _undo(current: Collection) -> None:
     st.toast(f"Undone ({last.what}): {batch.images} decisions restored{kept}.")
 
 
+def removal_button(current: Collection) -> None:
+    """Admins: soft-delete the images marked ``remove``; they leave search, analysis, the map and
+    these clusters at once, and stay stored (an admin can restore them)."""
+    marked = [d.image_id for d in current.duplicates_to_remove()]
+    st.button(f"Remove the images marked remove ({len(marked)})", key="dup-remove-marked", disabled=not marked,
+              help="A soft delete: the images leave every page and stay restorable", on_click=_remove,
+              args=(current, marked))
+
+
+def _remove(current: Collection, image_ids: list[str]) -> None:
+    try:
+        st.toast(f"{current.remove_images(image_ids)} images removed from the collection (restorable).")
+    except DomainError as exc:
+        st.toast(f"Nothing was removed: {exc}")
+
+
 def keep_rule_panel(current: Collection, thresholds: DuplicateThresholds, names: Mapping[str, str]) -> None:
     """Pick a rule, preview what it decides in every cluster, then apply exactly that preview."""
     rule_col, source_col, override_col = st.columns([2, 2, 2], vertical_alignment="bottom")
