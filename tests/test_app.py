@@ -310,6 +310,11 @@ def test_a_keep_rule_preview_lists_exactly_what_apply_then_writes(seeded: Path) 
     at.slider(key="dup-pixels").set_value(0.5)
     at.slider(key="dup-similarity").set_value(SIMILARITY_FLOOR)  # the embedding proposes clusters too
     at.selectbox(key="dup-rule-name").set_value("size").run()
+    marked = []
+    for _ in range(2):
+        at.button(key="dup-next").click().run()
+        marked += [m.value for m in at.markdown if m.value.startswith("▶ ")]
+    assert [m.split(":")[0] for m in marked] == ["▶ **Cluster 1**", "▶ **Cluster 2**"]
     at.button(key="dup-rule-preview").click().run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "decision" in d.value.columns)

@@ -37,6 +37,7 @@ EXAMPLES = 3
 RULE_HELP = ("either: a pair is a duplicate when the embedding or the pHash says so (and the other one "
              "roughly agrees); both: only when both say so.")
 INSPECT_WIDTH = 420
+FOCUS_KEY = "dup-focus"  # the cluster "Next undecided cluster" went to
 
 current = acting_collection("duplicates", "Duplicates")
 may_decide = may(current, Action.DECIDE)
@@ -115,7 +116,8 @@ def cluster_card(group: DuplicateGroup, decisions: Mapping[str, str], thumbnails
     with st.container(border=True):
         kind = "exact" if group.exact else "near"
         decided = sum(m.image.image_id in decisions for m in group.members)
-        st.markdown(f"**Cluster {group.cluster_id}**: {len(group.members)} images, {kind} duplicates · "
+        mark = "▶ " if group.cluster_id == st.session_state.get(FOCUS_KEY) else ""
+        st.markdown(f"{mark}**Cluster {group.cluster_id}**: {len(group.members)} images, {kind} duplicates · "
                     f"{decided} of {len(group.members)} decided")
         st.caption(f"Weakest link: {link_text(group.weakest_link)}")
         if may_decide:
@@ -138,12 +140,16 @@ def cluster_card(group: DuplicateGroup, decisions: Mapping[str, str], thumbnails
                         inspect_pair(representative, image_id, member_caption(group, index, None))
 
 
-def turn_to_next_undecided(positions: list[int]) -> None:
-    """Show the page of the first undecided cluster after the page shown (from the start past the end)."""
+def turn_to_next_undecided(undecided: list[tuple[int, int]]) -> None:
+    """Go to the first undecided cluster after the one gone to last (else from the first on the page
+    shown), from the start again past the end: show its page and mark its card. ``undecided``:
+    (position in the list shown, cluster id)."""
     key = page_key("dup-clusters")
-    after = st.session_state.get(key, 1) * CLUSTERS_PER_PAGE
-    target = next((p for p in positions if p >= after), positions[0])
-    st.session_state[key] = target // CLUSTERS_PER_PAGE + 1
+    last = next((p for p, c in undecided if c == st.session_state.get(FOCUS_KEY)), None)
+    after = last + 1 if last is not None else (st.session_state.get(key, 1) - 1) * CLUSTERS_PER_PAGE
+    position, cluster = next(((p, c) for p, c in undecided if p >= after), undecided[0])
+    st.session_state[key] = position // CLUSTERS_PER_PAGE + 1
+    st.session_state[FOCUS_KEY] = cluster
 
 
 def decision_tools(view: DuplicatesView, thresholds: DuplicateThresholds) -> None:
@@ -180,15 +186,14 @@ def review(current: Collection) -> None:
     signals = filters[0].multiselect("Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals")
     only_open = filters[1].toggle("Undecided only", key="dup-undecided-only")
     groups = [g for g in view.groups if not signals or any(set(m.signals) & set(signals) for m in g.members)]
-    open_positions = [p for p, g in enumerate(groups) if not view.is_decided(g)]
     if only_open:
-        groups = [groups[p] for p in open_positions]
-        open_positions = list(range(len(groups)))
-    filters[2].button("Next undecided cluster", key="dup-next", disabled=not open_positions, width="stretch",
-                      on_click=turn_to_next_undecided, args=(open_positions,))
+        groups = [g for g in groups if not view.is_decided(g)]
+    undecided = [(p, g.cluster_id) for p, g in enumerate(groups) if not view.is_decided(g)]
+    filters[2].button("Next undecided cluster", key="dup-next", disabled=not undecided, width="stretch",
+                      on_click=turn_to_next_undecided, args=(undecided,))
     metrics = st.columns([1, 1, 1, 1, 2], vertical_alignment="bottom")
     metrics[0].metric("Clusters", len(groups))
-    metrics[1].metric("Clusters decided", len(groups) - len(open_positions))
+    metrics[1].metric("Clusters decided", len(groups) - len(undecided))
     metrics[2].metric("In clusters", sum(len(g.members) for g in groups))
     metrics[3].metric("Duplicate pairs", view.pair_count)
     with metrics[4]:
