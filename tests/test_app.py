@@ -277,8 +277,8 @@ def test_signing_in_with_the_first_admins_password_opens_the_page(seeded: Path) 
 def test_a_duplicate_decision_made_on_the_page_persists_and_undo_reverts_the_latest_change(
         seeded: Path, served_files: dict[str, bytes]) -> None:
     with opened(seeded) as collection:
-        members = [m.image.image_id for m in collection.duplicates().groups[0].members]
-    representative, other = members[:2]
+        members = [m.image for m in collection.duplicates().groups[0].members]
+    representative, other, other_name = members[0].image_id, members[1].image_id, members[1].file_name
     at = run_page("duplicates")
     assert metric(at, "Clusters decided") == 0
     at.button_group(key=f"dup-decision-{other}").set_value("remove").run()
@@ -303,6 +303,12 @@ def test_a_duplicate_decision_made_on_the_page_persists_and_undo_reverts_the_lat
     with opened(seeded) as collection:
         assert {i: d.decision for i, d in collection.decisions().items()} == {other: "remove"}
     assert metric(again, "Clusters") == clusters and again.button(key="dup-undo-button").disabled
+    assert other_name in [t.value for t in again.text]
+    again.button(key="dup-remove-marked").click().run()  # admins remove what is marked remove
+    assert not again.exception
+    with opened(seeded) as collection:
+        assert collection.removed_images() == [other]
+    assert other_name not in [t.value for t in again.text]
 
 
 def test_a_keep_rule_preview_lists_exactly_what_apply_then_writes(seeded: Path) -> None:
