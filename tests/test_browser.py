@@ -34,6 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=WAIT_MS)  # every expectation, not only those that name a timeout
     with sync_playwright() as playwright:
         opened = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
         yield opened
