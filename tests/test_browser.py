@@ -23,6 +23,7 @@ PAGES = {"home": "", "upload": "Upload", "search": "Search", "duplicates": "Dupl
 VIEWPORTS = ((1400, 1000), (1024, 768))
 WAIT_MS = 240_000  # generous: on a loaded shared machine the first ingest (the model loads) takes minutes
 PHOTOS = 14
+LOGIN_COOKIE = "visual_anomaly_login"  # app/shared.py's COOKIE_NAME
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,9 @@ def sign_in(page: Page, base: str, data_dir: Path) -> None:
     page.get_by_role("textbox", name="Password").fill((data_dir / "initial-admin-password").read_text().strip())
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("Signed in as")).to_be_visible(timeout=WAIT_MS)
+    # The login cookie is written by a component after the page shows: on a loaded machine, going
+    # to another page before it is there signs the next page out.
+    page.wait_for_function(f"() => document.cookie.includes('{LOGIN_COOKIE}=')", timeout=WAIT_MS)
 
 
 def test_analyst_round_trip_in_chromium(server: tuple[str, Path], browser: Browser, tmp_path: Path) -> None:
