@@ -87,6 +87,7 @@ def sign_in(page: Page, base: str, data_dir: Path) -> None:
     page.wait_for_function(f"() => document.cookie.includes('{LOGIN_COOKIE}=')", timeout=WAIT_MS)
 
 
+@pytest.mark.timeout(3 * 600)  # the whole round trip, on a shared machine that may be loaded
 def test_analyst_round_trip_in_chromium(server: tuple[str, Path], browser: Browser, tmp_path: Path) -> None:
     server, data_dir = server
     page = browser.new_page(viewport={"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]}, accept_downloads=True)
