@@ -11,8 +11,10 @@ from shared import acting_collection, csv_download, empty_collection, image_link
 from widgets.grid import Tile, thumbnail_grid
 from widgets.map import render_map
 
+STORE_COUNTS_MAX_AGE_S = 300  # counting blobs lists the store; a visit reuses a recent count
+
 current = acting_collection("home", "Visual anomaly dashboard")
-status = current.status()
+status = current.status(blob_counts_max_age_s=STORE_COUNTS_MAX_AGE_S)
 cols = st.columns(4)
 cols[0].metric("Images", status.images)
 cols[1].metric("Vectors", status.vectors)
@@ -25,6 +27,8 @@ if not status.consistent:
                "`visual-anomaly repair`.")
 st.subheader("Stores")
 st.table({"store": list(status.backends), "where": list(status.backends.values())})
+st.caption(f"Originals were counted within the last {STORE_COUNTS_MAX_AGE_S // 60} minutes and after the last "
+           "change (counting lists the blob store).")
 st.subheader("Growth")
 days = current.growth()
 if days:
@@ -34,11 +38,14 @@ else:
 
 if not empty_collection(current):
     labels = current.labels()
+    duplicates = current.duplicates()
     st.subheader("Review")
-    review = st.columns(len(LABELS) + 1)
+    review = st.columns(len(LABELS) + 2)
     for column, label in zip(review, LABELS, strict=False):
         column.metric(f"Labelled {label}", sum(v == label for v in labels.values()))
-    review[-1].metric("Not labelled", status.images - len(labels))
+    review[-2].metric("Not labelled", status.images - len(labels))
+    review[-1].metric("Duplicate clusters decided",
+                      f"{sum(duplicates.is_decided(g) for g in duplicates.groups)} of {len(duplicates.groups)}")
 
     st.subheader("Map")
     st.caption("Drag a box or a lasso over points to select images; double-click the map to clear.")

@@ -4,8 +4,9 @@ A collection of ``n`` images is written straight into the stores (catalog rows, 
 from ``benchmarks.dataset_vectors``, one small thumbnail and original per image) with Redis as the
 cache, so a server started later finds the analysis already computed for that version. Then:
 
-- server time of a threshold move on Duplicates and of a method / threshold change on Anomalies
-  (AppTest reruns the whole script, so these are upper bounds for the fragment reruns);
+- server time of a threshold move and of a keep / remove decision on Duplicates, and of a method /
+  threshold change on Anomalies (AppTest reruns and compiles the whole script, so these are upper
+  bounds for the fragment reruns);
 - each page's first render in a new session once the version's analysis is cached;
 - the map's time to visible in Chromium: from navigation until the scattergl canvas has drawn.
 
@@ -115,6 +116,12 @@ def server_times(n: int) -> list[list[str]]:
         duplicates.slider(key="dup-similarity").set_value(value)
         moves.append(timed_run(duplicates))
     rows.append([n, "Duplicates: similarity slider moved (median of 5)", median_ms(moves)])
+    switches = [g.key for g in duplicates.button_group if g.key.startswith("dup-decision-")][:3]
+    decided = []
+    for key, value in zip(switches, ("remove", "keep", "remove"), strict=False):
+        duplicates.button_group(key=key).set_value(value)
+        decided.append(timed_run(duplicates))
+    rows.append([n, "Duplicates: a keep / remove switch clicked (median of 3)", median_ms(decided)])
     anomalies = page("Anomalies")
     timed_run(anomalies)
     changes = []

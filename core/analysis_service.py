@@ -14,6 +14,7 @@ arrival check never waits behind a graph or UMAP build of another value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -89,13 +90,18 @@ class VectorSnapshot:
     frame: pd.DataFrame  # catalog rows, ordered by arrival
     vectors: np.ndarray  # (n, dim) float32, L2-normalised, row i is frame row i
 
-    @property
+    # Converted from the frame once per snapshot: every threshold view reads them for each of its
+    # clusters, and a conversion costs as much as a view's whole clustering at 10k images.
+    @functools.cached_property
     def ids(self) -> list[str]:
         return self.frame["id"].tolist()
 
+    @functools.cached_property
+    def _ref_columns(self) -> tuple[list, ...]:
+        return tuple(self.frame[c].tolist() for c in ("id", "file_name", "source", "width", "height"))
+
     def refs(self, rows: np.ndarray | list[int] | range) -> list[ImageRef]:
-        columns = [self.frame[c].to_numpy() for c in ("id", "file_name", "source", "width", "height")]
-        ids, names, sources, widths, heights = columns
+        ids, names, sources, widths, heights = self._ref_columns
         return [ImageRef(str(ids[r]), str(names[r]), str(sources[r]), int(widths[r]), int(heights[r])) for r in rows]
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import getpass
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from os import PathLike
 
@@ -62,7 +63,6 @@ from core.reports import (
     SameBytesFiles,
 )
 from core.review import (
-    DECISIONS,
     Decision,
     DecisionBatch,
     DecisionEvent,
@@ -132,6 +132,17 @@ class _Shared:
     snapshot: VectorSnapshot | None = None
     embedder_lock: threading.Lock = field(default_factory=threading.Lock)
     snapshot_lock: threading.Lock = field(default_factory=threading.Lock)
+    blob_counts: _BlobCounts | None = None
+
+
+@dataclass(frozen=True)
+class _BlobCounts:
+    """The blob store's counts (originals, thumbnails) as of a catalog state and a moment."""
+
+    catalog_state: tuple
+    counted_at: float
+    originals: int
+    thumbnails: int
 
 
 @domain_errors
@@ -528,12 +539,15 @@ class Collection:
     def decide(self, image_ids: Sequence[str], decision: str | None) -> DecisionBatch:
         """Mark images ``keep`` or ``remove`` (``None`` clears), recorded with who and when; the
         returned token undoes it (:meth:`undo_decisions`). All or nothing: an unknown id changes none."""
+        return self.decide_each(dict.fromkeys(image_ids, decision))
+
+    def decide_each(self, changes: Mapping[str, str | None]) -> DecisionBatch:
+        """Give each image its own decision (``None`` clears) in one batch that one token undoes:
+        a cluster's "keep this one, remove the others" is one change for the analyst, not several.
+        All or nothing, like :meth:`decide` (the catalog checks each decision before writing any)."""
         self._require(Action.DECIDE)
-        if decision is not None and decision not in DECISIONS:
-            raise InvalidRequest("decision", f"{decision!r} is not one of {', '.join(DECISIONS)} or none")
-        ids = list(dict.fromkeys(image_ids))
-        token = self.backends.catalog.set_decisions(dict.fromkeys(ids, decision), self.actor.name)
-        return DecisionBatch(token, len(ids))
+        token = self.backends.catalog.set_decisions(dict(changes), self.actor.name)
+        return DecisionBatch(token, len(changes))
 
     def decisions(self) -> dict[str, Decision]:
         """Every image's current decision (visible and soft-deleted images), by image id."""
@@ -787,23 +801,39 @@ class Collection:
                                                           name_contains=name_contains)
         return Page(tuple(ImageInfo.from_record(r) for r in records), offset, limit, total)
 
-    def status(self) -> CollectionStatus:
+    def status(self, *, blob_counts_max_age_s: float = 0.0) -> CollectionStatus:
+        """What every store holds and whether they agree. Counting blobs lists the blob store (seconds
+        on a large collection, longer on S3): with ``blob_counts_max_age_s`` the counts of an earlier
+        call are reused while they are younger than that and the catalog has not changed since (its
+        version and its count of images in each state), which every ingest, removal, purge and repair
+        changes. A page shown on every visit asks for that; the CLI and ``repair`` count afresh."""
         self._require(Action.READ)
         counts = self.backends.catalog.counts()
+        version = self.version()
+        blobs = self._blob_counts((version, *sorted(counts.items())), blob_counts_max_age_s)
         return CollectionStatus(
             images=counts["ready"],
             pending=counts["pending"],
             removed=counts[REMOVED],
             purging=counts[PURGING],
             vectors=self.backends.vectors.count(),
-            blobs=self.backends.blobs.count("originals/"),
-            thumbnails=self.backends.blobs.count("thumbnails/"),
-            version=self.version(),
+            blobs=blobs.originals,
+            thumbnails=blobs.thumbnails,
+            version=version,
             backends=self.backends.describe(),
             model=self.model_config(),
             cache_healthy=self.backends.cache.healthy,
             acting_as={"name": self.actor.name, "role": self.actor.role.value},
         )
+
+    def _blob_counts(self, catalog_state: tuple, max_age_s: float) -> _BlobCounts:
+        known = self._shared.blob_counts
+        now = time.monotonic()
+        if known is None or known.catalog_state != catalog_state or now - known.counted_at >= max_age_s:
+            known = _BlobCounts(catalog_state, now, self.backends.blobs.count("originals/"),
+                                self.backends.blobs.count("thumbnails/"))
+            self._shared.blob_counts = known
+        return known
 
     def image_count(self) -> int:
         """How many images are visible: one catalog count, cheap enough for every page render
@@ -845,6 +875,18 @@ class Collection:
         """As :meth:`thumbnail_url`, for the original bytes."""
         self._require(Action.READ)
         return self.backends.blobs.url(original_key(self._visible(image_id).id))
+
+    def thumbnail_sources(self, image_ids: Sequence[str]) -> dict[str, bytes | str]:
+        """What a browser shows for each visible image among ``image_ids``: a URL it loads directly
+        (S3 presigned) or the thumbnail's bytes. One catalog read for all of them: a page of
+        clusters shows a hundred thumbnails, and one read each made a slider move slow."""
+        self._require(Action.READ)
+        blobs = self.backends.blobs
+        found = {}
+        for record in self.backends.catalog.get(list(dict.fromkeys(image_ids))):
+            key = thumbnail_key(record.id)
+            found[record.id] = blobs.url(key) or blobs.get(key)
+        return found
 
     def sources(self) -> list[str]:
         self._require(Action.READ)

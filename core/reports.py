@@ -81,6 +81,10 @@ class DuplicatesView:
     same_bytes: tuple[SameBytesFiles, ...] = ()  # byte-identical files, stored once
     decisions: Mapping[str, str] = field(default_factory=dict)  # image id -> keep | remove
 
+    def is_decided(self, group: DuplicateGroup) -> bool:
+        """Every image of the cluster has a keep or remove decision: the cluster is reviewed."""
+        return all(m.image.image_id in self.decisions for m in group.members)
+
     def other_names(self, image_id: str) -> list[str]:
         """The other files an image arrived as (same bytes), beside the name it is shown under."""
         for entry in self.same_bytes:

@@ -52,7 +52,11 @@ def streamlit_server(data_dir: Path, log: Path, **env: str) -> Iterator[str]:
         yield base
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine: stop it for good
+            server.kill()
+            server.wait()
 
 
 def chromium_path() -> str:

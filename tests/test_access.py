@@ -91,6 +91,7 @@ WRITE_CALLS: dict[str, tuple[Role, Callable[[Collection, Path], object]]] = {
     "label clear": (Role.ANALYST, lambda c, tmp: c.label(_image_id(c), None)),
     "repair": (Role.ADMIN, lambda c, tmp: c.repair()),
     "decide": (Role.ANALYST, lambda c, tmp: c.decide([_image_id(c)], "remove")),
+    "decide_each": (Role.ANALYST, lambda c, tmp: c.decide_each({_image_id(c): "keep"})),
     "apply_keep_rule": (Role.ANALYST, lambda c, tmp: c.apply_keep_rule(c.preview_keep_rule("size", override=True))),
     "remove_images": (Role.ADMIN, lambda c, tmp: c.remove_images([_image_id(c)])),
     "restore_images": (Role.ADMIN, lambda c, tmp: c.restore_images([_image_id(c)])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,11 @@ def run_page(name: str, user: str = "admin") -> AppTest:
     return at
 
 
+def opened(data_dir: Path) -> Collection:
+    """The app's collection, opened beside it as the local admin (what a second process sees)."""
+    return Collection.open(Settings(data_dir=data_dir, model_pretrained="none"))
+
+
 def metric(at: AppTest, label: str) -> int:
     return int(next(m.value for m in at.metric if m.label == label))
 
@@ -108,11 +114,19 @@ def test_upload_states_the_products_own_size_limit(app_env: Path, monkeypatch: p
     assert at.button[0].disabled  # nothing to ingest yet
 
 
-def test_home_shows_counts_review_and_the_map(seeded: Path) -> None:
+def test_home_shows_counts_review_and_the_map_coloured_by_decision(seeded: Path) -> None:
+    with opened(seeded) as collection:
+        kept = collection.anomalies().rows[0].image.image_id
+        collection.decide([kept], "keep")
     at = run_page("home")
     assert metric(at, "Images") == PHOTOS + 2 and metric(at, "Not labelled") == PHOTOS + 2
     assert "Qdrant Edge" in str(at.table[0].value)
     assert len(at.get("plotly_chart")) == 1
+    at.button_group(key="home-map-colour").set_value("decision").run()
+    assert not at.exception
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    points = {t["name"]: [c[0] for c in t["customdata"]] for t in traces}
+    assert points["keep"] == [kept] and len(points["none"]) == PHOTOS + 1
 
 
 def test_duplicates_slider_changes_the_clusters_shown_and_the_csv(seeded: Path,
@@ -180,16 +194,30 @@ def test_home_opens_without_loading_unavailable_weights(app_env: Path, monkeypat
     assert any("laion2b_s34b_b79k" in c.value for c in at.caption)
 
 
-def test_a_link_with_an_image_id_opens_its_detail(seeded: Path) -> None:
-    with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
+def test_a_link_with_an_image_id_opens_its_detail_with_history_and_neighbours(seeded: Path) -> None:
+    with opened(seeded) as collection:
         target = collection.anomalies().rows[0].image
+        collection.decide([target.image_id], "remove")
+        collection.decide([target.image_id], "keep")
+        collection.label(target.image_id, "anomaly")
+        detail = collection.image_detail(target.image_id)
     at = signed_in("home")
     at.query_params["image"] = target.image_id
     at.run()
     assert not at.exception
     texts = [t.value for t in at.text]
     assert target.file_name in texts
-    assert target.image_id in str([d.value for d in at.dataframe])
+    tables = [d.value for d in at.dataframe]
+    fields = dict(zip(tables[0]["field"], tables[0]["value"], strict=True))
+    assert (fields["id"], fields["sha256"], fields["pHash"]) == (target.image_id, detail.sha256, detail.phash)
+    assert fields["anomaly score"].endswith(f"rank {detail.anomaly_rank}, percentile {detail.anomaly_percentile:.1f}")
+    history = next(t for t in tables if "before" in t.columns)
+    assert list(history["decision"]) == ["keep", "remove"] and list(history["before"]) == ["remove", ""]
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith(f"Decision: keep (by {detail.review.decided_by}") for c in captions)
+    assert any(c.startswith(f"Label: anomaly (by {detail.review.labelled_by}") for c in captions)
+    shown = [t for t in texts if t.endswith(detail.neighbours[0].file_name)]
+    assert shown == [f"{detail.neighbours[0].similarity:.3f}  {detail.neighbours[0].file_name}"]
     assert "image" not in at.query_params  # a rerun does not open it again
 
 
@@ -202,17 +230,26 @@ def test_pair_inspector_shows_both_images_and_the_evidence(seeded: Path) -> None
     assert any("same_pixels" in t for t in texts)
 
 
-def test_a_viewer_sees_no_upload_or_label_controls_and_core_refuses_them(seeded: Path) -> None:
-    with Collection.open(Settings(data_dir=seeded, model_pretrained="none")) as collection:
+def test_a_viewer_sees_no_upload_label_or_decision_controls_and_core_refuses_them(seeded: Path) -> None:
+    with opened(seeded) as collection:
         collection.add_user("vera", "viewer", "a long enough password")
         some = collection.anomalies().rows[0].image.image_id
-        with pytest.raises(Forbidden):
-            collection.as_user("vera").label(some, "anomaly")
-    pages = {name: run_page(name, "vera") for name in ("upload", "anomalies")}
+        removed = collection.duplicates().groups[0].members[1].image.image_id
+        collection.decide([removed], "remove")
+        vera = collection.as_user("vera")
+        for refused in (lambda: vera.label(some, "anomaly"), lambda: vera.decide([removed], "keep"),
+                        lambda: vera.apply_keep_rule(vera.preview_keep_rule("size"))):
+            with pytest.raises(Forbidden):
+                refused()
+    pages = {name: run_page(name, "vera") for name in ("upload", "anomalies", "duplicates")}
     assert all(any("vera" in m.value and "viewer" in m.value for m in at.sidebar.markdown) for at in pages.values())
     assert not pages["upload"].get("file_uploader")
     assert any("not upload" in i.value for i in pages["upload"].info)
     assert [g.key for g in pages["anomalies"].button_group] == ["anom-view"]  # no label switches
+    duplicates = pages["duplicates"]
+    assert [g.key for g in duplicates.button_group] == ["dup-example-signal"]  # no decision switches
+    assert not [b.key for b in duplicates.button if (b.key or "").startswith(("dup-cluster-", "dup-rule-", "dup-undo"))]
+    assert any(c.value.endswith("· remove") for c in duplicates.caption)  # the decision, read-only
 
 
 @pytest.mark.parametrize("page", list(PAGES))
@@ -235,3 +272,64 @@ def test_signing_in_with_the_first_admins_password_opens_the_page(seeded: Path) 
     assert not at.exception
     assert metric(at, "Images") == PHOTOS + 2
     assert any("admin" in m.value for m in at.sidebar.markdown)
+
+
+def test_a_duplicate_decision_made_on_the_page_persists_and_undo_reverts_the_latest_change(
+        seeded: Path, served_files: dict[str, bytes]) -> None:
+    with opened(seeded) as collection:
+        members = [m.image for m in collection.duplicates().groups[0].members]
+    representative, other, other_name = members[0].image_id, members[1].image_id, members[1].file_name
+    at = run_page("duplicates")
+    assert metric(at, "Clusters decided") == 0
+    at.button_group(key=f"dup-decision-{other}").set_value("remove").run()
+    assert not at.exception
+    with opened(seeded) as collection:
+        decision = collection.decisions()[other]
+    assert (decision.decision, decision.decided_by) == ("remove", "admin")
+
+    again = run_page("duplicates")  # a new session reads it from the catalog
+    assert again.button_group(key=f"dup-decision-{other}").value == "remove"
+    assert {r["image_id"]: r["decision"] for r in csv_rows(served_files, "duplicates.csv")}[other] == "remove"
+    clusters = metric(again, "Clusters")
+    again.button(key="dup-cluster-1-Keep ★, remove the rest").click().run()
+    assert metric(again, "Clusters decided") == 1
+    assert again.button_group(key=f"dup-decision-{representative}").value == "keep"
+    again.toggle(key="dup-undecided-only").set_value(True).run()
+    assert (metric(again, "Clusters"), metric(again, "Clusters decided")) == (clusters - 1, 0)
+    undo = again.button(key="dup-undo-button")
+    assert undo.label == "Undo: keep ★ in cluster 1"
+    undo.click().run()
+    assert not again.exception
+    with opened(seeded) as collection:
+        assert {i: d.decision for i, d in collection.decisions().items()} == {other: "remove"}
+    assert metric(again, "Clusters") == clusters and again.button(key="dup-undo-button").disabled
+    assert other_name in [t.value for t in again.text]
+    again.button(key="dup-remove-marked").click().run()  # admins remove what is marked remove
+    assert not again.exception
+    with opened(seeded) as collection:
+        assert collection.removed_images() == [other]
+    assert other_name not in [t.value for t in again.text]
+
+
+def test_a_keep_rule_preview_lists_exactly_what_apply_then_writes(seeded: Path) -> None:
+    at = run_page("duplicates")
+    at.slider(key="dup-pixels").set_value(0.5)
+    at.slider(key="dup-similarity").set_value(SIMILARITY_FLOOR)  # the embedding proposes clusters too
+    at.selectbox(key="dup-rule-name").set_value("size").run()
+    marked = []
+    for _ in range(2):
+        at.button(key="dup-next").click().run()
+        marked += [m.value for m in at.markdown if m.value.startswith("▶ ")]
+    assert [m.split(":")[0] for m in marked] == ["▶ **Cluster 1**", "▶ **Cluster 2**"]
+    at.button(key="dup-rule-preview").click().run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "decision" in d.value.columns)
+    planned = dict(zip(table["image_id"], table["decision"], strict=True))
+    assert len(planned) == metric(at, "In clusters") and list(planned.values()).count("keep") == metric(at, "Clusters")
+    with opened(seeded) as collection:
+        assert collection.decisions() == {}  # a preview writes nothing
+    at.button(key="dup-rule-apply").click().run()
+    with opened(seeded) as collection:
+        assert {i: d.decision for i, d in collection.decisions().items()} == planned
+    assert metric(at, "Clusters decided") == metric(at, "Clusters")
+    assert at.button(key="dup-undo-button").label == "Undo: keep rule 'largest file'"

@@ -305,3 +305,19 @@ def test_repeats_across_batches_keep_the_first_occurrence_in_input_order(collect
     report = collection.ingest_uploads(uploads)
     assert [o.status for o in report.outcomes] == ["ingested", "already_present"] * 12
     assert collection.status().consistent and collection.status().images == 12
+
+
+def test_status_reuses_blob_counts_only_while_the_catalog_is_unchanged(collection: Collection) -> None:
+    from core.storage.blobs import thumbnail_key
+
+    collection.ingest_uploads([(f"p{i}.jpg", encode(photo(i))) for i in range(3)])
+    assert collection.status(blob_counts_max_age_s=600).consistent
+    lost = collection.backends.catalog.ready_frame()["id"].iloc[0]
+    collection.backends.blobs.delete(thumbnail_key(lost))  # behind the facade's back: no catalog change
+    assert collection.status(blob_counts_max_age_s=600).thumbnails == 3  # the recent count
+    assert collection.status().thumbnails == 2  # counted afresh
+    collection.backends.blobs.put(thumbnail_key(lost), collection.original(lost), "image/jpeg")
+    assert collection.status(blob_counts_max_age_s=600).thumbnails == 2  # still the recent count
+    collection.ingest_uploads([("p3.jpg", encode(photo(3)))])  # a new catalog state counts again
+    status = collection.status(blob_counts_max_age_s=600)
+    assert (status.images, status.blobs, status.thumbnails) == (4, 4, 4) and status.consistent

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import Action, FileOutcome
 from shared import acting_collection, load_model, may
-from widgets.grid import page_of, thumbnail_source
+from widgets.grid import page_of
 
 VERDICTS = {"exact": "exact duplicate of", "near": "near-duplicate of", "none": "nearest stored image"}
 STATUS = {"ingested": ":material/check_circle: ingested", "already_present": ":material/replay: already present",
@@ -38,16 +38,17 @@ if st.button("Ingest", type="primary", disabled=not files) and load_model(curren
     bar.progress(1.0, text="Done")
 
 
-def outcome_row(outcome: FileOutcome) -> None:
+def outcome_row(outcome: FileOutcome, thumbnails: dict[str, bytes | str]) -> None:
     """One file: its thumbnail, name and status, and for a new image the nearest stored one."""
     new, about, near, verdict = st.columns([1, 3, 1, 3], vertical_alignment="center")
-    if outcome.image_id and outcome.status != "rejected":
-        new.image(thumbnail_source(current, outcome.image_id), width=96)
+    if outcome.image_id in thumbnails and outcome.status != "rejected":
+        new.image(thumbnails[outcome.image_id], width=96)
     about.text(outcome.file)
     about.caption(STATUS.get(outcome.status, outcome.status) + (f": {outcome.reason}" if outcome.reason else ""))
     match = outcome.nearest
     if match is not None and match.image_id:
-        near.image(thumbnail_source(current, match.image_id), width=96)
+        if match.image_id in thumbnails:
+            near.image(thumbnails[match.image_id], width=96)
         stored = current.images([match.image_id])
         verdict.text(f"{VERDICTS.get(match.verdict, match.verdict)} {stored[0].file_name if stored else match.image_id}")
         if match.similarity is not None:
@@ -64,6 +65,8 @@ if report is not None:
     if report.error:
         st.error(f"Stopped: {report.error}. Nothing of the failed batch was kept; try again.")
     outcomes = sorted(report.outcomes, key=lambda o: ORDER.index(o.status) if o.status in ORDER else len(ORDER))
-    for index in page_of(len(outcomes), "upload-results", PER_PAGE):
+    shown = [outcomes[index] for index in page_of(len(outcomes), "upload-results", PER_PAGE)]
+    thumbnails = current.thumbnail_sources([i for o in shown for i in (o.image_id, o.nearest and o.nearest.image_id) if i])
+    for outcome in shown:
         with st.container(border=True):
-            outcome_row(outcomes[index])
+            outcome_row(outcome, thumbnails)

@@ -1,12 +1,16 @@
 """Duplicates: the calibrated similarity slider with its histogram and the pairs just inside and
 just outside it, the pHash and crop controls and the rule; clusters largest first, filterable by
-signal, representative marked and weakest link shown; a pair inspector; CSV export.
+signal, representative marked and weakest link shown; a pair inspector; keep / remove decisions per
+image and per cluster, keep rules previewed then applied, undo, "next undecided cluster" and review
+progress (role permitting: a viewer sees the decisions, not the controls); CSV export with decisions.
 
 The controls and everything they change live in one fragment: moving a slider reruns that part
 only, and core answers from the analysis it cached for this collection version.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import streamlit as st
 
@@ -16,22 +20,27 @@ from core import (
     DUPLICATE_SIGNALS,
     HAMMING_MAX,
     SIMILARITY_FLOOR,
+    Action,
     Collection,
     DuplicateGroup,
     DuplicateLink,
+    DuplicatesView,
     DuplicateThresholds,
 )
-from shared import acting_collection, csv_download, empty_collection
+from shared import acting_collection, csv_download, empty_collection, may
 from widgets.charts import threshold_histogram
-from widgets.grid import COLUMNS, page_of, thumbnail_source
+from widgets.decisions import cluster_actions, decision_switch, keep_rule_panel, removal_button, undo_button
+from widgets.grid import COLUMNS, page_key, page_of
 
 CLUSTERS_PER_PAGE = 5
 EXAMPLES = 3
 RULE_HELP = ("either: a pair is a duplicate when the embedding or the pHash says so (and the other one "
              "roughly agrees); both: only when both say so.")
 INSPECT_WIDTH = 420
+FOCUS_KEY = "dup-focus"  # the cluster "Next undecided cluster" went to
 
 current = acting_collection("duplicates", "Duplicates")
+may_decide = may(current, Action.DECIDE)
 
 
 def thresholds_controls() -> DuplicateThresholds:
@@ -59,10 +68,12 @@ def example_pairs(title: str, links: list[DuplicateLink], key: str) -> None:
     st.caption(title)
     if not links:
         st.text("none")
+    thumbnails = current.thumbnail_sources([i for link in links for i in (link.left, link.right)])
     for index, link in enumerate(links):
         left, right, about = st.columns([1, 1, 3], vertical_alignment="center")
-        left.image(thumbnail_source(current, link.left), width="stretch")
-        right.image(thumbnail_source(current, link.right), width="stretch")
+        for column, image_id in ((left, link.left), (right, link.right)):
+            if image_id in thumbnails:
+                column.image(thumbnails[image_id], width="stretch")
         about.text(link_text(link))
         if about.button("Inspect", key=f"{key}-{index}"):
             inspect_pair(link.left, link.right, link_text(link))
@@ -91,31 +102,68 @@ def inspect_pair(left_id: str, right_id: str, evidence: str) -> None:
     st.text(evidence)
 
 
-def member_caption(group: DuplicateGroup, index: int) -> str:
+def member_caption(group: DuplicateGroup, index: int, decision: str | None) -> str:
     member = group.members[index]
+    decided = f" · {decision}" if decision and not may_decide else ""  # analysts see it on the switch
     if member.is_representative:
-        return "★ representative"
+        return "★ representative" + decided
     crop = "" if member.crop_score is None else f" · crop {member.crop_score:.2f}"
     return (f"sim {member.similarity_to_representative:.3f} · pHash {member.phash_distance}{crop} · "
-            f"{'+'.join(member.signals) or 'via others'}")
+            f"{'+'.join(member.signals) or 'via others'}{decided}")
 
 
-def cluster_card(group: DuplicateGroup) -> None:
+def cluster_card(group: DuplicateGroup, decisions: Mapping[str, str], thumbnails: Mapping[str, bytes | str]) -> None:
     with st.container(border=True):
         kind = "exact" if group.exact else "near"
-        st.markdown(f"**Cluster {group.cluster_id}**: {len(group.members)} images, {kind} duplicates")
+        decided = sum(m.image.image_id in decisions for m in group.members)
+        mark = "▶ " if group.cluster_id == st.session_state.get(FOCUS_KEY) else ""
+        st.markdown(f"{mark}**Cluster {group.cluster_id}**: {len(group.members)} images, {kind} duplicates · "
+                    f"{decided} of {len(group.members)} decided")
         st.caption(f"Weakest link: {link_text(group.weakest_link)}")
+        if may_decide:
+            cluster_actions(current, group)
         representative = group.members[0].image.image_id
         for start in range(0, len(group.members), COLUMNS):
             shown = range(start, min(start + COLUMNS, len(group.members)))
             for column, index in zip(st.columns(COLUMNS), shown, strict=False):
                 member = group.members[index]
-                column.image(thumbnail_source(current, member.image.image_id), width="stretch")
+                image_id = member.image.image_id
+                if image_id in thumbnails:
+                    column.image(thumbnails[image_id], width="stretch")
                 column.text(member.image.file_name)
-                column.caption(member_caption(group, index))
-                if not member.is_representative and column.button(
-                        "Inspect", key=f"dup-inspect-{group.cluster_id}-{index}"):
-                    inspect_pair(representative, member.image.image_id, member_caption(group, index))
+                column.caption(member_caption(group, index, decisions.get(image_id)))
+                with column:
+                    if may_decide:
+                        decision_switch(current, image_id, member.image.file_name, decisions.get(image_id))
+                    if not member.is_representative and st.button(
+                            "Inspect", key=f"dup-inspect-{group.cluster_id}-{index}"):
+                        inspect_pair(representative, image_id, member_caption(group, index, None))
+
+
+def turn_to_next_undecided(undecided: list[tuple[int, int]]) -> None:
+    """Go to the first undecided cluster after the one gone to last (else from the first on the page
+    shown), from the start again past the end: show its page and mark its card. ``undecided``:
+    (position in the list shown, cluster id)."""
+    key = page_key("dup-clusters")
+    last = next((p for p, c in undecided if c == st.session_state.get(FOCUS_KEY)), None)
+    after = last + 1 if last is not None else (st.session_state.get(key, 1) - 1) * CLUSTERS_PER_PAGE
+    position, cluster = next(((p, c) for p, c in undecided if p >= after), undecided[0])
+    st.session_state[key] = position // CLUSTERS_PER_PAGE + 1
+    st.session_state[FOCUS_KEY] = cluster
+
+
+def decision_tools(view: DuplicatesView, thresholds: DuplicateThresholds) -> None:
+    """Undo and the keep rules, for the roles that decide; removal of the images marked remove for
+    the roles that delete."""
+    undo, remove = st.columns(2)
+    with undo:
+        undo_button(current)
+    if may(current, Action.DELETE):
+        with remove:
+            removal_button(current)
+    with st.expander("Keep rules: decide every cluster at once"):
+        names = {m.image.image_id: m.image.file_name for g in view.groups for m in g.members}
+        keep_rule_panel(current, thresholds, names)
 
 
 @st.fragment
@@ -132,19 +180,33 @@ def review(current: Collection) -> None:
         inside, outside = current.duplicate_examples(signal, thresholds, count=EXAMPLES)
         example_pairs("Just inside (duplicates)", inside, "dup-inside")
         example_pairs("Just outside (not duplicates)", outside, "dup-outside")
-    signals = st.multiselect("Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals")
+    if may_decide:
+        decision_tools(view, thresholds)
+    filters = st.columns([3, 1, 1], vertical_alignment="bottom")
+    signals = filters[0].multiselect("Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals")
+    only_open = filters[1].toggle("Undecided only", key="dup-undecided-only")
     groups = [g for g in view.groups if not signals or any(set(m.signals) & set(signals) for m in g.members)]
-    metrics = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+    if only_open:
+        groups = [g for g in groups if not view.is_decided(g)]
+    undecided = [(p, g.cluster_id) for p, g in enumerate(groups) if not view.is_decided(g)]
+    filters[2].button("Next undecided cluster", key="dup-next", disabled=not undecided, width="stretch",
+                      on_click=turn_to_next_undecided, args=(undecided,))
+    metrics = st.columns([1, 1, 1, 1, 2], vertical_alignment="bottom")
     metrics[0].metric("Clusters", len(groups))
-    metrics[1].metric("In clusters", sum(len(g.members) for g in groups))
-    metrics[2].metric("Duplicate pairs", view.pair_count)
-    with metrics[3]:
-        csv_download("Export clusters as CSV", [r for r in view.rows() if r["cluster_id"] in
-                                                 {g.cluster_id for g in groups}], "duplicates.csv", key="dup-csv")
+    metrics[1].metric("Clusters decided", len(groups) - len(undecided))
+    metrics[2].metric("In clusters", sum(len(g.members) for g in groups))
+    metrics[3].metric("Duplicate pairs", view.pair_count)
+    with metrics[4]:
+        shown = {g.cluster_id for g in groups}
+        csv_download("Export clusters as CSV", [r for r in view.rows() if r["cluster_id"] in shown],
+                     "duplicates.csv", key="dup-csv")
     if not groups:
-        st.info("No duplicates at these thresholds: lower the similarity or raise the pHash distance to find more.")
-    for index in page_of(len(groups), "dup-clusters", CLUSTERS_PER_PAGE):
-        cluster_card(groups[index])
+        st.info("No duplicates at these thresholds: lower the similarity or raise the pHash distance to find more."
+                if not only_open else "Every cluster shown is decided.")
+    page = [groups[index] for index in page_of(len(groups), "dup-clusters", CLUSTERS_PER_PAGE)]
+    thumbnails = current.thumbnail_sources([m.image.image_id for g in page for m in g.members])
+    for group in page:
+        cluster_card(group, view.decisions, thumbnails)
 
 
 if not empty_collection(current):

@@ -1,6 +1,7 @@
-"""One image in full: a dialog with the picture, its metadata and hashes, the names it arrived
-under, its label (buttons that set it) and its nearest neighbours; reachable from every grid and
-by link (``?image=ID``)."""
+"""One image in full (``Collection.image_detail``): a dialog with the picture, its metadata, hashes
+and analysis, the names it arrived under, its label (buttons that set it) and decision with who and
+when, the history of its decisions and its nearest neighbours; reachable from every grid and by
+link (``?image=ID``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from core import LABELS, Action, Collection, DomainError
+from core import LABELS, Action, Collection, DomainError, ImageDetail
 
 NEIGHBOURS = 6
 SEARCH_PAGE = "pages/2_Search.py"
@@ -47,38 +48,60 @@ def _when(seconds: float) -> str:
 
 @st.dialog("Image", width="large")
 def show_image_detail(current: Collection, image_id: str) -> None:
-    records = current.images([image_id])
-    if not records:
-        st.error(f"No image with id {image_id} in the collection (it may have been removed).")
+    try:
+        detail = current.image_detail(image_id)
+    except DomainError:
+        st.error(f"No image with id {image_id} in the collection (it may have been purged).")
         return
-    record = records[0]
+    first = detail.names[0]
+    review = detail.review
     left, right = st.columns([3, 2])
-    left.image(current.original(image_id), width="stretch")
+    if review.visible:
+        left.image(current.original(image_id), width="stretch")
+    else:
+        left.info(f"Removed from the collection by {review.removed_by} on {_when(review.removed_at)}; an admin "
+                  "can restore it.")
     with right:
-        st.text(record.file_name)
-        st.dataframe(
-            {
-                "field": ["id", "source", "uploader", "arrived", "format", "size", "file size", "sha256",
-                          "pixel sha256", "pHash", "dHash"],
-                "value": [record.id, record.source, record.uploader, _when(record.created_at), record.format,
-                          f"{record.width} x {record.height}", f"{record.size_bytes / 1024:.1f} KiB",
-                          record.sha256, record.pixel_sha256, record.phash, record.dhash],
-            },
-            hide_index=True, width="stretch",
-        )
-        names = current.names(image_id)
-        if len(names) > 1:
-            st.caption("Also arrived as")
-            st.dataframe([{"file": n.file_name, "source": n.source, "uploader": n.uploader} for n in names],
-                         hide_index=True, width="stretch")
-        label = current.labels().get(image_id)
-        st.caption(f"Label: {label or 'none'}")
-        label_control(current, image_id, label, key=f"detail-label-{image_id}")
-        if st.button("More like this", key=f"detail-like-{image_id}", width="stretch"):
+        st.text(first.file_name)
+        st.dataframe(_fields(detail), hide_index=True, width="stretch")
+        if len(detail.names) > 1:
+            st.caption("Arrived as")
+            st.dataframe([{"file": n.file_name, "source": n.source, "uploader": n.uploader, "when": _when(n.added_at)}
+                          for n in detail.names], hide_index=True, width="stretch")
+        st.caption("Label: " + (f"{review.label} (by {review.labelled_by}, {_when(review.labelled_at)})"
+                                if review.label else "none"))
+        label_control(current, image_id, review.label, key=f"detail-label-{image_id}")
+        st.caption("Decision: " + (f"{review.decision} (by {review.decided_by}, {_when(review.decided_at)})"
+                                   if review.decision else "none"))
+        history = current.decision_history(image_id)
+        if history:
+            st.dataframe([{"when": _when(e.decided_at), "who": e.decided_by, "decision": e.decision or "cleared",
+                           "before": e.previous or ""} for e in reversed(history)],
+                         hide_index=True, width="stretch", height=min(36 * (len(history) + 1), 180))
+        if review.visible and st.button("More like this", key=f"detail-like-{image_id}", width="stretch"):
             more_like_this(image_id)
-    neighbours = current.search(image_id=image_id, k=NEIGHBOURS).results
+    neighbours = detail.neighbours[:NEIGHBOURS]
     if neighbours:
-        st.caption("Nearest images")
+        st.caption("Nearest images (similarity on the calibrated scale, 1 = identical)")
+        thumbnails = current.thumbnail_sources([n.image_id for n in neighbours])
         for column, hit in zip(st.columns(NEIGHBOURS), neighbours, strict=False):
-            column.image(current.thumbnail(hit.image_id), width="stretch")
-            column.text(f"{hit.score:.3f}  {hit.file_name}")
+            if hit.image_id in thumbnails:
+                column.image(thumbnails[hit.image_id], width="stretch")
+            column.text(f"{hit.similarity:.3f}  {hit.file_name}")
+
+
+def _fields(detail: ImageDetail) -> dict[str, list[str]]:
+    """The detail's metadata, hashes and analysis as a two-column table."""
+    first = detail.names[0]
+    rows = {
+        "id": detail.image_id, "source": first.source, "uploader": detail.uploader,
+        "arrived": _when(detail.created_at), "format": detail.format, "size": f"{detail.width} x {detail.height}",
+        "file size": f"{detail.size_bytes / 1024:.1f} KiB", "sha256": detail.sha256, "pHash": detail.phash,
+        "dHash": detail.dhash,
+    }
+    if detail.anomaly_score is not None:
+        rows["anomaly score"] = (f"{detail.anomaly_score:.4f} ({detail.anomaly_method}), rank {detail.anomaly_rank}, "
+                                 f"percentile {detail.anomaly_percentile:.1f}")
+    if detail.cluster_id is not None:
+        rows["duplicate cluster"] = f"{detail.cluster_id} ({len(detail.cluster_members)} images)"
+    return {"field": list(rows), "value": list(rows.values())}

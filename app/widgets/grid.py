@@ -23,18 +23,22 @@ class Tile:
     caption: str = ""  # the page's own words (score, rank, ...)
 
 
-def thumbnail_source(current: Collection, image_id: str) -> bytes | str:
-    """A URL the browser loads directly when the blob store gives one (S3), else the bytes."""
-    return current.thumbnail_url(image_id) or current.thumbnail(image_id)
+def page_key(key: str) -> str:
+    """Where the page picker ``key`` keeps its page: set it (in a callback) to turn the page."""
+    return f"{key}-page"
 
 
 def page_of(count: int, key: str, per_page: int = PER_PAGE) -> range:
-    """A page picker for ``count`` items; the range of the items on the chosen page."""
+    """A page picker for ``count`` items; the range of the items on the chosen page. A page beyond
+    the last (the items shrank: a slider moved, a filter narrowed) becomes the last."""
     pages = max(1, math.ceil(count / per_page))
+    chosen = st.session_state.get(page_key(key))
+    if chosen is not None and chosen > pages:
+        st.session_state[page_key(key)] = pages
     if pages == 1:
         return range(count)
     left, right = st.columns([1, 5], vertical_alignment="center")
-    page = left.number_input("Page", min_value=1, max_value=pages, value=1, step=1, key=f"{key}-page")
+    page = left.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key(key))
     right.caption(f"of {pages} ({count} images, {per_page} a page)")
     start = (int(page) - 1) * per_page
     return range(start, min(count, start + per_page))
@@ -52,10 +56,12 @@ def thumbnail_grid(
     """Render one page of ``tiles`` (details and "more like this" on each, plus the caller's
     ``actions(tile, key)``); returns the tiles shown."""
     shown = [tiles[i] for i in page_of(len(tiles), key, per_page)]
+    thumbnails = current.thumbnail_sources([tile.image_id for tile in shown])
     for start in range(0, len(shown), columns):
         for column, tile in zip(st.columns(columns), shown[start:start + columns], strict=False):
             with column.container(border=True):
-                st.image(thumbnail_source(current, tile.image_id), width="stretch")
+                if tile.image_id in thumbnails:
+                    st.image(thumbnails[tile.image_id], width="stretch")
                 st.text(tile.file_name)
                 if tile.caption:
                     st.caption(tile.caption)

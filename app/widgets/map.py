@@ -25,35 +25,36 @@ COLOURS = {
     "source": "source",
     "duplicate cluster": "cluster",
     "label": "label",
+    "decision": "decision",
 }
 GREY = "#c8c8c8"
 
 
 @st.cache_resource(max_entries=2, show_spinner="Placing the images on the map…")
 def _points(_current: Collection, version: int) -> pd.DataFrame:
-    """Positions and what colours them, per collection version (labels are joined per render)."""
+    """Positions and what colours them, per collection version (labels and decisions are joined
+    per render: they change without a new version)."""
     points = _current.projection().points
-    scores = {r.image.image_id: r.score for r in _current.anomalies().rows}
-    groups = _current.duplicates().groups
-    cluster = {m.image.image_id: (f"cluster {g.cluster_id}" if rank < NAMED_CLUSTERS else "other cluster")
-               for rank, g in enumerate(groups) for m in g.members}
-    ids = [p.image.image_id for p in points]
     return pd.DataFrame({
-        "image_id": ids,
+        "image_id": [p.image_id for p in points],
         "name": [html.escape(p.image.file_name) for p in points],  # hover text is Plotly markup
         "x": [p.x for p in points],
         "y": [p.y for p in points],
-        "source": [p.image.source for p in points],
-        "score": [scores.get(i, 0.0) for i in ids],
-        "cluster": [cluster.get(i, "none") for i in ids],
+        "source": [p.source for p in points],
+        "score": [p.anomaly_score for p in points],
+        "cluster": [("none" if p.cluster_id is None else
+                     f"cluster {p.cluster_id}" if p.cluster_id <= NAMED_CLUSTERS else "other cluster")
+                    for p in points],
     })
 
 
 def map_points(current: Collection, highlight: Set[str] | None = None) -> pd.DataFrame:
-    """The map's points with the current labels (and, when given, which are highlighted)."""
-    frame = _points(current, current.snapshot().version)
+    """The map's points with the current labels and decisions (and, when given, which are highlighted)."""
+    frame = _points(current, current.version())
     labels = current.labels()
-    frame = frame.assign(label=[labels.get(i, "none") for i in frame["image_id"]])
+    decisions = current.decisions()
+    frame = frame.assign(label=[labels.get(i, "none") for i in frame["image_id"]],
+                         decision=[decisions[i].decision if i in decisions else "none" for i in frame["image_id"]])
     if highlight is not None:
         frame = frame.assign(selection=np.where(frame["image_id"].isin(list(highlight)), "selected", "other"))
     return frame
@@ -63,10 +64,12 @@ def map_figure(frame: pd.DataFrame, colour: str) -> go.Figure:
     """Scattergl of ``frame`` coloured by column ``colour``; a density layer plus a sample beyond
     ``SCATTER_LIMIT`` points. Unselected points turn grey while a selection exists."""
     sample = frame if len(frame) <= SCATTER_LIMIT else frame.sample(SCATTER_LIMIT, random_state=0)
-    discrete = {"other": GREY, "none": GREY, "other cluster": "#8c8c8c", "selected": "#d62728"}
+    discrete = {"other": GREY, "none": GREY, "other cluster": "#8c8c8c", "selected": "#d62728", "keep": "#2ca02c",
+                "remove": "#d62728"}
     figure = px.scatter(
         sample, x="x", y="y", color=colour, hover_name="name", custom_data=["image_id"],
-        hover_data={"x": False, "y": False, "source": True, "score": ":.3f", "cluster": True, "label": True},
+        hover_data={"x": False, "y": False, "source": True, "score": ":.3f", "cluster": True, "label": True,
+                    "decision": True},
         render_mode="webgl", color_continuous_scale="Viridis", color_discrete_map=discrete,
         labels={"score": "anomaly score"},
     )
