@@ -8,6 +8,7 @@ do; only ``ready`` rows are visible. That is the commit point of the ingest prot
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -224,12 +225,24 @@ def engine_url(url: str) -> str:
 
 
 def sqlite_url(path: Path) -> str:
+    """The catalog file's URL; read-only (``mode=ro``) when this user cannot write it, and also
+    ``immutable`` when its folder is read-only too, since SQLite could not create the WAL index
+    beside it: nobody can be writing it then (but its owner), and the read-only commands still work."""
+    if path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        immutable = "" if os.access(path.parent, os.W_OK) else "&immutable=1"
+        return f"sqlite:///file:{path.absolute()}?mode=ro{immutable}&uri=true"
     return f"sqlite:///{path}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    _sqlite_read_pragmas(dbapi_conn, _record)
+
+
+def _sqlite_read_pragmas(dbapi_conn: Any, _record: object) -> None:
+    """What a read-only connection sets too (WAL mode is a write: the file keeps the mode it has)."""
+    cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -248,8 +261,9 @@ class Catalog:
         else:
             kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        self.read_only = self.engine.dialect.name == "sqlite" and "mode=ro" in self.url
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_read_pragmas if self.read_only else _sqlite_pragmas)
         try:
             self._migrate()
         except sa.exc.OperationalError as exc:
@@ -269,6 +283,13 @@ class Catalog:
 
     # schema -----------------------------------------------------------------------------------
     def _migrate(self) -> None:
+        """Bring the schema up to date; a current catalog is only read (so a read-only one opens)."""
+        with self.engine.connect() as conn:
+            if self._current(conn):
+                return
+        if self.read_only:
+            raise StorageError(f"The catalog at {self.describe()} is read-only and needs an upgrade; open it once "
+                               "with write access.")
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 # One migrator at a time when several app replicas start together.
@@ -286,6 +307,11 @@ class Catalog:
             self._put_meta(conn, "schema_version", str(len(MIGRATIONS)))
             if self._get_meta(conn, "version") is None:
                 self._put_meta(conn, "version", "0")
+
+    def _current(self, conn: Connection) -> bool:
+        if not sa.inspect(conn).has_table(meta.name):
+            return False
+        return self._get_meta(conn, "schema_version") == str(len(MIGRATIONS)) and self._get_meta(conn, "version") is not None
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -321,6 +347,10 @@ class Catalog:
 
     def collection_id(self) -> str:
         """A random id given to the collection at creation: keys its cached analysis in a shared cache."""
+        with self.engine.connect() as conn:
+            found = self._get_meta(conn, "collection_id")
+        if found is not None:
+            return found
         with self.engine.begin() as conn:
             found = self._get_meta(conn, "collection_id")
             if found is None:
