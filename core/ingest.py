@@ -253,7 +253,10 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        mode = _mode(path)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise not_a_file(mode) from exc
         raise unreadable(exc) from exc
     try:
         mode = os.fstat(fd).st_mode
@@ -625,6 +628,13 @@ class Ingestor:
             created_at=now,
             sketch=image.sketch,
         )
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
 
 
 def lease_is_live(lease: Lease | None, now: float) -> bool:
