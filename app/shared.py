@@ -3,10 +3,8 @@ the collection acting for whoever uses it, the model banner, empty states and CS
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
-import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
 
@@ -17,6 +15,7 @@ from core import (
     ModelUnavailable,
     Settings,
     SettingsError,
+    csv_chunks,
     record_page_view,
     setup_observability,
 )
@@ -140,9 +139,8 @@ def image_link(image_id: str) -> str:
 
 
 def csv_bytes(rows: Sequence[dict]) -> bytes:
-    out = io.StringIO()
-    pd.DataFrame(list(rows)).to_csv(out, index=False)
-    return out.getvalue().encode()
+    """``rows`` as CSV through core's one writer (cells a spreadsheet would run as formulas made inert)."""
+    return "".join(csv_chunks(rows, list(rows[0]) if rows else [])).encode()
 
 
 def csv_download(label: str, rows: Sequence[dict], file_name: str, key: str) -> None:

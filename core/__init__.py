@@ -16,6 +16,7 @@ from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
 from core.analysis.duplicates import RULES as DUPLICATE_RULES
 from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.collection import Collection, CollectionStatus, RepairReport
+from core.display import printable
 from core.embedding import ModelUnavailable
 from core.errors import (
     AuthenticationFailed,
@@ -51,6 +52,7 @@ from core.reports import (
     MapView,
     Neighbour,
     SameBytesFiles,
+    csv_chunks,
 )
 from core.review import (
     KEEP_RULES,
@@ -132,6 +134,8 @@ __all__ = [
     "UploadSlot",
     "User",
     "check_servers",
+    "csv_chunks",
+    "printable",
     "record_login",
     "record_page_view",
     "record_request",

@@ -72,6 +72,7 @@ def open_cache(settings: Settings) -> Cache:
 
 def open_backends(settings: Settings, dim: int) -> Backends:
     """Open every store, closing the ones already opened if a later one fails."""
+    settings.check_data_dir()
     opened: list = []
     try:
         catalog = open_catalog(settings)

@@ -10,10 +10,10 @@ never a traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -37,6 +37,8 @@ from core import (
     Settings,
     SettingsError,
     Shard,
+    csv_chunks,
+    printable,
 )
 from core.health import check_servers
 from core.observability import configure_logging
@@ -47,6 +49,12 @@ REVIEW_COLUMNS = ["image_id", "file_name", "source", "visible", "label", "labell
                   "decided_by", "decided_at", "removed_by", "removed_at"]
 # Expected failures, shown as one sentence; DomainError carries its own exit status.
 USER_ERRORS = (DomainError, SettingsError, ModelUnavailable, FileNotFoundError)
+
+
+def _say(*lines: str) -> None:
+    """Print lines for people, each through the one sanitiser: names may hold newlines or ESC sequences."""
+    for line in lines:
+        print(printable(line))
 
 
 def _print_json(data: object) -> None:
@@ -85,19 +93,19 @@ def cmd_ingest(collection: Collection, args: argparse.Namespace) -> int:
 
 def _print_ingest_summary(report: IngestReport) -> None:
     total = len(report.outcomes)
-    print(
+    _say(
         f"{total} files in {report.seconds:.1f} s: {report.ingested} ingested, "
         f"{report.already_present} already present (same bytes), {len(report.rejected)} rejected"
         + (f", {len(report.failed)} failed" if report.failed else "")
     )
     for outcome in report.rejected:
-        print(f"  rejected {outcome.file}: {outcome.reason}")
+        _say(f"  rejected {outcome.file}: {outcome.reason}")
     for outcome in report.outcomes:
         if outcome.nearest is not None and outcome.nearest.verdict != "none":
-            print(f"  {outcome.nearest.verdict} duplicate of {outcome.nearest.image_id}: {outcome.file} "
+            _say(f"  {outcome.nearest.verdict} duplicate of {outcome.nearest.image_id}: {outcome.file} "
                   f"({'+'.join(outcome.nearest.signals)})")
     if report.error:
-        print(f"Stopped: {report.error}. Nothing of the failed batch was kept; fix the store and run the same command again.")
+        _say(f"Stopped: {report.error}. Nothing of the failed batch was kept; fix the store and run the same command again.")
 
 
 def cmd_status(collection: Collection, args: argparse.Namespace) -> int:
@@ -110,17 +118,17 @@ def cmd_status(collection: Collection, args: argparse.Namespace) -> int:
 
 
 def _print_status(status: CollectionStatus) -> None:
-    print(f"acting as {status.acting_as['name']} ({status.acting_as['role']})")
-    print(f"images   {status.images}" + (f"  ({status.pending} pending: re-run the ingest or `visual-anomaly repair`)" if status.pending else ""))
-    print(f"vectors  {status.vectors}")
-    print(f"blobs    {status.blobs} originals, {status.thumbnails} thumbnails")
-    print(f"version  {status.version}   consistent: {'yes' if status.consistent else 'NO'}")
+    _say(f"acting as {status.acting_as['name']} ({status.acting_as['role']})")
+    _say(f"images   {status.images}" + (f"  ({status.pending} pending: re-run the ingest or `visual-anomaly repair`)" if status.pending else ""))
+    _say(f"vectors  {status.vectors}")
+    _say(f"blobs    {status.blobs} originals, {status.thumbnails} thumbnails")
+    _say(f"version  {status.version}   consistent: {'yes' if status.consistent else 'NO'}")
     if not status.cache_healthy:
-        print("cache    unreachable: everything works, slower")
+        _say("cache    unreachable: everything works, slower")
     for store, where in status.backends.items():
-        print(f"{store:8} {where}")
+        _say(f"{store:8} {where}")
     model = status.model
-    print(f"model    {model['name']}, weights: {model['weights']}, device: {model['device']}, precision: {model['precision']}")
+    _say(f"model    {model['name']}, weights: {model['weights']}, device: {model['device']}, precision: {model['precision']}")
 
 
 def cmd_search(collection: Collection, args: argparse.Namespace) -> int:
@@ -135,17 +143,15 @@ def cmd_search(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"query": response.query, "seconds": round(response.seconds, 4), "results": rows})
     else:
-        print(f"{len(rows)} results for {response.query}")
+        _say(f"{len(rows)} results for {response.query}")
         for rank, r in enumerate(response.results, 1):
-            print(f"{rank:3}. {r.score:.4f}  {r.image_id}  {r.file_name}  [{r.source}]")
+            _say(f"{rank:3}. {r.score:.4f}  {r.image_id}  {r.file_name}  [{r.source}]")
     return 0
 
 
 def _write_csv(path: str, rows: list[dict], columns: Sequence[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+        handle.writelines(csv_chunks(rows, columns))
 
 
 def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
@@ -173,24 +179,24 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
         )
     else:
         t = view.thresholds
-        print(
+        _say(
             f"{len(view.groups)} duplicate clusters ({sum(len(g.members) for g in view.groups)} images of {view.images}) "
             f"at similarity >= {t.similarity:g} ({t.rule}) pHash <= {t.hamming} bits, crop >= {t.crop:g}"
         )
         for group in view.groups:
             kind = "exact" if group.exact else "near"
-            print(f"  cluster {group.cluster_id} ({kind}, weakest link {group.weakest_link.similarity:.3f}):")
+            _say(f"  cluster {group.cluster_id} ({kind}, weakest link {group.weakest_link.similarity:.3f}):")
             for m in group.members:
                 mark = "*" if m.is_representative else " "
-                print(f"    {mark} {m.image.file_name}  sim {m.similarity_to_representative:.3f}  "
+                _say(f"    {mark} {m.image.file_name}  sim {m.similarity_to_representative:.3f}  "
                       f"pHash {m.phash_distance}" + (f"  crop {m.crop_score:.3f}" if m.crop_score is not None else "")
                       + f"  {'+'.join(m.signals)}")
         if view.same_bytes:
-            print(f"{len(view.same_bytes)} images arrived as several byte-identical files (stored once):")
+            _say(f"{len(view.same_bytes)} images arrived as several byte-identical files (stored once):")
             for entry in view.same_bytes:
-                print("    " + "  =  ".join(f for f, _ in entry.files))
+                _say("    " + "  =  ".join(f for f, _ in entry.files))
         if args.csv:
-            print(f"Wrote {len(rows)} rows to {args.csv}")
+            _say(f"Wrote {len(rows)} rows to {args.csv}")
     return 0
 
 
@@ -205,13 +211,13 @@ def cmd_anomalies(collection: Collection, args: argparse.Namespace) -> int:
         _print_json({"method": view.method, "k": view.k, "selected": len(view.selected), "rows": rows})
     else:
         shown = view.selected or list(view.rows[:20])
-        print(f"{len(view.rows)} images scored with {view.method}" + (f" (k={view.k})" if view.k else "")
+        _say(f"{len(view.rows)} images scored with {view.method}" + (f" (k={view.k})" if view.k else "")
               + (f"; {len(view.selected)} selected" if view.selected else "; the 20 most unusual:"))
         for r in shown:
-            print(f"  {r.rank:5}. {r.score:.4f}  p{r.percentile:5.1f}  {r.image.file_name}  [{r.image.source}]"
+            _say(f"  {r.rank:5}. {r.score:.4f}  p{r.percentile:5.1f}  {r.image.file_name}  [{r.image.source}]"
                   + (f"  label={r.label}" if r.label else ""))
         if args.csv:
-            print(f"Wrote {len(rows)} rows to {args.csv}")
+            _say(f"Wrote {len(rows)} rows to {args.csv}")
     return 0
 
 
@@ -221,7 +227,7 @@ def cmd_label(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"image_id": args.image_id, "label": label})
     else:
-        print(f"{args.image_id}: {label or 'label cleared'}")
+        _say(f"{args.image_id}: {label or 'label cleared'}")
     return 0
 
 
@@ -231,7 +237,7 @@ def cmd_decide(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(asdict(batch) | {"decision": decision})
     else:
-        print(f"{batch.images} image(s): {decision or 'decision cleared'} (undo: visual-anomaly undo-decisions "
+        _say(f"{batch.images} image(s): {decision or 'decision cleared'} (undo: visual-anomaly undo-decisions "
               f"{batch.undo_token})")
     return 0
 
@@ -246,16 +252,16 @@ def cmd_keep_rule(collection: Collection, args: argparse.Namespace) -> int:
         _print_json({"plan": _plan_json(plan), "applied": None if batch is None else asdict(batch)})
         return 0
     changes = plan.changes()
-    print(f"Keep rule {args.rule!r} over {len(plan.clusters)} duplicate clusters: "
+    _say(f"Keep rule {args.rule!r} over {len(plan.clusters)} duplicate clusters: "
           f"{sum(d == 'keep' for d in changes.values())} keep, {sum(d == 'remove' for d in changes.values())} remove"
           + ("" if args.override else " (images already decided left as they are)"))
     for cluster in plan.clusters:
-        print(f"  cluster {cluster.cluster_id}: keep {cluster.keep or '-'}; remove {', '.join(cluster.remove) or '-'}"
+        _say(f"  cluster {cluster.cluster_id}: keep {cluster.keep or '-'}; remove {', '.join(cluster.remove) or '-'}"
               + (f"; unchanged {', '.join(cluster.unchanged)}" if cluster.unchanged else ""))
     if batch is None:
-        print("Nothing written: add --apply to record these decisions.")
+        _say("Nothing written: add --apply to record these decisions.")
     else:
-        print(f"Recorded {batch.images} decision(s); undo with: visual-anomaly undo-decisions {batch.undo_token}")
+        _say(f"Recorded {batch.images} decision(s); undo with: visual-anomaly undo-decisions {batch.undo_token}")
     return 0
 
 
@@ -269,7 +275,7 @@ def cmd_undo_decisions(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(asdict(batch))
     else:
-        print(f"Restored {batch.images} decision(s); {batch.skipped} decided again since were left as they are "
+        _say(f"Restored {batch.images} decision(s); {batch.skipped} decided again since were left as they are "
               f"(redo: visual-anomaly undo-decisions {batch.undo_token})")
     return 0
 
@@ -296,7 +302,7 @@ def _report_count(args: argparse.Namespace, what: str, count: int, note: str) ->
     if args.json:
         _print_json({what: count})
     else:
-        print(f"{count} image(s) {what}{note}")
+        _say(f"{count} image(s) {what}{note}")
 
 
 def cmd_export_reviews(collection: Collection, args: argparse.Namespace) -> int:
@@ -311,7 +317,7 @@ def cmd_export_reviews(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"rows": rows})
     else:
-        print(f"{len(rows)} reviewed image(s)" + (f"; wrote them to {args.csv}" if args.csv else ""))
+        _say(f"{len(rows)} reviewed image(s)" + (f"; wrote them to {args.csv}" if args.csv else ""))
     return 0
 
 
@@ -320,7 +326,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]})
     else:
-        print("\n".join(c.line() for c in checks))
+        _say(*(c.line() for c in checks))
     return 0 if all(c.ok for c in checks) else 2
 
 
@@ -338,7 +344,8 @@ def cmd_serve_api(settings: Settings, args: argparse.Namespace) -> int:
         collection.auth_secret()
         password = collection.ensure_admin()
         if password is not None:
-            print(_created_admin(collection, password), flush=True)
+            _say(*_created_admin(collection, password))
+            sys.stdout.flush()
     uvicorn.run("api.serve:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="info" if settings.log_format == "json" else "warning")
     return 0
@@ -349,7 +356,7 @@ def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(asdict(report))
     else:
-        print(f"Removed {report.removed_pending} half-ingested image(s); computed crop sketches for "
+        _say(f"Removed {report.removed_pending} half-ingested image(s); computed crop sketches for "
               f"{report.sketches_added} image(s) stored before they existed.")
     return 0
 
@@ -380,7 +387,7 @@ def cmd_users(collection: Collection, args: argparse.Namespace) -> int:
             _print_json({"users": [u.to_json() for u in users]})
         else:
             for user in users:
-                print(f"{user.name:24} {user.role.value:8}" + ("  disabled" if user.disabled else ""))
+                _say(f"{user.name:24} {user.role.value:8}" + ("  disabled" if user.disabled else ""))
         return 0
     if action == "bootstrap":
         return _bootstrap(collection, args)
@@ -399,7 +406,7 @@ def cmd_users(collection: Collection, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(done)
     else:
-        print(f"{args.name}: " + ", ".join(k.replace("_", " ") for k, v in done.items() if v is True))
+        _say(f"{args.name}: " + ", ".join(k.replace("_", " ") for k, v in done.items() if v is True))
     return 0
 
 
@@ -411,17 +418,28 @@ def _bootstrap(collection: Collection, args: argparse.Namespace) -> int:
         _print_json({"created": password is not None, "name": "admin", "password": password,
                      "password_file": where if password else None})
     elif password is None:
-        print("Users exist already; nothing to do (`visual-anomaly users list`).")
+        _say("Users exist already; nothing to do (`visual-anomaly users list`).")
     else:
-        print(_created_admin(collection, password))
+        _say(*_created_admin(collection, password))
     return 0
 
 
-def _created_admin(collection: Collection, password: str) -> str:
+def _created_admin(collection: Collection, password: str) -> tuple[str, str]:
     where = collection.settings.data_dir / INITIAL_PASSWORD_FILE
-    return (f"Created user admin with password: {password}\n"
+    return (f"Created user admin with password: {password}",
             f"It is also in {where} (readable by you only). Sign in and change it: "
             "`visual-anomaly users passwd admin`, then delete that file.")
+
+
+def _finite(text: str) -> float:
+    """A float option: NaN and infinities are refused, naming the option (argparse adds its name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -455,17 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--image", help="an image file to search by (not stored)")
     query.add_argument("--similar-to", metavar="IMAGE_ID", help="an image already in the collection")
     search.add_argument("--k", type=_positive, default=20, help="how many results (default 20)")
-    search.add_argument("--min-score", type=float, help="drop results under this cosine similarity")
+    search.add_argument("--min-score", type=_finite, help="drop results under this cosine similarity")
     search.add_argument("--source", action="append", help="only these source labels (repeatable)")
     search.add_argument("--uploader", action="append", help="only these uploaders (repeatable)")
     search.add_argument("--format", action="append", help="only these formats, e.g. JPEG (repeatable)")
     search.set_defaults(run=cmd_search)
 
     duplicates = commands.add_parser("duplicates", help="exact and near duplicates as clusters")
-    duplicates.add_argument("--similarity", type=float, help="calibrated similarity threshold (default 0.95; 1 = identical)")
-    duplicates.add_argument("--cosine", type=float, help="raw cosine threshold, translated to the calibrated scale")
+    duplicates.add_argument("--similarity", type=_finite, help="calibrated similarity threshold (default 0.95; 1 = identical)")
+    duplicates.add_argument("--cosine", type=_finite, help="raw cosine threshold, translated to the calibrated scale")
     duplicates.add_argument("--hamming", type=int, default=DuplicateThresholds().hamming, help="pHash bits (default %(default)s)")
-    duplicates.add_argument("--crop", type=float, default=DuplicateThresholds().crop,
+    duplicates.add_argument("--crop", type=_finite, default=DuplicateThresholds().crop,
                             help="correlation a verified crop needs (default %(default)s; above 1 turns crops off)")
     duplicates.add_argument("--rule", choices=("either", "both"), default="either", help="how the signals combine")
     duplicates.add_argument("--csv", help="write one row per image in a cluster to this file")
@@ -476,8 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     anomalies.add_argument("--k", type=_positive, help="neighbours for knn/lof/combined (default: the graph's k)")
     pick = anomalies.add_mutually_exclusive_group()
     pick.add_argument("--top", type=_positive, help="select the N most unusual")
-    pick.add_argument("--threshold", type=float, help="select scores at or above this")
-    pick.add_argument("--contamination", type=float, help="select the most unusual PERCENT of the collection")
+    pick.add_argument("--threshold", type=_finite, help="select scores at or above this")
+    pick.add_argument("--contamination", type=_finite, help="select the most unusual PERCENT of the collection")
     anomalies.add_argument("--csv", help="write one row per image to this file")
     anomalies.set_defaults(run=cmd_anomalies)
 
@@ -502,9 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     keep_rule.add_argument("--source", help="the preferred source label (rule 'source')")
     keep_rule.add_argument("--override", action="store_true", help="re-decide images already decided")
     keep_rule.add_argument("--apply", action="store_true", help="record the decisions (default: preview only)")
-    keep_rule.add_argument("--similarity", type=float, help="calibrated similarity threshold (default 0.95)")
+    keep_rule.add_argument("--similarity", type=_finite, help="calibrated similarity threshold (default 0.95)")
     keep_rule.add_argument("--hamming", type=int, default=DuplicateThresholds().hamming, help="pHash bits")
-    keep_rule.add_argument("--crop", type=float, default=DuplicateThresholds().crop, help="crop correlation")
+    keep_rule.add_argument("--crop", type=_finite, default=DuplicateThresholds().crop, help="crop correlation")
     keep_rule.add_argument("--rule-combine", dest="rule_combine", choices=("either", "both"), default="either",
                            help="how the duplicate signals combine")
     keep_rule.set_defaults(run=cmd_keep_rule)
@@ -532,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export_reviews)
 
     check = commands.add_parser("check", help="check that every configured server answers (exit 2 if not)")
-    check.add_argument("--timeout", type=float, default=3.0, help="seconds per server (default 3)")
+    check.add_argument("--timeout", type=_finite, default=3.0, help="seconds per server (default 3)")
     check.set_defaults(run=cmd_check, needs_collection=False)
 
     users = commands.add_parser("users", help="manage who may sign in to the app and the API, and their roles")
@@ -575,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             acting = collection.as_user(args.as_user) if args.as_user else collection
             return int(args.run(acting, args))
     except USER_ERRORS as exc:
-        print(f"visual-anomaly: {exc}", file=sys.stderr)
+        print(printable(f"visual-anomaly: {exc}"), file=sys.stderr)
         return exc.exit_code if isinstance(exc, DomainError) else 2
 
 

@@ -47,6 +47,7 @@ from core.ingest import (
     Shard,
     items_from_paths,
     items_from_uploads,
+    lease_is_live,
 )
 from core.jobs import Jobs, JobState
 from core.paging import DEFAULT_LIMIT, Page, check_page
@@ -75,7 +76,7 @@ from core.review import (
 )
 from core.search import SearchFilter, SearchResponse, image_vector, nearest, text_vector
 from core.settings import Settings
-from core.storage.blobs import original_key, thumbnail_key
+from core.storage.blobs import BLOB_PREFIXES, image_id_of, original_key, thumbnail_key
 from core.storage.catalog import IMAGE_SORTS, LABELS, PURGING, READY, REMOVED, ImageRecord, Label
 from core.storage.vectors import REMOVED as REMOVED_FLAG
 from core.storage.vectors import VISIBILITY_FIELD
@@ -119,6 +120,8 @@ class RepairReport:
     removed_pending: int  # half-ingested images removed from every store
     sketches_added: int  # older images given the sketch that crop detection needs
     purges_finished: int = 0  # images an interrupted purge left, now deleted from every store
+    orphans_removed: int = 0  # images whose blob or vector was stored without any catalog row, now deleted
+    left_to_ingests: int = 0  # pending images an ingest still holds a live lease on, left alone
 
 
 @dataclass
@@ -304,16 +307,17 @@ class Collection:
         source: str | None = None,
         progress: Progress | None = None,
     ) -> IngestReport:
-        """Ingest in-memory files (name, bytes), e.g. from the browser's upload widget."""
+        """Ingest in-memory files (name, bytes), e.g. from the browser's upload widget. A file whose name
+        is refused (:func:`core.validation.file_name`) is rejected alone, as ``invalid_name``."""
         self._require(Action.UPLOAD)
-        uploads = [(validation.file_name(name), data) for name, data in uploads]
         return self._ingest(items_from_uploads(uploads), source, progress)
 
     def start_ingest_job(self, uploads: Iterable[tuple[str, bytes]], *, source: str | None = None) -> JobState:
         """:meth:`ingest_uploads` in the background, for batches too large to wait for; poll it with
-        :meth:`job`. Names and the source are checked now, so a bad one fails the call, not the job."""
+        :meth:`job`. The source is checked now, so a bad one fails the call, not the job; a bad file
+        name is rejected alone, as in :meth:`ingest_uploads`."""
         self._require(Action.UPLOAD)
-        uploads = [(validation.file_name(name), data) for name, data in uploads]
+        uploads = list(uploads)
         _source_label(source)
         return self._shared.jobs.start(
             self.actor.name, len(uploads), lambda progress: self.ingest_uploads(uploads, source=source, progress=progress))
@@ -350,7 +354,7 @@ class Collection:
     def _ingest(self, items: Sequence[IngestItem], source: str | None, progress: Progress | None) -> IngestReport:
         source = _source_label(source)
         arrival = self.analysis.arrival_context(self.backends.catalog.ready_frame())
-        ingestor = Ingestor(self.settings, self.backends, self.embedder, arrival=arrival)
+        ingestor = Ingestor(self.settings, self.backends, lambda: self.embedder, arrival=arrival)
         report = ingestor.run(items, source=source, uploader=self.actor.name, progress=progress)
         if report.ingested:
             self.backends.vectors.flush()
@@ -367,13 +371,19 @@ class Collection:
             catalog.set_meta("indexed_count", str(count))
 
     def repair(self) -> RepairReport:
-        """Remove what interrupted ingests left behind (pending rows and their blobs and vectors), and
-        compute the crop sketches of images stored before sketches existed (from their originals)."""
+        """Remove what interrupted ingests left behind (pending rows and their blobs and vectors, then
+        blobs and vectors no catalog row owns), and compute the crop sketches of images stored before
+        sketches existed (from their originals).
+
+        Safe while ingests run: a pending row under a live lease (see :func:`core.ingest.lease_is_live`)
+        belongs to an ingest still at work and is left alone, and a row is removed from the catalog,
+        atomically with that check, before its blob and vector are deleted."""
         self._require(Action.REPAIR)
-        pending = self.backends.catalog.pending_ids()
-        if pending:
-            self._delete_stored(pending)
-            self.backends.catalog.remove_pending(pending)
+        leases = self.backends.catalog.pending_leases()
+        now = time.time()
+        removed = self.backends.catalog.remove_stale_pending(
+            {i: lease for i, lease in leases.items() if not lease_is_live(lease, now)})
+        self._delete_stored(removed)
         purging = self.backends.catalog.ids_in_state(PURGING)
         if purging:
             self._delete_stored(purging)
@@ -384,7 +394,24 @@ class Collection:
             self.backends.catalog.set_sketches({
                 image_id: prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62).sketch
                 for image_id in missing[start:start + _SKETCH_BATCH]})
-        return RepairReport(removed_pending=len(pending), sketches_added=len(missing), purges_finished=len(purging))
+        return RepairReport(removed_pending=len(removed), sketches_added=len(missing), purges_finished=len(purging),
+                            orphans_removed=self._remove_orphans(), left_to_ingests=len(leases) - len(removed))
+
+    def _remove_orphans(self) -> int:
+        """Delete vectors and blobs whose image has no catalog row; returns how many images they were.
+
+        The stores are listed before the catalog: an ingest writes its catalog row before its blob and
+        vector, so anything listed whose row is missing from the later catalog read is truly orphaned."""
+        vector_ids = [i for ids, _ in self.backends.vectors.iter_all() for i in ids]
+        blob_keys = [k for prefix in BLOB_PREFIXES for k in self.backends.blobs.keys(prefix)]
+        known = self.backends.catalog.all_ids()
+        orphan_vectors = [i for i in vector_ids if i not in known]
+        orphan_blobs = [k for k in blob_keys if image_id_of(k) not in known]
+        if orphan_vectors:
+            self.backends.vectors.delete(orphan_vectors)
+        for key in orphan_blobs:
+            self.backends.blobs.delete(key)
+        return len(set(orphan_vectors) | {image_id_of(k) for k in orphan_blobs})
 
     def _delete_stored(self, ids: Sequence[str]) -> None:
         """Delete the vectors, originals and thumbnails of ``ids`` (missing ones are no error)."""
@@ -514,6 +541,8 @@ class Collection:
                                contamination: float | None) -> None:
         self._require(Action.READ)
         validation.one_of("method", method, METHODS)
+        validation.optional_finite("threshold", threshold)
+        validation.optional_finite("contamination", contamination)
         if sum(c is not None for c in (threshold, top, contamination)) > 1:
             raise InvalidRequest("threshold", "select anomalies by one of threshold, top or contamination, not several")
 
@@ -752,6 +781,7 @@ class Collection:
             raise InvalidRequest("text", "search by exactly one of: text, image, image_id")
         if filters is not None and not isinstance(filters, SearchFilter):
             raise InvalidRequest("filters", f"expected a SearchFilter, got {type(filters).__name__}")
+        min_score = validation.optional_finite("min_score", min_score)
         exclude: tuple[str, ...] = ()
         if image_id is None:
             vector, query = self._query_vector(text, image)

@@ -23,6 +23,20 @@ from core.storage.errors import StorageError, StoreBusy
 T = TypeVar("T")
 
 
+def public_reason(exc: BaseException) -> str:
+    """What a store failure may tell a user: the error's kind and the first line of the driver's own
+    message. SQLAlchemy's text of a failed statement holds the SQL and every parameter (other files'
+    names, the uploader, hashes); none of that ever reaches a report, an HTTP answer or a log line."""
+    if isinstance(exc, sa.exc.StatementError):
+        orig = exc.orig
+        first = str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else "no detail"
+        return f"catalog error ({type(orig).__name__ if orig is not None else type(exc).__name__}): {first}"
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return f"catalog error ({type(exc).__name__})"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 @contextmanager
 def translated() -> Iterator[None]:
     try:
@@ -32,8 +46,7 @@ def translated() -> Iterator[None]:
     except StorageError as exc:
         raise Unavailable("storage", str(exc)) from exc
     except sa.exc.OperationalError as exc:  # the catalog server went away mid-call
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "no connection"
-        raise Unavailable("catalog", reason) from exc
+        raise Unavailable("catalog", public_reason(exc)) from exc
     except ImageRejected as exc:
         raise InvalidRequest("image", str(exc)) from exc
 

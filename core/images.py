@@ -40,7 +40,7 @@ from core.observability import timed
 
 REJECTION_REASONS = frozenset(
     {"empty", "too_large", "not_an_image", "unsupported_type", "corrupt", "too_many_pixels", "unreadable",
-     "being_purged"}
+     "being_purged", "not_a_file", "outside_folder", "invalid_name"}
 )
 
 _DECODERS: dict[str, type[ImageFile.ImageFile]] = {
@@ -189,6 +189,8 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
     width, height = image.size
     if width * height > max_pixels:
         raise _too_many_pixels(width, height, max_pixels)
+    if fmt == "JPEG":
+        _check_jpeg_covers(data, width, height)
     if _decode(image, fmt):
         width, height = height, width
     rgb = _to_rgb(image)
@@ -278,6 +280,42 @@ def _decode(image: ImageFile.ImageFile, fmt: str) -> bool:
     except _DECODE_ERRORS as exc:
         raise _corrupt(fmt, exc) from exc
     return image.size != decoded_size
+
+
+# Start-of-frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless); the
+# arithmetic-coded ones (0xC9-0xCB, 0xCD-0xCF) can code a block in less than a bit.
+_HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+_ARITHMETIC_FRAMES = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _check_jpeg_covers(data: bytes, width: int, height: int) -> None:
+    """Reject a JPEG too short to hold the picture its header announces.
+
+    libjpeg meets an early end marker with a warning, not an error, and fills the rest with grey, so
+    a few hundred bytes claiming 10000x10000 would decode "successfully" to a huge grey image. A
+    Huffman code is at least one bit and every 8x8 block's DC coefficient gets one, so the data needs
+    at least one bit per block of the full-resolution component: fewer bytes cannot be the image.
+    """
+    if _jpeg_frame_marker(data) not in _HUFFMAN_FRAMES:
+        return
+    blocks = -(-width // 8) * -(-height // 8)
+    if len(data) * 8 < blocks:
+        raise _corrupt("JPEG", ValueError(
+            f"{len(data)} bytes cannot hold the {width}x{height} pixels the header announces; the data stops early"))
+
+
+def _jpeg_frame_marker(data: bytes) -> int | None:
+    """The start-of-frame marker (its second byte) found by walking the JPEG's segments, or None."""
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker in _HUFFMAN_FRAMES or marker in _ARITHMETIC_FRAMES:
+            return marker
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        offset += 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
+    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

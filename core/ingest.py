@@ -18,24 +18,32 @@ running the same ingest again completes them (every write is idempotent, keyed b
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import socket
+import stat
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core import validation
 from core.analysis import DuplicateThresholds, StoredImage
 from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext
 from core.backends import Backends
+from core.devices import resolve_device
 from core.embedding import Embedder
 from core.errors import InvalidRequest
+from core.facade_errors import public_reason
 from core.images import ImageRejected, PreparedImage, image_id, prepare_image
 from core.observability import (
     IMAGES_ALREADY_PRESENT,
@@ -48,7 +56,7 @@ from core.observability import (
 from core.reports import ArrivalMatch
 from core.settings import Settings
 from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import PURGING, READY, REMOVED, ImageName, ImageRecord
+from core.storage.catalog import PURGING, READY, REMOVED, ImageName, ImageRecord, Lease
 
 INGESTED = "ingested"
 ALREADY_PRESENT = "already_present"
@@ -56,15 +64,23 @@ REJECTED = "rejected"
 FAILED = "failed"
 
 Progress = Callable[[int, int], None]
+_MB = 1024 * 1024
+_READ_CHUNK = 1 << 20
+# How long a pending row stays an ingest's own (its lease) when its owner cannot be seen to have
+# died: far longer than one batch takes from its catalog row to its commit point.
+PENDING_LEASE_S = 15 * 60
 
 
 @dataclass(frozen=True)
 class IngestItem:
-    """One file to ingest: a display name and a way to read its bytes (from disk or an upload)."""
+    """One file to ingest: a display name and a way to read its bytes (from disk or an upload).
+
+    ``read(max_bytes)`` returns the bytes, or raises :class:`ImageRejected` (too large, not a regular
+    file, a bad name ...) having read at most ``max_bytes + 1`` of them.
+    """
 
     name: str
-    read: Callable[[], bytes]
-    size: int | None = None  # known size, checked against the limit before reading
+    read: Callable[[int], bytes]
 
 
 @dataclass(frozen=True)
@@ -155,34 +171,116 @@ class Shard:
 
 def items_from_paths(paths: Iterable[str | os.PathLike], shard: Shard | None = None) -> list[IngestItem]:
     """Expand folders recursively (sorted, hidden files skipped), drop repeated paths and, with a
-    ``shard``, keep only that shard's files."""
+    ``shard``, keep only that shard's files.
+
+    Inside a folder, a symbolic link is followed only when its target lies inside the same folder;
+    one leading outside it (a file or a folder) becomes a rejected item saying so, as does a link
+    that loops or points nowhere. A file or folder named on the command line is taken as given.
+    """
     seen: set[Path] = set()
     items: list[IngestItem] = []
 
-    def add(path: Path) -> None:
-        resolved = path.resolve()
+    def add(path: Path, root: Path | None) -> None:
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            items.append(IngestItem(str(path), _refuse(unreadable(exc))))
+            return
+        if root is not None and not resolved.is_relative_to(root):
+            items.append(IngestItem(str(path), _refuse(outside_folder(resolved, root))))
+            return
+        if resolved.is_dir():  # a link to a folder inside the one being walked: reached through its real path
+            return
         if resolved in seen or (shard is not None and not shard.holds(resolved)):
             return
         seen.add(resolved)
-        items.append(IngestItem(name=str(path), read=resolved.read_bytes, size=resolved.stat().st_size))
+        items.append(IngestItem(str(path), _file_reader(path, resolved)))
 
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
+            root = path.resolve()
+            for folder, dirs, files in os.walk(path):
+                visible = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = [d for d in visible if not (Path(folder) / d).is_symlink()]
+                for name in [d for d in visible if d not in dirs] + sorted(files):
                     if not name.startswith("."):
-                        add(Path(root) / name)
-        elif path.is_file():
-            add(path)
+                        add(Path(folder) / name, root)
+        elif path.exists() or path.is_symlink():
+            add(path, None)
         else:
             raise FileNotFoundError(f"{path} is neither a file nor a folder.")
     return items
 
 
 def items_from_uploads(uploads: Iterable[tuple[str, bytes]]) -> list[IngestItem]:
-    return [IngestItem(name=name, read=lambda data=data: data, size=len(data)) for name, data in uploads]
+    """Uploaded files; a name the catalog would refuse rejects that file alone, before any store is written."""
+    return [IngestItem(name, _upload_reader(name, data)) for name, data in uploads]
+
+
+def _refuse(error: ImageRejected) -> Callable[[int], bytes]:
+    def read(_max_bytes: int) -> bytes:
+        raise error
+
+    return read
+
+
+def _upload_reader(name: str, data: bytes) -> Callable[[int], bytes]:
+    try:
+        validation.file_name(name)
+    except InvalidRequest as exc:
+        return _refuse(invalid_name(exc))
+
+    def read(max_bytes: int) -> bytes:
+        if len(data) > max_bytes:
+            raise too_large(f"{len(data) / _MB:.1f} MB", max_bytes)
+        return data
+
+    return read
+
+
+def _file_reader(path: Path, resolved: Path) -> Callable[[int], bytes]:
+    try:
+        validation.path_name(str(path))
+    except InvalidRequest as exc:
+        return _refuse(invalid_name(exc))
+    return lambda max_bytes: read_regular_file(resolved, max_bytes)
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path``, reading at most ``max_bytes + 1`` of them.
+
+    The file is opened without blocking and checked *after* opening (``fstat`` on the open file, so it
+    cannot be swapped in between): a named pipe, a device or a socket is refused instead of read, which
+    would block forever (a FIFO) or never end (``/dev/zero``). The size is enforced on what is read,
+    not on what ``stat`` says, since files grow and ``/proc``-like files report 0 bytes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        mode = _mode(path)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise not_a_file(mode) from exc
+        raise unreadable(exc) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_a_file(mode)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            raise too_large(f"over {max_bytes / _MB:.1f} MB", max_bytes)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise unreadable(exc) from exc
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -261,17 +359,19 @@ class Ingestor:
         self,
         settings: Settings,
         backends: Backends,
-        embedder: Embedder,
+        embedder: Callable[[], Embedder],
         *,
         arrival: ArrivalContext | None = None,
         thresholds: DuplicateThresholds | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
-        self.embedder = embedder
+        self._embedder = embedder  # called only once an image decodes: a folder of non-images never loads the model
         self.arrival = arrival
         self.thresholds = thresholds or DuplicateThresholds()
         self._stored_vectors = False  # once this run stores a batch, the vector store is not empty
+        # names this process on every pending row it writes (its lease): repair leaves them alone
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def run(
         self,
@@ -294,10 +394,11 @@ class Ingestor:
         def prepare(index: int, item: IngestItem) -> _Prepared | _Known | _Rejected:
             sha: str | None = None
             try:
-                if item.size is not None and item.size > self.settings.max_upload_bytes:
-                    return _Rejected(item, None, too_large(item.size, self.settings.max_upload_mb))
                 with timed("read"):
-                    data = item.read()
+                    try:
+                        data = item.read(self.settings.max_upload_bytes)
+                    except ImageRejected as exc:
+                        return _Rejected(item, None, exc)
                 with timed("hash"):
                     sha = hashlib.sha256(data).hexdigest()
             finally:
@@ -319,7 +420,7 @@ class Ingestor:
             except ImageRejected as exc:
                 return _Rejected(item, sha, exc)
             with timed("preprocess"):
-                tensor = self.embedder.preprocess_image(image.model_image)
+                tensor = self._embedder().preprocess_image(image.model_image)
             return _Prepared(item, data, image, tensor)
 
         storing: tuple[_Batch, Future[list[FileOutcome]]] | None = None  # the batch on the store thread
@@ -354,6 +455,7 @@ class Ingestor:
         with (
             ThreadPoolExecutor(self._workers(), "ingest-decode", _single_threaded_torch) as pool,
             ThreadPoolExecutor(1, "ingest-store", _single_threaded_torch) as stores,
+            self._leases(),
         ):
             for index, future in self._ordered(pool, prepare, items):
                 item = items[index]
@@ -365,7 +467,7 @@ class Ingestor:
                 try:
                     result = future.result()
                 except OSError as exc:
-                    result = _Rejected(item, None, ImageRejected("unreadable", f"The file cannot be read: {exc}"))
+                    result = _Rejected(item, None, unreadable(exc))
                 result = self._repeat_of_earlier(result, first_by_sha)
                 if isinstance(result, _Rejected):
                     error_ = result.error
@@ -385,6 +487,18 @@ class Ingestor:
         report = IngestReport(outcomes=ordered, seconds=time.perf_counter() - start, error=error)
         record_ingest(report, source=source, uploader=uploader)
         return report
+
+    @contextmanager
+    def _leases(self) -> Iterator[None]:
+        """Hold this run's leases while it runs; when it ends, however it ends, whatever it left
+        pending (a batch whose rollback failed) is no longer anybody's and repair may remove it."""
+        try:
+            yield
+        finally:
+            try:
+                self.backends.catalog.release_leases(self.owner)
+            except Exception as exc:  # the leases then expire by age (PENDING_LEASE_S)
+                log_event("lease_release_failed", logging.WARNING, error=public_reason(exc))
 
     @staticmethod
     def _repeat_of_earlier(
@@ -407,7 +521,7 @@ class Ingestor:
         and decoding an image costs about a tenth of embedding it, so half the cores (at most four)
         keep it fed without taking cores from it; on a GPU the CPU's only job is decoding."""
         cores = os.cpu_count() or 2
-        if self.embedder.device == "cpu":
+        if resolve_device(self.settings.device) == "cpu":  # asked of the settings: the model may never load
             return max(1, min(4, cores // 2))
         return cores
 
@@ -427,10 +541,10 @@ class Ingestor:
         """The embeddings of the batch's new images, or why they could not be made (the batch fails)."""
         prepared = batch.prepared
         if not prepared:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+            return np.zeros((0, self._embedder().dim), dtype=np.float32)
         try:
             with timed("embed"):
-                return self.embedder.embed_tensors(torch.stack([p.tensor for p in prepared]))
+                return self._embedder().embed_tensors(torch.stack([p.tensor for p in prepared]))
         except Exception as exc:  # e.g. out of memory: the batch fails, the run stops as for a store failure
             return f"{type(exc).__name__}: {exc}"
 
@@ -446,7 +560,8 @@ class Ingestor:
         known_names = [ImageName(k.image_id, k.item.name, source, uploader, now) for k in batch.known]
         try:
             with timed("store"):
-                catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)])
+                catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)],
+                                    Lease(self.owner, time.time()))
                 for record, prepared in zip(records, batch.prepared, strict=True):
                     blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
                     blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
@@ -458,10 +573,12 @@ class Ingestor:
                     vectors.upsert(ids, embeddings, [payload(r, [source], [uploader]) for r in records])
                     self._stored_vectors = True
                     catalog.mark_ready(ids)
-            self._record_names(known_names, set(ids))
+            old_names = [n for n in known_names if n.image_id not in set(ids)]
+            catalog.add_names(old_names)
+            self._refresh_payloads(ids + [n.image_id for n in old_names])
         except Exception as exc:  # any store may fail; roll the whole batch back everywhere
             self._rollback(ids)
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = public_reason(exc)
             return [FileOutcome(e.item.name, FAILED, reason=reason) for e in batch.entries]
         return [
             FileOutcome(e.item.name, INGESTED, image_id=image_id(e.image.sha256), nearest=nearest.get(e.image.sha256))
@@ -507,26 +624,20 @@ class Ingestor:
             )
         return matches
 
-    def _record_names(self, names: Sequence[ImageName], new_ids: set[str]) -> None:
-        """Remember new names of stored images and let search filter on their new source labels."""
-        old = [n for n in names if n.image_id not in new_ids]
-        if not old:
+    def _refresh_payloads(self, ids: Sequence[str]) -> None:
+        """Give the vectors of ``ids`` every source and uploader their images arrived with, as the
+        catalog holds them now. Another ingest may store the same bytes at the same time under another
+        source, each writing its own payload; each then copies the catalog's names into the payload
+        while holding their rows (:meth:`Catalog.locked_names`), so whichever copies last copies all."""
+        if not ids:
             return
         catalog = self.backends.catalog
-        catalog.add_names(old)
-        ids = list(dict.fromkeys(n.image_id for n in old))
-        present = {r.id for r in catalog.get(ids)}
-        ids = [i for i in ids if i in present]
-        payloads = []
-        for image in ids:
-            entries = catalog.names(image)
-            payloads.append(
-                {
-                    "sources": sorted({e.source for e in entries}),
-                    "uploaders": sorted({e.uploader for e in entries}),
-                }
-            )
-        self.backends.vectors.set_payload(ids, payloads)
+        with catalog.locked_names(list(dict.fromkeys(ids))) as names:
+            stored = list(names)
+            if stored:
+                self.backends.vectors.set_payload(stored, [
+                    {"sources": sorted({n.source for n in names[i]}), "uploaders": sorted({n.uploader for n in names[i]})}
+                    for i in stored])
 
     def _rollback(self, ids: Sequence[str]) -> None:
         """Best effort: remove every trace of a failed batch, store by store, never raising."""
@@ -536,7 +647,7 @@ class Ingestor:
                 lambda i=image: self.backends.blobs.delete(original_key(i)),
                 lambda i=image: self.backends.blobs.delete(thumbnail_key(i)),
             ]
-        steps.append(lambda: self.backends.catalog.remove_pending(ids))
+        steps.append(lambda: self.backends.catalog.remove_pending(ids, self.owner))
         for step in steps:
             try:
                 step()
@@ -571,10 +682,60 @@ def _single_threaded_torch() -> None:
     torch.set_num_threads(1)
 
 
-def too_large(size: int, limit_mb: int) -> ImageRejected:
+def _mode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+def lease_is_live(lease: Lease | None, now: float) -> bool:
+    """Whether an ingest may still be storing the rows under ``lease``: it is younger than
+    ``PENDING_LEASE_S`` and its owner is not a process of this host that has exited."""
+    if lease is None or now - lease.leased_at > PENDING_LEASE_S:
+        return False
+    host, _, rest = lease.owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
+
+
+def too_large(size: str, max_bytes: int) -> ImageRejected:
     return ImageRejected(
-        "too_large", f"The file is {size / 1e6:.1f} MB, over the {limit_mb} MB limit (MAX_UPLOAD_MB)."
+        "too_large", f"The file is {size}, over the {max_bytes / _MB:.1f} MB limit (MAX_UPLOAD_MB)."
     )
+
+
+def unreadable(exc: BaseException) -> ImageRejected:
+    loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+    what = "it is a symbolic link that loops" if loop else (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                                                          else str(exc))
+    return ImageRejected("unreadable", f"The file cannot be read ({what}); it was skipped.")
+
+
+def not_a_file(mode: int) -> ImageRejected:
+    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return ImageRejected("not_a_file", f"It is {kind}, not a regular file; it was skipped without being read.")
+
+
+def outside_folder(target: Path, root: Path) -> ImageRejected:
+    return ImageRejected(
+        "outside_folder",
+        f"It is a symbolic link to {target}, outside the folder being ingested ({root}); links are followed "
+        "only inside it. Ingest the target itself to include it.",
+    )
+
+
+def invalid_name(exc: InvalidRequest) -> ImageRejected:
+    return ImageRejected("invalid_name", f"Invalid name: {exc.reason}. Rename the file and upload it again.")
 
 
 def payload(record: ImageRecord, sources: Sequence[str], uploaders: Sequence[str]) -> dict:

@@ -25,6 +25,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
+from core.display import printable
+
 if TYPE_CHECKING:
     from core.settings import Settings
 
@@ -117,11 +119,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level event key=value ...`` for people reading a terminal."""
+    """``time level event key=value ...`` for people reading a terminal (values through the one
+    sanitiser: a file name must not forge a log line)."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
+        fields = " ".join(f"{k}={printable(str(v))}" for k, v in getattr(record, "fields", {}).items())
         return f"{stamp} {record.levelname.lower():7} {record.getMessage()} {fields}".rstrip()
 
 

@@ -3,9 +3,11 @@ row positions, ready for the app to render and the CLI to print or write as CSV.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.analysis import DuplicateThresholds, SimilarityScale
@@ -19,6 +21,33 @@ DUPLICATE_COLUMNS = (
 )
 ANOMALY_COLUMNS = ("image_id", "file_name", "source", "score", "percentile", "rank", "label", "labelled_by",
                    "labelled_at", "selected")
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell made inert for spreadsheets, as OWASP recommends: one starting with ``= + - @``,
+    a tab or a carriage return gets a leading ``'``. Numbers (negative scores) stay numbers."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_chunks(rows: Sequence[Mapping[str, object]], columns: Sequence[str], chunk: int = 500) -> Iterator[str]:
+    """Every CSV export (the CLI's files, the API's ``text/csv``, the app's downloads): the header, then
+    ``rows`` with every cell through :func:`csv_cell`, ``chunk`` rows at a time so a large export
+    can start at once."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
+    writer.writeheader()
+    for start in range(0, len(rows), chunk):
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows[start:start + chunk])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
 
 
 @dataclass(frozen=True)

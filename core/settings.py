@@ -187,6 +187,27 @@ class Settings:
                 "AUTH_SECRET is a placeholder everybody knows; set it to a random value, e.g. `openssl rand -hex 32`."
             )
 
+    def check_data_dir(self) -> None:
+        """One line naming DATA_DIR when the embedded stores that live there cannot: it is a file, or it
+        is missing and cannot be created (a file on its path, or a read-only folder above it). An
+        existing folder that is read-only is fine: the read-only commands work on it."""
+        if self.database_url and self.qdrant_url and self.s3_endpoint:
+            return  # nothing lives in DATA_DIR
+        path = self.data_dir
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            raise SettingsError(f"DATA_DIR={path} is not a folder (it is a file or a broken link); "
+                                "point DATA_DIR at a folder, which is created if missing.")
+        above = path.absolute().parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            raise SettingsError(f"DATA_DIR={path} cannot be created: {above} on its path is a file, not a folder.")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise SettingsError(f"DATA_DIR={path} cannot be created: {above} is read-only for this user; "
+                                "create the folder first or point DATA_DIR somewhere writable.")
+
     @property
     def uses_servers(self) -> bool:
         """Whether any store is a server: then several processes or hosts share the collection."""

@@ -8,6 +8,7 @@ did not send.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
@@ -49,6 +50,32 @@ def texts(field: str, values: object) -> tuple[str, ...]:
 
 def file_name(value: object) -> str:
     return text("file_name", value, max_length=MAX_FILE_NAME)
+
+
+def path_name(value: str) -> str:
+    """A name read from a folder, unchanged if a catalog can store it. File systems allow any byte but
+    NUL and ``/``, so newlines and escape sequences are kept (every human-readable output escapes them,
+    see :func:`core.display.printable`); bytes that are not UTF-8 (Python's surrogate escapes) are refused,
+    since neither SQLite nor PostgreSQL can store them."""
+    for position, char in enumerate(value):
+        if char == "\x00" or unicodedata.category(char) == "Cs":
+            raise InvalidRequest("file_name", f"it contains U+{ord(char):04X} at position {position}, "
+                                              "which is not valid text (rename the file)")
+    return value
+
+
+def finite(field: str, value: object) -> float:
+    """``value`` as a float if it is a real, finite number: NaN compares false with everything, so a
+    threshold of NaN would silently select nothing (or everything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(field, f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise InvalidRequest(field, f"{value!r} is not a finite number")
+    return float(value)
+
+
+def optional_finite(field: str, value: object) -> float | None:
+    return None if value is None else finite(field, value)
 
 
 def user_name(value: object, field: str = "name") -> str:

@@ -280,7 +280,6 @@ def test_unknown_image_ids_are_not_found(people: Collection, call: Callable[[Col
     [
         (lambda c: c.ingest_uploads([("a.jpg", encode(photo(7)))], source="batch\x1b[31m"), "source"),
         (lambda c: c.ingest_uploads([("a.jpg", encode(photo(7)))], source=""), "source"),
-        (lambda c: c.ingest_uploads([("a\u202ejpg.exe", encode(photo(7)))]), "file_name"),
         (lambda c: c.label(_image_id(c), "weird"), "label"),
         (lambda c: c.search(text="x", k=0), "k"),
         (lambda c: c.search(image=b"not an image"), "image"),
@@ -313,6 +312,21 @@ def test_bad_arguments_are_invalid_requests_naming_the_field_and_change_nothing(
         call(people)
     assert refused.value.field == field
     assert state(people) == before
+
+
+def test_a_bad_upload_name_rejects_that_file_only_and_says_nothing_of_the_others(people: Collection) -> None:
+    bad = ["a\u202ejpg.exe", "nul\x00.jpg", "two\nlines.jpg"]
+    uploads = [(name, encode(photo(70 + i))) for i, name in enumerate(bad)]
+    uploads += [(f"ok{i}.jpg", encode(photo(80 + i))) for i in range(4)]
+    before = people.status().images
+    report = people.ingest_uploads(uploads, source="names")
+    assert [(o.file, o.status, o.reason_code) for o in report.outcomes[:3]] == [
+        (name, "rejected", "invalid_name") for name in bad]
+    assert [o.status for o in report.outcomes[3:]] == ["ingested"] * 4 and report.error is None
+    assert people.status().images == before + 4 and people.status().consistent
+    for outcome in report.rejected:
+        reason = outcome.reason or ""
+        assert reason.startswith("Invalid name") and "ok0.jpg" not in reason and "INSERT" not in reason
 
 
 def test_a_shard_held_by_another_process_is_busy(settings: Settings, embedder: Embedder) -> None:

@@ -268,11 +268,11 @@ def test_cli_ingest_and_app_process_share_the_embedded_shard(settings: Settings,
 def test_unreadable_file_is_rejected_and_the_rest_go_on(collection: Collection) -> None:
     from core.ingest import IngestItem, Ingestor
 
-    def vanished() -> bytes:
+    def vanished(_max_bytes: int) -> bytes:
         raise FileNotFoundError("gone.jpg was removed before it could be read")
 
-    items = [IngestItem("gone.jpg", vanished), IngestItem("ok.jpg", lambda: encode(photo(8)))]
-    report = Ingestor(collection.settings, collection.backends, collection.embedder).run(items, source="s", uploader="u")
+    items = [IngestItem("gone.jpg", vanished), IngestItem("ok.jpg", lambda _max_bytes: encode(photo(8)))]
+    report = Ingestor(collection.settings, collection.backends, lambda: collection.embedder).run(items, source="s", uploader="u")
     assert [o.status for o in report.outcomes] == ["rejected", "ingested"]
     assert report.outcomes[0].reason_code == "unreadable" and "removed" in (report.outcomes[0].reason or "")
 

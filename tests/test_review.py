@@ -211,6 +211,9 @@ class FailingBlobs(BlobStore):
     def count(self, prefix: str) -> int:
         return self.inner.count(prefix)
 
+    def keys(self, prefix: str) -> list[str]:
+        return self.inner.keys(prefix)
+
 
 @pytest.mark.parametrize("fail_on", [1, 2, 3])
 def test_a_purge_failing_mid_way_hides_the_images_and_repair_finishes_it(reviewed: Collection, fail_on: int) -> None:

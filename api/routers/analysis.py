@@ -6,11 +6,9 @@ would see has changed (new images, other thresholds, a changed label all change 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Annotated, Literal
 
@@ -18,7 +16,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import Caller
-from core import ANOMALY_COLUMNS, DUPLICATE_COLUMNS, METHODS, DuplicateThresholds
+from core import ANOMALY_COLUMNS, DUPLICATE_COLUMNS, METHODS, DuplicateThresholds, csv_chunks
 
 router = APIRouter(prefix="/v1", tags=["analysis"])
 
@@ -26,19 +24,6 @@ Offset = Annotated[int, Query(ge=0, description="first row of the page")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page (JSON only; CSV has every row)")]
 _CSV = {200: {"content": {"text/csv": {}}, "description": "JSON by default; every row as CSV with Accept: text/csv"},
         304: {"description": "Not modified since the ETag sent in If-None-Match"}}
-
-
-def _csv_lines(rows: Sequence[dict], columns: Sequence[str]) -> Iterator[str]:
-    """The CSV, a chunk of rows at a time, so a large export starts at once."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns))
-    writer.writeheader()
-    for start in range(0, len(rows), 500):
-        writer.writerows(rows[start:start + 500])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
 
 
 def _respond(version: int, header: dict, rows: list[dict], columns: Sequence[str], offset: int, limit: int,
@@ -51,7 +36,7 @@ def _respond(version: int, header: dict, rows: list[dict], columns: Sequence[str
     if if_none_match and etag in {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
     if as_csv:
-        return StreamingResponse(_csv_lines(rows, columns), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(csv_chunks(rows, columns), media_type="text/csv; charset=utf-8",
                                  headers={"ETag": etag})
     end = offset + limit
     body = header | {"total": len(rows), "offset": offset, "limit": limit,

@@ -17,6 +17,14 @@ def thumbnail_key(image_id: str) -> str:
     return f"thumbnails/{image_id}.jpg"
 
 
+BLOB_PREFIXES = ("originals/", "thumbnails/")
+
+
+def image_id_of(key: str) -> str:
+    """The image a blob key belongs to (inverse of :func:`original_key` and :func:`thumbnail_key`)."""
+    return key.rpartition("/")[2].removesuffix(".jpg")
+
+
 class BlobStore(ABC):
     """Bytes by key. Implementations: files under DATA_DIR (default), MinIO/S3."""
 
@@ -42,6 +50,10 @@ class BlobStore(ABC):
     @abstractmethod
     def count(self, prefix: str) -> int:
         """How many keys start with ``prefix`` (for status and consistency checks)."""
+
+    @abstractmethod
+    def keys(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix`` (repair looks for blobs no catalog row owns)."""
 
     def url(self, key: str, expires_s: int = 900) -> str | None:
         """A URL a browser can fetch directly (presigned on S3); ``None`` where bytes must be served."""

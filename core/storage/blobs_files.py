@@ -50,11 +50,15 @@ class FileBlobStore(BlobStore):
         self._path(key).unlink(missing_ok=True)
 
     def count(self, prefix: str) -> int:
+        return len(self.keys(prefix))
+
+    def keys(self, prefix: str) -> list[str]:
         folder, _, stem = prefix.rpartition("/")
         base = self.root / folder if folder else self.root
         if not base.is_dir():
-            return 0
-        return sum(1 for p in base.iterdir() if p.is_file() and p.name.startswith(stem) and not p.name.startswith(".tmp-"))
+            return []
+        return [f"{folder}/{p.name}" if folder else p.name for p in base.iterdir()
+                if p.is_file() and p.name.startswith(stem) and not p.name.startswith(".tmp-")]
 
     def describe(self) -> str:
         return f"files at {self.root}"

@@ -132,6 +132,10 @@ class S3BlobStore(BlobStore):
         """Lists the prefix (1,000 keys a request): fine for status, not for a hot path."""
         return self._call(lambda: sum(1 for _ in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)))
 
+    def keys(self, prefix: str) -> list[str]:
+        return self._call(lambda: [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix,
+                                                                                   recursive=True)])
+
     def url(self, key: str, expires_s: int = 900) -> str | None:
         return self._presigned("GET", key, expires_s)
 

@@ -8,9 +8,11 @@ do; only ``ready`` rows are visible. That is the commit point of the ingest prot
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,15 @@ removals = sa.Table(
 
 REVIEW_TABLES = (decisions, decision_history, removals)
 
+# Who is storing a pending image, and since when: repair leaves rows under a live lease alone.
+ingest_leases = sa.Table(
+    "ingest_leases",
+    metadata,
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("leased_at", sa.Float, nullable=False),
+)
+
 meta = sa.Table(
     "meta",
     metadata,
@@ -144,9 +155,14 @@ def _add_review_tables(conn: Connection) -> None:
     metadata.create_all(conn, tables=list(REVIEW_TABLES), checkfirst=True)
 
 
+def _add_ingest_leases(conn: Connection) -> None:
+    """Leases on pending rows; a new catalog already has the table from v1."""
+    metadata.create_all(conn, tables=[ingest_leases], checkfirst=True)
+
+
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table,
-                                                        _add_review_tables)
+                                                        _add_review_tables, _add_ingest_leases)
 VISIBLE_OR_REMOVED = (READY, REMOVED)
 
 
@@ -184,6 +200,15 @@ class ImageName:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """An ingest's claim on the pending rows it is storing: ``owner`` names the process (host, pid and
+    a random token), ``leased_at`` when the batch began."""
+
+    owner: str
+    leased_at: float
+
+
+@dataclass(frozen=True)
 class Label:
     image_id: str
     label: str
@@ -200,12 +225,24 @@ def engine_url(url: str) -> str:
 
 
 def sqlite_url(path: Path) -> str:
+    """The catalog file's URL; read-only (``mode=ro``) when this user cannot write it, and also
+    ``immutable`` when its folder is read-only too, since SQLite could not create the WAL index
+    beside it: nobody can be writing it then (but its owner), and the read-only commands still work."""
+    if path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        immutable = "" if os.access(path.parent, os.W_OK) else "&immutable=1"
+        return f"sqlite:///file:{path.absolute()}?mode=ro{immutable}&uri=true"
     return f"sqlite:///{path}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    _sqlite_read_pragmas(dbapi_conn, _record)
+
+
+def _sqlite_read_pragmas(dbapi_conn: Any, _record: object) -> None:
+    """What a read-only connection sets too (WAL mode is a write: the file keeps the mode it has)."""
+    cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -224,8 +261,9 @@ class Catalog:
         else:
             kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        self.read_only = self.engine.dialect.name == "sqlite" and "mode=ro" in self.url
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_read_pragmas if self.read_only else _sqlite_pragmas)
         try:
             self._migrate()
         except sa.exc.OperationalError as exc:
@@ -245,6 +283,13 @@ class Catalog:
 
     # schema -----------------------------------------------------------------------------------
     def _migrate(self) -> None:
+        """Bring the schema up to date; a current catalog is only read (so a read-only one opens)."""
+        with self.engine.connect() as conn:
+            if self._current(conn):
+                return
+        if self.read_only:
+            raise StorageError(f"The catalog at {self.describe()} is read-only and needs an upgrade; open it once "
+                               "with write access.")
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 # One migrator at a time when several app replicas start together.
@@ -262,6 +307,11 @@ class Catalog:
             self._put_meta(conn, "schema_version", str(len(MIGRATIONS)))
             if self._get_meta(conn, "version") is None:
                 self._put_meta(conn, "version", "0")
+
+    def _current(self, conn: Connection) -> bool:
+        if not sa.inspect(conn).has_table(meta.name):
+            return False
+        return self._get_meta(conn, "schema_version") == str(len(MIGRATIONS)) and self._get_meta(conn, "version") is not None
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -297,6 +347,10 @@ class Catalog:
 
     def collection_id(self) -> str:
         """A random id given to the collection at creation: keys its cached analysis in a shared cache."""
+        with self.engine.connect() as conn:
+            found = self._get_meta(conn, "collection_id")
+        if found is not None:
+            return found
         with self.engine.begin() as conn:
             found = self._get_meta(conn, "collection_id")
             if found is None:
@@ -312,8 +366,9 @@ class Catalog:
             return int(self._get_meta(conn, "version") or 0)
 
     # writes -----------------------------------------------------------------------------------
-    def add_pending(self, records: Sequence[ImageRecord], names: Sequence[ImageName]) -> None:
-        """Record images about to be stored (existing rows are left as they are) and their names.
+    def add_pending(self, records: Sequence[ImageRecord], names: Sequence[ImageName], lease: Lease | None = None) -> None:
+        """Record images about to be stored (existing rows are left as they are) and their names, under
+        ``lease`` (which replaces another ingest's lease on the same rows: the latest writer owns them).
 
         Rows go in key order: two ingest workers writing overlapping batches at once then wait for
         each other's keys in the same order, which cannot deadlock.
@@ -324,6 +379,11 @@ class Catalog:
             if records:
                 rows = [asdict(r) | {"state": PENDING} for r in sorted(records, key=lambda r: r.id)]
                 conn.execute(self._insert(images).on_conflict_do_nothing(index_elements=[images.c.id]), rows)
+                if lease is not None:
+                    stmt = self._insert(ingest_leases)
+                    stmt = stmt.on_conflict_do_update(index_elements=[ingest_leases.c.image_id], set_={
+                        "owner": stmt.excluded.owner, "leased_at": stmt.excluded.leased_at})
+                    conn.execute(stmt, [{"image_id": row["id"]} | asdict(lease) for row in rows])
             self._add_names(conn, sorted(names, key=lambda n: (n.image_id, n.file_name, n.source)))
 
     def add_names(self, names: Sequence[ImageName]) -> None:
@@ -343,17 +403,80 @@ class Catalog:
         with self.engine.begin() as conn:
             pending = sa.and_(images.c.id.in_(list(ids)), images.c.state == PENDING)  # never a purging row
             conn.execute(images.update().where(pending).values(state=READY))
+            conn.execute(ingest_leases.delete().where(ingest_leases.c.image_id.in_(list(ids))))
             return self._bump_version(conn)
 
-    def remove_pending(self, ids: Sequence[str]) -> None:
-        """Undo :meth:`add_pending` for images that did not become ready (their names go too)."""
+    def remove_pending(self, ids: Sequence[str], owner: str | None = None) -> list[str]:
+        """Undo :meth:`add_pending` for images that did not become ready (their names go too); with
+        ``owner``, only rows no other ingest holds a lease on. Returns the ids removed."""
         if not ids:
-            return
+            return []
         with self.engine.begin() as conn:
-            pending = sa.and_(images.c.id.in_(list(ids)), images.c.state == PENDING)
-            doomed = sa.select(images.c.id).where(pending)
-            conn.execute(image_names.delete().where(image_names.c.image_id.in_(doomed)))
-            conn.execute(images.delete().where(pending))
+            leases = ingest_leases.delete().where(ingest_leases.c.image_id.in_(list(ids)))
+            conn.execute(leases if owner is None else leases.where(ingest_leases.c.owner == owner))
+            return self._remove_unleased_pending(conn, ids)
+
+    def remove_stale_pending(self, stale: dict[str, Lease | None]) -> list[str]:
+        """Remove pending rows whose lease is still exactly the one in ``stale`` (``None``: no lease) in
+        one transaction: a row an ingest leased again since it was judged stale stays. Returns the ids
+        removed, whose blobs and vectors the caller then deletes."""
+        if not stale:
+            return []
+        with self.engine.begin() as conn:
+            for image_id, lease in stale.items():
+                if lease is not None:
+                    conn.execute(ingest_leases.delete().where(
+                        ingest_leases.c.image_id == image_id, ingest_leases.c.owner == lease.owner,
+                        ingest_leases.c.leased_at == lease.leased_at))
+            return self._remove_unleased_pending(conn, list(stale))
+
+    @staticmethod
+    def _remove_unleased_pending(conn: Connection, ids: Sequence[str]) -> list[str]:
+        leased = sa.select(ingest_leases.c.image_id)
+        found = conn.execute(sa.select(images.c.id).where(
+            images.c.id.in_(list(ids)), images.c.state == PENDING, images.c.id.not_in(leased))).scalars().all()
+        if found:
+            conn.execute(image_names.delete().where(image_names.c.image_id.in_(found)))
+            conn.execute(images.delete().where(images.c.id.in_(found), images.c.state == PENDING))
+        return list(found)
+
+    def release_leases(self, owner: str) -> None:
+        """Drop every lease ``owner`` holds: its ingest is over, whatever it left pending is repair's."""
+        with self.engine.begin() as conn:
+            conn.execute(ingest_leases.delete().where(ingest_leases.c.owner == owner))
+
+    def pending_leases(self) -> dict[str, Lease | None]:
+        """Every pending row's lease (``None``: no ingest holds it)."""
+        query = (sa.select(images.c.id, ingest_leases.c.owner, ingest_leases.c.leased_at)
+                 .select_from(images.outerjoin(ingest_leases, ingest_leases.c.image_id == images.c.id))
+                 .where(images.c.state == PENDING))
+        with self.engine.connect() as conn:
+            return {row.id: None if row.owner is None else Lease(row.owner, row.leased_at) for row in conn.execute(query)}
+
+    def all_ids(self) -> set[str]:
+        """The id of every row in any state: what a blob or vector must belong to."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(images.c.id)).scalars())
+
+    @contextmanager
+    def locked_names(self, ids: Sequence[str]) -> Iterator[dict[str, list[ImageName]]]:
+        """Every name of the stored (ready or soft-deleted) images among ``ids``, read while no other
+        writer can add a name to them, until the block ends. Copying them into the vector payload inside
+        the block means the last copy made includes every name, whichever ingest wrote last."""
+        ordered = sorted(set(ids))
+        with self.engine.begin() as conn:
+            if self.dialect == "sqlite":  # a write takes the database's one write lock until commit
+                conn.execute(meta.update().where(meta.c.key == "names_lock").values(value=""))
+            else:  # a name's foreign key check (KEY SHARE) waits for these row locks
+                conn.execute(sa.select(images.c.id).where(images.c.id.in_(ordered))
+                             .order_by(images.c.id).with_for_update())
+            query = (sa.select(image_names).join(images, images.c.id == image_names.c.image_id)
+                     .where(image_names.c.image_id.in_(ordered), images.c.state.in_(VISIBLE_OR_REMOVED))
+                     .order_by(image_names.c.added_at))
+            found: dict[str, list[ImageName]] = {}
+            for row in conn.execute(query):
+                found.setdefault(row.image_id, []).append(ImageName(**row._asdict()))
+            yield found
 
     def set_label(self, image_id: str, label: str | None, labelled_by: str) -> bool:
         """Store an analyst's review label; ``None`` clears it. False (nothing written) when no
@@ -658,7 +781,7 @@ class Catalog:
         """The last step of a purge: the rows (and their names, label, decisions) go."""
         with self.engine.begin() as conn:
             doomed = sa.select(images.c.id).where(images.c.id.in_(list(ids)), images.c.state == PURGING)
-            for table in (image_names, labels, decisions, decision_history, removals):
+            for table in (image_names, labels, decisions, decision_history, removals, ingest_leases):
                 conn.execute(table.delete().where(table.c.image_id.in_(doomed)))
             conn.execute(images.delete().where(images.c.id.in_(doomed)))
 

@@ -7,6 +7,10 @@ open while it keeps using it, and closes it (after a flush) once it has been idl
 soon as another process signals that it is waiting. A waiter blocks for at most ``lock_timeout_s``
 and then gets a :class:`StoreBusy` that says who holds the shard. Both processes keep working.
 
+A shard folder this user cannot write (a read-only collection) is copied to a temporary folder on
+first use and read from there, since Qdrant Edge cannot open a shard read-only; the copy costs time
+in proportion to the shard's size, and every write raises :class:`StorageError`.
+
 Edge runs nothing in the background: :meth:`optimize` builds the HNSW index, and is called by the
 ingest pipeline when enough new points have arrived.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -84,6 +90,8 @@ class EdgeVectorStore(VectorStore):
         self.idle_release_s = idle_release_s
         self.hnsw_ef = hnsw_ef
         self.path.mkdir(parents=True, exist_ok=True)
+        self.read_only = not os.access(self.path, os.W_OK)
+        self._copy: Path | None = None  # read-only: where the shard was copied to be opened
         self._shard_dir = path / "shard"
         self._mutex = threading.RLock()
         self._shard: qe.EdgeShard | None = None
@@ -136,6 +144,9 @@ class EdgeVectorStore(VectorStore):
             raise StorageError("The vector store was closed.")
         if self._shard is not None:
             return self._shard
+        if self.read_only:
+            self._shard = self._open_copy()
+            return self._shard
         self._acquire()
         try:
             if (self._shard_dir / "edge_config.json").exists():
@@ -155,6 +166,24 @@ class EdgeVectorStore(VectorStore):
             self._watcher = threading.Thread(target=self._watch, name="edge-lease", daemon=True)
             self._watcher.start()
         return shard
+
+    def _open_copy(self) -> qe.EdgeShard:
+        """The read-only shard, opened from a private copy (no lease: nobody else can change it here)."""
+        try:
+            if self._copy is None:
+                copy = Path(tempfile.mkdtemp(prefix="visual-anomaly-shard-"))
+                self._copy = copy
+                shutil.copytree(self._shard_dir, copy / "shard", copy_function=shutil.copyfile)
+                for folder, _dirs, _files in os.walk(copy):  # copytree gave the folders the original's modes
+                    os.chmod(folder, 0o700)
+            return qe.EdgeShard.load(str(self._copy / "shard"))
+        except Exception as exc:
+            raise StorageError(f"Cannot open the read-only vector shard at {self._shard_dir}: {exc}") from exc
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StorageError(f"The vector shard at {self._shard_dir} is read-only for this user; "
+                               "only reading commands (status, search, duplicates, anomalies) work on it.")
 
     def _config(self) -> qe.EdgeConfig:
         return qe.EdgeConfig(
@@ -188,7 +217,8 @@ class EdgeVectorStore(VectorStore):
     def _release(self) -> None:
         if self._shard is not None:
             try:
-                self._shard.flush()
+                if not self.read_only:
+                    self._shard.flush()
             finally:
                 self._shard.close()
                 self._shard = None
@@ -219,6 +249,7 @@ class EdgeVectorStore(VectorStore):
 
     # interface ----------------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict]) -> None:
+        self._writable()
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"Expected {len(ids)} vectors of size {self.dim}, got shape {vectors.shape}.")
@@ -228,6 +259,8 @@ class EdgeVectorStore(VectorStore):
         self._run(lambda shard: shard.update(qe.UpdateOperation.upsert_points(points)))
 
     def set_payload(self, ids: Sequence[str], payloads: Sequence[dict]) -> None:
+        self._writable()
+
         def work(shard: qe.EdgeShard) -> None:
             for i, payload in zip(ids, payloads, strict=True):
                 shard.update(qe.UpdateOperation.set_payload([str(i)], dict(payload)))
@@ -236,6 +269,7 @@ class EdgeVectorStore(VectorStore):
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
+            self._writable()
             self._run(lambda shard: shard.update(qe.UpdateOperation.delete_points([str(i) for i in ids])))
 
     def search(
@@ -274,9 +308,11 @@ class EdgeVectorStore(VectorStore):
 
     def flush(self) -> None:
         """Without a flush, reopening replays the write-ahead log (seconds at 100k points)."""
-        self._run(lambda shard: shard.flush())
+        if not self.read_only:
+            self._run(lambda shard: shard.flush())
 
     def optimize(self) -> None:
+        self._writable()
         self._run(lambda shard: shard.optimize())
 
     def describe(self) -> str:
@@ -286,3 +322,6 @@ class EdgeVectorStore(VectorStore):
         with self._mutex:
             self._release()
             self._closed = True
+            if self._copy is not None:
+                shutil.rmtree(self._copy, ignore_errors=True)
+                self._copy = None
