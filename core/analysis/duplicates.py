@@ -342,20 +342,22 @@ def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndar
     return out
 
 
-def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 16384) -> np.ndarray:
     """Per pair, the correlation of the two colour sketches (softened as crops are), the better of
     right as stored and mirrored: whether the pictures agree, independently of what proposed the pair.
 
     Correlation ignores a brightness change; the blur absorbs a few degrees of rotation and JPEG
-    noise. Pairs with a missing sketch (all zeros) score 0.
+    noise. Pairs with a missing sketch (all zeros) score 0. Each image of a chunk of pairs is
+    prepared once however many pairs it is in (a small collection's candidates share few images).
     """
     s = check_sketches(sketches)
     out = np.zeros(len(left), dtype=np.float32)
     with torch.inference_mode():
         for c0 in range(0, len(left), chunk):
-            a, b = left[c0:c0 + chunk], right[c0:c0 + chunk]
-            first = _normalise(_soften(colour(s[a]))).flatten(1)
-            second = _normalise(_soften(colour(s[b])))
+            rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
+            prepared = _normalise(_soften(colour(s[rows])))
+            a, b = (torch.from_numpy(w.astype(np.int64)) for w in np.split(where, 2))
+            first, second = prepared[a].flatten(1), prepared[b]
             direct = (first * second.flatten(1)).sum(1)
             mirrored = (first * second.flip(-1).flatten(1)).sum(1)
             out[c0:c0 + chunk] = torch.maximum(direct, mirrored).numpy()
