@@ -11,8 +11,10 @@ graph or the hash search found.
 A pair is a duplicate when it has the same bytes or the same pixels, or when its signals pass
 AND the pictures themselves agree: the pair's pixel score (`pixel_scores`: the correlation of
 the two stored sketches, mirror-aware, or the verified crop's window correlation) must reach
-`pixels`. Whatever proposed the pair, this check confirms it: on real line art pHash, crop
-windows and random-weight embeddings all propose unrelated drawings that share a layout.
+`pixels` plus `pixels_per_bit` per bit of pHash distance, and clear each image's own typical
+neighbour by `neighbour_margin` (`neighbour_scores`; see `judge_pairs`). Whatever proposed the
+pair, this check confirms it: on real line art pHash, crop windows and random-weight embeddings
+all propose unrelated drawings that share a layout.
 - rule "either" (default): similarity >= `similarity`, or pHash distance <= `hamming`, or one
   image is a crop of the other (crop score >= `crop`), or both embedding and pHash
   moderately strong together (similarity >= `agree_similarity` and distance <=
