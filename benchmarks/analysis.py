@@ -102,14 +102,18 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path, *, anomalies
     first = sum(timings[0])
     gather_s, cluster_s = (float(np.median(column)) for column in zip(*timings[1:], strict=True))
     t = report.thresholds
-    rows = [_dup_row(f"ours (default: pHash<={t.hamming} or crop>={t.crop}, each confirmed by pixels>={t.pixels};"
-                     f" similarity>={t.similarity})", [c.members for c in report.clusters], truth, truth_no_crop,
-                     labels, gather_s + cluster_s,
+    rows = [_dup_row(f"ours (default: pHash<={t.hamming} or crop>={t.crop}, confirmed by pixels>={t.pixels}"
+                     f" + {t.pixels_per_bit} per pHash bit and by {t.neighbour_margin} over each image's "
+                     f"typical neighbour; similarity>={t.similarity})", [c.members for c in report.clusters], truth,
+                     truth_no_crop, labels, gather_s + cluster_s,
                      gather_s + cluster_s + features.hash_seconds + features.embed_seconds)]
+    unconfirmed = {"pixels": -1.0, "pixels_per_bit": 0.0, "neighbour_margin": -1.0}
     variants = {"ours + embedding (similarity>=0.95)": DuplicateThresholds(similarity=0.95),
-                "ours, no pixel confirmation (pixels>=-1)": DuplicateThresholds(pixels=-1.0),
+                "ours, no per-image calibration (neighbour_margin=-1)": DuplicateThresholds(neighbour_margin=-1.0),
+                "ours, flat pixel bar (pixels_per_bit=0)": DuplicateThresholds(pixels_per_bit=0.0),
+                "ours, no pixel confirmation": DuplicateThresholds(**unconfirmed),
                 "ours before (similarity>=0.95, pHash<=8, no confirmation)":
-                    DuplicateThresholds(similarity=0.95, hamming=8, pixels=-1.0),
+                    DuplicateThresholds(similarity=0.95, hamming=8, **unconfirmed),
                 "ours without crops": DuplicateThresholds(crop=1.01)}
     for label, rule_t in variants.items():
         r = duplicate_clusters(candidates, x, signals, rule_t)

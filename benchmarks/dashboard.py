@@ -17,7 +17,6 @@ cache, so a server started later finds the analysis already computed for that ve
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -28,20 +27,15 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from benchmarks.dataset_vectors import synthetic_collection
+from benchmarks.synthetic_store import write_synthetic
 from core.collection import Collection
-from core.images import image_id
-from core.ingest import payload
 from core.settings import Settings
-from core.storage.blobs import original_key, thumbnail_key
-from core.storage.catalog import ImageName, ImageRecord
 from core.synthetic import encode, photo
 from tests.browser import CHROMIUM_FLAGS, chromium_path, streamlit_server
 
 APP = Path(__file__).resolve().parents[1] / "app"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AUTH_SECRET = "benchmark-only-secret"  # a server backend (Redis here) requires one
-CHUNK = 5000
-SOURCES = ("camera-a", "camera-b", "scanner", "web", "archive")
 PAGES = {"Home": "Home.py", "Upload": "pages/1_Upload.py", "Search": "pages/2_Search.py",
          "Duplicates": "pages/3_Duplicates.py", "Anomalies": "pages/4_Anomalies.py"}
 
@@ -49,32 +43,8 @@ PAGES = {"Home": "Home.py", "Upload": "pages/1_Upload.py", "Search": "pages/2_Se
 def build(n: int, data_dir: Path) -> Settings:
     """Write ``n`` synthetic images into fresh stores; returns the settings that open them."""
     settings = Settings(data_dir=data_dir, model_pretrained="none", redis_url=REDIS_URL)
-    synthetic = synthetic_collection(n)
-    picture = encode(photo(0, size=(96, 72)))
-    start = time.time() - n * 60
     with Collection.open(settings) as collection:
-        stores = collection.backends
-        for s in range(0, n, CHUNK):
-            rows = range(s, min(n, s + CHUNK))
-            records = []
-            for row in rows:
-                sha = hashlib.sha256(f"{data_dir}:{row}".encode()).hexdigest()
-                records.append(ImageRecord(
-                    id=image_id(sha), sha256=sha, pixel_sha256=sha, phash=f"{int(synthetic.phash[row]):016x}",
-                    phash_mirror=f"{int(synthetic.phash_mirror[row]):016x}", dhash="0" * 16, width=320, height=240,
-                    format="JPEG", size_bytes=len(picture), file_name=f"synthetic_{row:07d}.jpg",
-                    source=SOURCES[row % len(SOURCES)], uploader="bench", created_at=start + row * 60))
-            ids = [r.id for r in records]
-            stores.catalog.add_pending(records, [ImageName(r.id, r.file_name, r.source, r.uploader, r.created_at)
-                                                 for r in records])
-            for key in ids:
-                stores.blobs.put(thumbnail_key(key), picture, "image/jpeg")
-                stores.blobs.put(original_key(key), picture, "image/jpeg")
-            stores.vectors.upsert(ids, synthetic.vectors[rows.start:rows.stop],
-                                  [payload(r, [r.source], [r.uploader]) for r in records])
-            stores.catalog.mark_ready(ids)
-        stores.vectors.flush()
-        collection._index_if_grown()
+        write_synthetic(collection, synthetic_collection(n), data_dir, picture=encode(photo(0, size=(96, 72))))
     return settings
 
 

@@ -145,7 +145,8 @@ LATEST_GRAPH: Codec[LatestGraph] = Codec(
 
 # duplicate candidates -----------------------------------------------------------------------------
 _CANDIDATE_ARRAYS = {"left": "iu", "right": "iu", "cosine": "f", "phash_distance": "iu", "mirrored": "b",
-                     "same_bytes": "b", "same_pixels": "b", "crop_score": "f", "pixel_score": "f"}
+                     "same_bytes": "b", "same_pixels": "b", "crop_score": "f", "pixel_score": "f",
+                     "neighbour_score": "f"}
 
 
 def _candidates_from(fields: Fields, arrays: Arrays) -> DuplicateCandidates:

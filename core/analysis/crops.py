@@ -453,10 +453,14 @@ def _soften(img: torch.Tensor) -> torch.Tensor:
     pixel; blurring the inner sketch alike lifts thin line art from ~0.89 to ~0.96 without
     lifting unrelated pairs (measured on the benchmark).
     """
-    for axis in (-1, -2):  # shifted sums: conv2d on 16-pixel images took a third of the verification time
-        edges = torch.cat([img.narrow(axis, 0, 1), img, img.narrow(axis, img.shape[axis] - 1, 1)], dim=axis)
+    for axis in (-1, -2):  # shifted sums added in place: conv2d, or padding by concatenation, cost 2-3 times more
         side = img.shape[axis]
-        img = (edges.narrow(axis, 0, side) + 2 * edges.narrow(axis, 1, side) + edges.narrow(axis, 2, side)) / 4
+        out = img * 2
+        out.narrow(axis, 1, side - 1).add_(img.narrow(axis, 0, side - 1))
+        out.narrow(axis, 0, side - 1).add_(img.narrow(axis, 1, side - 1))
+        out.narrow(axis, 0, 1).add_(img.narrow(axis, 0, 1))  # the edge pixel stands in for its missing neighbour
+        out.narrow(axis, side - 1, 1).add_(img.narrow(axis, side - 1, 1))
+        img = out.mul_(0.25)
     return img
 
 

@@ -11,8 +11,10 @@ graph or the hash search found.
 A pair is a duplicate when it has the same bytes or the same pixels, or when its signals pass
 AND the pictures themselves agree: the pair's pixel score (`pixel_scores`: the correlation of
 the two stored sketches, mirror-aware, or the verified crop's window correlation) must reach
-`pixels`. Whatever proposed the pair, this check confirms it: on real line art pHash, crop
-windows and random-weight embeddings all propose unrelated drawings that share a layout.
+`pixels` plus `pixels_per_bit` per bit of pHash distance, and clear each image's own typical
+neighbour by `neighbour_margin` (`neighbour_scores`; see `judge_pairs`). Whatever proposed the
+pair, this check confirms it: on real line art pHash, crop windows and random-weight embeddings
+all propose unrelated drawings that share a layout.
 - rule "either" (default): similarity >= `similarity`, or pHash distance <= `hamming`, or one
   image is a crop of the other (crop score >= `crop`), or both embedding and pHash
   moderately strong together (similarity >= `agree_similarity` and distance <=
@@ -57,13 +59,17 @@ from core.images import SKETCH_SIDE
 RULES = ("either", "both")
 SIGNALS = ("same_bytes", "same_pixels", "phash", "crop", "cosine", "phash+cosine")
 DEFAULT_SIMILARITY = 1.0
-DEFAULT_HAMMING = 10
+DEFAULT_HAMMING = 16
 DEFAULT_PIXELS = 0.85  # least pixel score (sketch or crop-window correlation) that confirms a pair
+DEFAULT_PIXELS_PER_BIT = 0.0075  # how much more pixel score each bit of pHash distance asks for
+DEFAULT_NEIGHBOUR_MARGIN = 0.02  # how far a pair's pixel score must clear each image's own typical neighbour
+NEIGHBOUR_RANK = 5  # an image's typical neighbour: its 5th best pixel score (beyond a copy group of 4)
+CALIBRATION_EXEMPT_BITS = 4  # pairs this close in pHash are the same picture: neither judged nor counted
 DEFAULT_RULE = "either"
 DEFAULT_AGREE_SIMILARITY = 0.3
 DEFAULT_AGREE_HAMMING = 12
 SIMILARITY_FLOOR = 0.3  # lowest similarity threshold the candidates support
-HAMMING_MAX = 12  # highest pHash threshold the candidates support
+HAMMING_MAX = 16  # highest pHash threshold the candidates support
 CROP_FLOOR = 0.8  # lowest crop threshold the candidates support
 _EXACT_STRENGTH = 1.5
 EXAMPLE_SIGNALS = ("cosine", "phash", "crop")
@@ -159,6 +165,8 @@ class DuplicateThresholds:
     agree_similarity: float = DEFAULT_AGREE_SIMILARITY
     agree_hamming: int = DEFAULT_AGREE_HAMMING
     pixels: float = DEFAULT_PIXELS
+    pixels_per_bit: float = DEFAULT_PIXELS_PER_BIT
+    neighbour_margin: float = DEFAULT_NEIGHBOUR_MARGIN
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -169,6 +177,11 @@ class DuplicateThresholds:
                 raise InvalidRequest(name, f"{value!r} is not a number up to 1")
         if not isinstance(self.pixels, (int, float, np.floating)) or not -1.0 <= self.pixels <= 1.0:
             raise InvalidRequest("pixels", f"{self.pixels!r} is not a correlation from -1 to 1")
+        if not isinstance(self.pixels_per_bit, (int, float, np.floating)) or not 0.0 <= self.pixels_per_bit <= 0.1:
+            raise InvalidRequest("pixels_per_bit", f"{self.pixels_per_bit!r} is not a number from 0 to 0.1")
+        if not isinstance(self.neighbour_margin, (int, float, np.floating)) or not -1.0 <= self.neighbour_margin <= 1.0:
+            raise InvalidRequest("neighbour_margin", f"{self.neighbour_margin!r} is not a number from -1 to 1 "
+                                 "(-1 turns the per-image calibration off)")
         if not isinstance(self.crop, (int, float, np.floating)) or not np.isfinite(self.crop):
             raise InvalidRequest("crop", f"{self.crop!r} is not a number (a correlation; above 1 turns crops off)")
         for name in ("hamming", "agree_hamming"):
@@ -201,6 +214,7 @@ class DuplicateCandidates:
     same_pixels: np.ndarray  # (m,) bool
     crop_score: np.ndarray  # (m,) float32: verified crop correlation, NaN where no crop was found
     pixel_score: np.ndarray  # (m,) float32: the pictures' agreement (`pixel_scores`, crops included; NaN: no sketch)
+    neighbour_score: np.ndarray  # (m,) float32: the higher of its images' typical neighbours (`neighbour_scores`)
     scale: SimilarityScale
     similarity_floor: float
     hamming_max: int
@@ -294,29 +308,58 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     left, right = (keys // max(n, 1)).astype(np.int32), (keys % max(n, 1)).astype(np.int32)
     distance, mirrored = pair_distances(signals.phash, signals.phash_mirror, left, right)
     release_free_memory()  # the crop search's and pair gathering's freed temporaries
+    same_bytes = signals.bytes_group[left] == signals.bytes_group[right]
+    same_pixels = signals.pixels_group[left] == signals.pixels_group[right]
+    pixels = np.fmax(np.where(signals.has_sketch[left] & signals.has_sketch[right],
+                              pixel_scores(signals.sketch, left, right), np.nan), crop_score)
+    counted = ~(same_bytes | same_pixels) & (distance > CALIBRATION_EXEMPT_BITS) & ~np.isnan(pixels)
+    typical = neighbour_scores(n, left[counted], right[counted], pixels[counted])
     return DuplicateCandidates(
         left=left, right=right, cosine=_row_dots(x, left, right), phash_distance=distance, mirrored=mirrored,
-        same_bytes=signals.bytes_group[left] == signals.bytes_group[right],
-        same_pixels=signals.pixels_group[left] == signals.pixels_group[right], crop_score=crop_score,
-        pixel_score=np.fmax(np.where(signals.has_sketch[left] & signals.has_sketch[right],
-                                     pixel_scores(signals.sketch, left, right), np.nan), crop_score), scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max),
+        same_bytes=same_bytes, same_pixels=same_pixels, crop_score=crop_score, pixel_score=pixels,
+        neighbour_score=np.maximum(typical[left], typical[right]),
+        scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max),
         crop_floor=float(crop_floor))
 
 
-def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndarray,
+                     rank: int = NEIGHBOUR_RANK) -> np.ndarray:
+    """(n,) float32: each image's `rank`-th highest pixel score over the given pairs, -inf with fewer.
+
+    What an image scores against pictures that are not its copies: simple line art (a circle, a
+    folder outline) correlates at 0.93 with dozens of unrelated drawings, a photo with none, so
+    one collection-wide bar is too low for the first and needlessly high for the second. The
+    rank sits beyond a group of copies (an original and up to 3 transformed copies all pass
+    each other), and pairs within `CALIBRATION_EXEMPT_BITS` pHash bits are left out by the
+    caller, so a large group of resized or re-encoded copies does not raise its own bar.
+    """
+    ends = np.concatenate([left, right]).astype(np.int64)
+    scores = np.concatenate([score, score]).astype(np.float32)
+    order = np.lexsort((-scores, ends))
+    ends, scores = ends[order], scores[order]
+    start = np.searchsorted(ends, np.arange(n))
+    enough = np.searchsorted(ends, np.arange(n), side="right") - start >= rank
+    out = np.full(n, -np.inf, dtype=np.float32)
+    out[enough] = scores[start[enough] + rank - 1]
+    return out
+
+
+def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 16384) -> np.ndarray:
     """Per pair, the correlation of the two colour sketches (softened as crops are), the better of
     right as stored and mirrored: whether the pictures agree, independently of what proposed the pair.
 
     Correlation ignores a brightness change; the blur absorbs a few degrees of rotation and JPEG
-    noise. Pairs with a missing sketch (all zeros) score 0.
+    noise. Pairs with a missing sketch (all zeros) score 0. Each image of a chunk of pairs is
+    prepared once however many pairs it is in (a small collection's candidates share few images).
     """
     s = check_sketches(sketches)
     out = np.zeros(len(left), dtype=np.float32)
     with torch.inference_mode():
         for c0 in range(0, len(left), chunk):
-            a, b = left[c0:c0 + chunk], right[c0:c0 + chunk]
-            first = _normalise(_soften(colour(s[a]))).flatten(1)
-            second = _normalise(_soften(colour(s[b])))
+            rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
+            prepared = _normalise(_soften(colour(s[rows])))
+            a, b = (torch.from_numpy(w.astype(np.int64)) for w in np.split(where, 2))
+            first, second = prepared[a].flatten(1), prepared[b]
             direct = (first * second.flatten(1)).sum(1)
             mirrored = (first * second.flip(-1).flatten(1)).sum(1)
             out[c0:c0 + chunk] = torch.maximum(direct, mirrored).numpy()
@@ -387,13 +430,27 @@ class PairVerdicts:
 
 
 def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, exact: np.ndarray,
-                t: DuplicateThresholds, pixels: np.ndarray) -> PairVerdicts:
+                t: DuplicateThresholds, pixels: np.ndarray, neighbour: np.ndarray | None = None) -> PairVerdicts:
     """Which pairs the thresholds accept, and by which signals (vectorised over pairs; crop NaN =
-    none); a signal counts only where the pair's pixel score confirms it."""
-    confirmed = np.nan_to_num(pixels, nan=np.inf) >= t.pixels  # NaN: no sketches to check, trust the signal
+    none); a signal counts only where the pair's pixel score confirms it.
+
+    The bar rises with the pair's pHash distance (`pixels` + `pixels_per_bit` per bit): hashes a
+    few bits apart already say "the same picture", hashes 12-16 bits apart say little, and there
+    unrelated line art sharing a layout reaches sketch correlations of 0.85-0.9 while true copies
+    (a rotation, a JPEG) still score above 0.95. A verified crop is its own pixel check (its
+    window correlation is `crop` or more), whatever the whole-image hashes say.
+
+    Then, per image (`neighbour`, from `neighbour_scores`; None where unknown, as for a single
+    arrival): the pair must score `neighbour_margin` above what either image scores with its
+    typical neighbour, unless the hashes are within `CALIBRATION_EXEMPT_BITS` (the same picture).
+    """
+    score = np.nan_to_num(pixels, nan=np.inf)  # NaN: no sketches to check, trust the signal
+    calibrated = np.ones(len(score), dtype=bool) if neighbour is None else (
+        (distance <= CALIBRATION_EXEMPT_BITS) | (score >= neighbour.astype(np.float64) + t.neighbour_margin))
+    confirmed = (score >= t.pixels + t.pixels_per_bit * distance.astype(np.float64)) & calibrated
     by_cosine = (similarity >= t.similarity) & confirmed
     by_hash = (distance <= t.hamming) & confirmed
-    by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & confirmed
+    by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & calibrated
     if t.rule == "both":
         return PairVerdicts(exact | (by_cosine & (by_hash | by_crop)), by_cosine, by_hash, by_crop,
                             np.zeros_like(by_hash))
@@ -436,7 +493,8 @@ def duplicate_pairs(candidates: DuplicateCandidates, thresholds: DuplicateThresh
 
 
 def _judge_candidates(c: DuplicateCandidates, t: DuplicateThresholds) -> PairVerdicts:
-    return judge_pairs(c.similarity, c.phash_distance, c.crop_score, c.same_bytes | c.same_pixels, t, c.pixel_score)
+    return judge_pairs(c.similarity, c.phash_distance, c.crop_score, c.same_bytes | c.same_pixels, t, c.pixel_score,
+                       c.neighbour_score)
 
 
 def _pair(c: DuplicateCandidates, i: int, verdicts: PairVerdicts) -> DuplicatePair:

@@ -1,0 +1,87 @@
+"""The analysis through the product's own path: stores filled with synthetic rows, then the facade.
+
+A catalog (SQLite) and a vector store (Qdrant Edge) under a fresh DATA_DIR get ``n`` synthetic
+images (`benchmarks.synthetic_store`: vectors, hashes, sketches; no encoder, no files). Then a
+fresh process opens the collection and times `Collection.duplicates()` and `Collection.anomalies()`
+cold (nothing cached), with its peak resident memory: reading the catalog and the vectors, the
+graph, the candidates, the clusters and the scores, as a user's first visit to those pages pays.
+
+    python -m benchmarks.facade                     # 100,000 images
+    python -m benchmarks.facade --sizes 10000,1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.analysis import peak_rss_gib, table
+
+
+def _build(n: int, data_dir: Path) -> None:
+    from benchmarks.dataset_vectors import synthetic_collection
+    from benchmarks.synthetic_store import write_synthetic
+    from core.collection import Collection
+    from core.settings import Settings
+
+    with Collection.open(Settings(data_dir=data_dir, model_pretrained="none")) as collection:
+        write_synthetic(collection, synthetic_collection(n), data_dir)
+
+
+def _measure(data_dir: Path) -> None:
+    from core.collection import Collection
+    from core.settings import Settings
+
+    baseline = peak_rss_gib()
+    with Collection.open(Settings(data_dir=data_dir, model_pretrained="none")) as collection:
+        t0 = time.perf_counter()
+        duplicates = collection.duplicates()
+        t1 = time.perf_counter()
+        collection.anomalies()
+        t2 = time.perf_counter()
+    print(json.dumps({"duplicates_s": round(t1 - t0, 1), "anomalies_s": round(t2 - t1, 1),
+                      "clusters": duplicates.cluster_count, "peak_rss_gb": round(peak_rss_gib(), 2),
+                      "baseline_rss_gb": round(baseline, 2)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000", help="collection sizes, e.g. 10000,100000,1000000")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "visual-anomaly-facade-bench")
+    parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        return _build(args.build, args.data_dir)
+    if args.measure:
+        return _measure(args.data_dir)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",") if s.strip()):
+        data_dir = args.workdir / f"n{n}"
+        if not (data_dir / "built").exists():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "benchmarks.facade", "--build", str(n), "--data-dir", str(data_dir)],
+                           check=True)
+            (data_dir / "built").write_text(f"{time.perf_counter() - t0:.0f} s\n")
+        result = subprocess.run([sys.executable, "-m", "benchmarks.facade", "--measure", "--data-dir", str(data_dir)], check=True,
+                                capture_output=True, text=True)
+        m = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"measured n={n}: {m}", file=sys.stderr)
+        rows.append([f"{n:,}", *(f"{v:.1f}" for v in (m["duplicates_s"], m["anomalies_s"],
+                                                      m["duplicates_s"] + m["anomalies_s"])),
+                     f"{m['peak_rss_gb']:.2f}", f"{m['baseline_rss_gb']:.2f}", m["clusters"]])
+    print("\n## Through the facade: Collection.duplicates() then .anomalies(), cold, in a fresh process\n")
+    print(table(["n", "duplicates s", "anomalies s", "total s", "peak RSS GiB", "RSS before GiB", "clusters"], rows))
+    print("\nSQLite catalog and Qdrant Edge vectors under a fresh DATA_DIR, filled with synthetic rows (vectors, "
+          "hashes, sketches; no encoder); the times include reading the catalog and the vectors.")
+    return None
+
+
+if __name__ == "__main__":
+    main()
