@@ -341,7 +341,8 @@ def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
         _print_json(asdict(report))
     else:
         print(f"Removed {report.removed_pending} half-ingested image(s); computed crop sketches for "
-              f"{report.sketches_added} image(s) stored before they existed.")
+              f"{report.sketches_added} and properties for {report.properties_added} image(s) stored before "
+              "they existed.")
     return 0
 
 

@@ -36,7 +36,7 @@ from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.errors import InvalidRequest, NotFound, Unavailable
 from core.facade_errors import domain_errors
-from core.images import difference_image, prepare_image
+from core.images import PreparedImage, difference_image, prepare_image
 from core.ingest import (
     IngestItem,
     Ingestor,
@@ -80,7 +80,7 @@ from core.storage.vectors import VISIBILITY_FIELD
 from core.storage.vectors import VISIBLE as VISIBLE_FLAG
 from core.users import User, UserDirectory
 
-_SKETCH_BATCH = 500
+_BACKFILL_BATCH = 500
 DETAIL_NEIGHBOURS = 10
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
@@ -117,6 +117,7 @@ class RepairReport:
     removed_pending: int  # half-ingested images removed from every store
     sketches_added: int  # older images given the sketch that crop detection needs
     purges_finished: int = 0  # images an interrupted purge left, now deleted from every store
+    properties_added: int = 0  # older images given the properties that quality flags need
 
 
 @dataclass
@@ -316,7 +317,8 @@ class Collection:
 
     def repair(self) -> RepairReport:
         """Remove what interrupted ingests left behind (pending rows and their blobs and vectors), and
-        compute the crop sketches of images stored before sketches existed (from their originals)."""
+        compute the crop sketches and properties of images stored before they existed (from their
+        originals)."""
         self._require(Action.REPAIR)
         pending = self.backends.catalog.pending_ids()
         if pending:
@@ -327,12 +329,22 @@ class Collection:
             self._delete_stored(purging)
             self.backends.catalog.delete_purging(purging)
         self._flag_removed(self.backends.catalog.ids_in_state(REMOVED), True)
-        missing = self.backends.catalog.ids_without_sketch()
-        for start in range(0, len(missing), _SKETCH_BATCH):
-            self.backends.catalog.set_sketches({
-                image_id: prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62).sketch
-                for image_id in missing[start:start + _SKETCH_BATCH]})
-        return RepairReport(removed_pending=len(pending), sketches_added=len(missing), purges_finished=len(purging))
+        catalog = self.backends.catalog
+        missing = catalog.ids_without_sketch()
+        unmeasured = set(catalog.ids_without_properties())
+        for start in range(0, len(missing), _BACKFILL_BATCH):  # one decode gives both
+            prepared = {i: self._prepare_stored(i) for i in missing[start:start + _BACKFILL_BATCH]}
+            catalog.set_sketches({i: p.sketch for i, p in prepared.items()})
+            catalog.set_properties({i: p.properties for i, p in prepared.items() if i in unmeasured})
+        rest = catalog.ids_without_properties()
+        for start in range(0, len(rest), _BACKFILL_BATCH):
+            catalog.set_properties({i: self._prepare_stored(i).properties for i in rest[start:start + _BACKFILL_BATCH]})
+        return RepairReport(removed_pending=len(pending), sketches_added=len(missing), purges_finished=len(purging),
+                            properties_added=len(unmeasured))
+
+    def _prepare_stored(self, image_id: str) -> PreparedImage:
+        """A stored original decoded again as ingest does, for what older versions did not store."""
+        return prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62)
 
     def _delete_stored(self, ids: Sequence[str]) -> None:
         """Delete the vectors, originals and thumbnails of ``ids`` (missing ones are no error)."""

@@ -399,7 +399,8 @@ class Ingestor:
         known_names = [ImageName(k.image_id, k.item.name, source, uploader, now) for k in batch.known]
         try:
             with timed("store"):
-                catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)])
+                catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)],
+                                    {r.id: p.image.properties for r, p in zip(records, batch.prepared, strict=True)})
                 for record, prepared in zip(records, batch.prepared, strict=True):
                     blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
                     blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")
