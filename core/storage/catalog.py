@@ -23,7 +23,13 @@ from sqlalchemy.engine import Connection, Engine
 from core.errors import InvalidRequest, NotFound
 from core.image_properties import ImageProperties
 from core.review import DECISIONS, Decision, DecisionEvent, Removal
-from core.storage.catalog_properties import add_properties_table, frame_columns, from_row, image_properties, property_rows
+from core.storage.catalog_properties import (
+    add_properties_table,
+    frame_columns,
+    from_row,
+    image_properties,
+    property_rows,
+)
 from core.storage.catalog_users import UserTable, add_users_table
 from core.storage.errors import StorageError
 
