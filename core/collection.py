@@ -27,6 +27,7 @@ from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD
+from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, check_threshold
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
@@ -55,6 +56,7 @@ from core.reports import (
     DuplicateLink,
     DuplicatesView,
     ImageDetail,
+    IssuesView,
     MapView,
     Neighbour,
     SameBytesFiles,
@@ -427,24 +429,28 @@ class Collection:
     def anomalies(
         self,
         *,
-        method: str = "combined",
+        method: str = DEFAULT_METHOD,
         k: int | None = None,
         threshold: float | None = None,
         top: int | None = None,
         contamination: float | None = None,
+        z_threshold: float = DEFAULT_Z,
         wait: bool = True,
     ) -> AnomaliesView:
-        """Every image scored and ranked, most unusual first, with the analysts' labels; at most one
-        of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
+        """Every image scored and ranked, most unusual first, with the analysts' labels, its reasons and
+        its quality flags (robust z-score cut-off ``z_threshold``); at most one of ``threshold`` (raw
+        score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
         self._check_anomaly_request(method, threshold, top, contamination)
+        z_threshold = check_threshold(z_threshold)
         with waiting(wait):
             return self.analysis.anomalies(method=method, k=k, threshold=threshold, top=top,
-                                           contamination=contamination, labels=self._labels())
+                                           contamination=contamination, labels=self._labels(),
+                                           z_threshold=z_threshold)
 
     def anomaly_rows(
         self,
         *,
-        method: str = "combined",
+        method: str = DEFAULT_METHOD,
         k: int | None = None,
         threshold: float | None = None,
         top: int | None = None,
@@ -452,16 +458,30 @@ class Collection:
         selected_only: bool = False,
         offset: int = 0,
         limit: int = DEFAULT_LIMIT,
+        z_threshold: float = DEFAULT_Z,
         wait: bool = True,
     ) -> Page[AnomalyRow]:
         """One page of :meth:`anomalies`' rows, most unusual first (only the selected ones with
         ``selected_only``); sorted once per version, so paging recomputes nothing."""
         self._check_anomaly_request(method, threshold, top, contamination)
         check_page(offset, limit)
+        z_threshold = check_threshold(z_threshold)
         with waiting(wait):
             return self.analysis.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
                                               contamination=contamination, labels=self._labels(),
-                                              selected_only=selected_only, offset=offset, limit=limit)[1]
+                                              selected_only=selected_only, offset=offset, limit=limit,
+                                              z_threshold=z_threshold)[1]
+
+    def issues(self, *, flag: str | None = None, z_threshold: float = DEFAULT_Z, wait: bool = True) -> IssuesView:
+        """Images with quality issues (blank, dark, blurry, tiny, odd aspect, ...; ``FLAG_NAMES``),
+        each judged against this collection's own distribution (robust z-score at least
+        ``z_threshold``), by flag, most extreme first; only ``flag`` when given."""
+        self._require(Action.READ)
+        if flag is not None:
+            validation.one_of("flag", flag, FLAG_NAMES)
+        z_threshold = check_threshold(z_threshold)
+        with waiting(wait):
+            return self.analysis.issues(flag, z_threshold)
 
     def projection(self, *, wait: bool = True) -> MapView:
         """2-D UMAP coordinates of every image, from the shared neighbour graph (cached), each with its
@@ -651,7 +671,8 @@ class Collection:
             anomaly_percentile=analysed.get("anomaly_percentile"), anomaly_rank=analysed.get("anomaly_rank"),
             cluster_id=analysed.get("cluster_id"), cluster_members=analysed.get("cluster_members", ()),
             neighbours=analysed.get("neighbours", ()), map_x=analysed.get("map_x"), map_y=analysed.get("map_y"),
-            version=self.backends.catalog.version(),
+            version=self.backends.catalog.version(), properties=catalog.properties([image_id]).get(image_id),
+            flags=analysed.get("flags", ()), reasons=analysed.get("reasons", ()),
         )
 
     def _analysis_of(self, image_id: str) -> dict:
@@ -676,6 +697,8 @@ class Collection:
         group = next((g for g in self.analysis.duplicates(DuplicateThresholds()).groups
                       if any(m.image.image_id == image_id for m in g.members)), None)
         fields = {
+            "flags": self.analysis.quality(snap, DEFAULT_Z).of(row),
+            "reasons": self.analysis.reasons(snap, None, DEFAULT_Z)[row],
             "anomaly_method": DEFAULT_METHOD, "anomaly_score": float(score),
             "anomaly_percentile": float(self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).percentiles[row]),
             "anomaly_rank": rank, "neighbours": neighbours,

@@ -133,9 +133,16 @@ def embedding_outlier_scores(graph: NeighbourGraph, k: int, same_image: np.ndarr
     """Group-aware embedding score: the mean percentile of the distance to the k-th neighbour (a
     batch of fewer than k foreign images reaches outside itself) and of the mean distance to the
     nearest few (loners), both skipping exact duplicates."""
-    far = kth_distance(graph, k, same_image)
+    near, far = embedding_percentiles(graph, k, same_image)
+    return 0.5 * (near + far) / 100.0
+
+
+def embedding_percentiles(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Percentiles of the mean distance to the `LOCAL_K` nearest images and of the distance to the
+    k-th: what "embedding" combines and what the reasons read."""
     near = knn_distance(graph, min(LOCAL_K, k), same_image)
-    return 0.5 * (_percentile(far) + _percentile(near)) / 100.0
+    return _percentile(near), _percentile(kth_distance(graph, k, same_image))
 
 
 def kth_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None) -> np.ndarray:
