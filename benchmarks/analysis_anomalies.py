@@ -10,6 +10,7 @@ flags, and the share of each planted kind it flags.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -79,11 +80,24 @@ def _one(workdir: Path, title: str, folder: Path, names: list[str], kind: np.nda
 
 
 def _cleanvision(folder: Path, names: list[str]) -> np.ndarray:
-    """cleanvision's verdicts (its default thresholds), (n, len(CLEANVISION_ISSUES)) bool."""
+    """cleanvision's verdicts (its default thresholds), (n, len(CLEANVISION_ISSUES)) bool.
+
+    cleanvision 0.3 fails on grey images with alpha (mode LA, common among icons); it reads a copy
+    of the folder where those are stored as RGBA, the same pixels."""
     from cleanvision import Imagelab
+    from PIL import Image
 
     logging.getLogger("cleanvision").setLevel(logging.WARNING)
-    lab = Imagelab(data_path=str(folder))
+    readable = folder.parent / f"{folder.name}-cleanvision"
+    shutil.rmtree(readable, ignore_errors=True)
+    readable.mkdir()
+    for name in names:
+        with Image.open(folder / name) as img:
+            if img.mode in ("LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info):
+                img.convert("RGBA").save(readable / name)
+            else:
+                shutil.copyfile(folder / name, readable / name)
+    lab = Imagelab(data_path=str(readable))
     lab.find_issues({name: {} for name in CLEANVISION_ISSUES}, verbose=False)
     issues = lab.issues
     by_path = {Path(p).name: i for i, p in enumerate(issues.index)}

@@ -3,12 +3,16 @@
 A fixed constant ("darker than 0.2 is dark") misfires on collections that are all dark (night
 photos, microscopy) or all pale (line art). Here every flag reads one property
 (:mod:`core.image_properties`) on a scale where it is roughly symmetric (a logarithm for sizes,
-counts and sharpness), and an image is flagged when its robust z-score, (value - median) /
-(1.4826 x MAD), passes `DEFAULT_Z` (3.5, Iglewicz and Hoaglin's outlier cut-off) in the flag's
-direction; the cut-off is an argument of every call. Each rule has a floor for the MAD, so a
-collection where nearly every image is alike (all 256x256, all square) still needs a real
-difference before a flag is raised, and a few flags also require what their word means (a
-"greyscale" image has next to no colour; a "mostly transparent" one is at least half transparent).
+counts and sharpness), and an image is flagged when its robust z-score passes `DEFAULT_Z` (3.5,
+Iglewicz and Hoaglin's outlier cut-off) in the flag's direction; the cut-off is an argument of
+every call. The z-score is (value - median) / spread, the spread taken on each side of the
+median apart: the larger of 1.4826 x MAD and the distance to that side's 5% quantile over 1.645
+(both equal the standard deviation of a normal distribution). The quantile keeps a sizeable
+minority (the photos of a clip-art set) from being flagged wholesale while a handful of extreme
+images still are. Each property has a floor for the MAD, so a collection where nearly every
+image is alike (all 256x256, all square) still needs a real difference before a flag is raised,
+and a few flags also require what their word means (a "greyscale" image has next to no colour; a
+"mostly transparent" one is at least half transparent).
 
 The same z-scores over every property, two-sided, make the property outlier score that the
 "fused" anomaly ranking combines with the embedding (:func:`property_outlier_scores`).
@@ -28,6 +32,10 @@ from core.image_properties import PROPERTY_NAMES, PROPERTY_SIDE
 
 DEFAULT_Z = 3.5
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its standard deviation
+# Each side's spread is also read from a tail quantile: a minority of other images (photos among
+# clip art, a tenth of the collection) widens that side instead of being flagged wholesale.
+TAIL = 0.05
+TAIL_TO_SIGMA = 1.6449  # a normal distribution's 5th percentile lies this many deviations below its median
 _LOW, _HIGH, _EITHER = -1, 1, 0
 _OPAQUE_FLOOR = 1.0 / PROPERTY_SIDE**2  # the opaque share of a fully transparent image, on the log scale
 
@@ -60,7 +68,7 @@ _SCALES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
     "entropy": (_identity, 0.1),
     "sharpness": (_log_small, 0.1),
     "dominant_share": (_identity, 0.02),
-    "transparent_share": (lambda share: _log(1.0 - share + _OPAQUE_FLOOR), 0.05),  # the opaque share
+    "transparent_share": (lambda share: -_log(1.0 - share + _OPAQUE_FLOOR), 0.05),  # minus log of the opaque share
     "distinct_colours": (_log, 0.1),
 }
 
@@ -159,8 +167,11 @@ def robust_z(properties: np.ndarray) -> np.ndarray:
         scale, floor = _SCALES[name]
         t = scale(x[measured, j])
         median = np.median(t)
-        mad = max(float(np.median(np.abs(t - median))), floor)
-        out[measured, j] = (t - median) / (MAD_TO_SIGMA * mad)
+        spread = MAD_TO_SIGMA * max(float(np.median(np.abs(t - median))), floor)
+        low, high = np.quantile(t, (TAIL, 1.0 - TAIL))
+        below = max(spread, (median - low) / TAIL_TO_SIGMA)
+        above = max(spread, (high - median) / TAIL_TO_SIGMA)
+        out[measured, j] = np.where(t < median, (t - median) / below, (t - median) / above)
     return out
 
 
