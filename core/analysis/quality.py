@@ -31,6 +31,7 @@ from core.errors import InvalidRequest
 from core.image_properties import PROPERTY_NAMES, PROPERTY_SIDE
 
 DEFAULT_Z = 3.5
+Z_CAP = 50.0  # a property's largest contribution to the property outlier score
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution times this is its standard deviation
 # Each side's spread is also read from a tail quantile: a minority of other images (photos among
 # clip art, a tenth of the collection) widens that side instead of being flagged wholesale.
@@ -194,7 +195,10 @@ def quality_flags(properties: np.ndarray, z_threshold: float = DEFAULT_Z) -> Qua
 
 
 def property_outlier_scores(properties: np.ndarray) -> np.ndarray:
-    """How far each image's properties are from the collection's: the largest absolute robust
-    z-score over every property (0 for an unmeasured image)."""
-    z = robust_z(properties)
-    return np.abs(z).max(axis=1) if z.size else np.zeros(len(z))
+    """How far each image's properties are from the collection's: the root of the summed squares of
+    its robust z-scores over every property, each capped at `Z_CAP` (so one degenerate property,
+    such as the zero sharpness of a flat image, does not swamp the rest); 0 for an unmeasured image.
+    The sum, rather than the largest, counts an image unusual in several ways (a foreign photo
+    among icons: opaque, colourful, detailed) above one a little off in a single way."""
+    z = np.minimum(np.abs(robust_z(properties)), Z_CAP)
+    return np.sqrt((z**2).sum(axis=1))
