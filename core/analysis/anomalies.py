@@ -3,7 +3,8 @@
 Methods (`METHODS`), each giving a raw score where higher means more unusual:
 - "fused" (default): the embedding's group-aware outlier score ("embedding" below) and the
   property outlier score ("properties") combined by a weighted Fisher's method. Each score becomes
-  an empirical p-value within the collection (the share of images scoring at least as high), and
+  an empirical p-value within the collection (the share of images scoring at least as high; for
+  the properties never below the chi-square tail of their score, see `property_p_values`), and
   the fused score is -2 (w_e ln p_embedding + w_p ln p_properties) with `FUSED_WEIGHTS` (1, 2).
   An image extreme in either signal ranks high, one extreme in both highest; neither signal's
   scale matters, only its order. Embedding distance alone cannot see a blank page, a strip or a
@@ -38,12 +39,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import chi2, rankdata
 
 from core.analysis.exact import check_vectors
 from core.analysis.neighbours import NeighbourGraph
 from core.analysis.quality import property_outlier_scores
 from core.errors import InvalidRequest
+from core.image_properties import PROPERTY_NAMES
 
 METHODS = ("fused", "embedding", "properties", "combined", "knn", "mahalanobis", "lof", "iforest")
 DEFAULT_METHOD = "fused"
@@ -94,7 +96,8 @@ def anomaly_scores(vectors: np.ndarray, graph: NeighbourGraph, *, method: str = 
     if method in USES_PROPERTIES:
         prop = property_outlier_scores(properties) if properties is not None else np.zeros(n)
     if method == "fused":
-        scores = fisher((embedding_outlier_scores(graph, k, same_image), prop), FUSED_WEIGHTS)
+        scores = fisher((p_values(embedding_outlier_scores(graph, k, same_image)), property_p_values(prop)),
+                        FUSED_WEIGHTS)
     elif method == "embedding":
         scores = embedding_outlier_scores(graph, k, same_image)
     elif method == "properties":
@@ -128,11 +131,19 @@ def p_values(scores: np.ndarray) -> np.ndarray:
     return rankdata(-np.asarray(scores, dtype=np.float64), method="max") / len(scores)
 
 
-def fisher(scores: tuple[np.ndarray, ...], weights: tuple[float, ...]) -> np.ndarray:
-    """Weighted Fisher combination of several outlier scores of the same rows: -2 sum(w ln p)."""
-    if len(scores) != len(weights):
-        raise ValueError("one weight per score")
-    return -2.0 * np.sum([w * np.log(p_values(s)) for s, w in zip(scores, weights, strict=True)], axis=0)
+def property_p_values(scores: np.ndarray) -> np.ndarray:
+    """p-values of property outlier scores: the empirical one, but never below the chi-square
+    tail of the score squared (one degree of freedom per property). Without that floor the rank
+    of an unremarkable score is noise (in a collection of alike files the least typical one still
+    gets p = 1/n) and would dilute the embedding's evidence."""
+    return np.maximum(p_values(scores), chi2.sf(np.asarray(scores, dtype=np.float64) ** 2, len(PROPERTY_NAMES)))
+
+
+def fisher(p: tuple[np.ndarray, ...], weights: tuple[float, ...]) -> np.ndarray:
+    """Weighted Fisher combination of several p-values of the same rows: -2 sum(w ln p)."""
+    if len(p) != len(weights):
+        raise ValueError("one weight per p-value")
+    return -2.0 * np.sum([w * np.log(q) for q, w in zip(p, weights, strict=True)], axis=0)
 
 
 def embedding_outlier_scores(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None) -> np.ndarray:
