@@ -76,8 +76,9 @@ def with_planted_properties(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def test_fused_ranks_foreign_pictures_and_odd_files_above_the_normal_images() -> None:
     x, planted = with_planted_group(seed=5)  # 400 normal, a batch of 15 foreign pictures, 3 loners
-    normal, rng = normal_collection(len(ODD_PROPERTIES), seed=6)  # pictures like the rest ...
-    x = np.concatenate([x, unit(normal)])
+    rng = np.random.default_rng(6)
+    alike = x[rng.choice(400, len(ODD_PROPERTIES), replace=False)] + 0.02 * rng.standard_normal((len(ODD_PROPERTIES), D))
+    x = np.concatenate([x, unit(alike)])  # pictures like the rest ...
     properties = with_planted_properties(len(planted), rng)  # ... whose files are blank, a strip, transparent
     planted = np.r_[planted, np.ones(len(ODD_PROPERTIES), dtype=bool)]
     odd_files = np.arange(len(x) - len(ODD_PROPERTIES), len(x))
