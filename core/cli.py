@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts per store, backends and model in use")
     status.set_defaults(run=cmd_status)
 
-    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind; backfill crop sketches")
+    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind; backfill crop sketches and properties")
     repair.set_defaults(run=cmd_repair)
 
     search = commands.add_parser("search", help="images nearest to a text, an image file or a stored image")
