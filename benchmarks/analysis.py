@@ -1,6 +1,7 @@
 """Benchmark of the analysis engine: labelled quality on real images, and scaling to 1M vectors.
 
-    python benchmarks/analysis.py                       # both parts, scaling at 10k and 100k
+    python benchmarks/analysis.py                       # every part, scaling at 10k and 100k
+    python benchmarks/analysis.py --parts anomalies     # both anomaly benchmarks, cleanvision beside
     python benchmarks/analysis.py --parts scaling --sizes 10000,100000,1000000
     python benchmarks/analysis.py --parts scaling --sizes 1000000 --method approximate
     python benchmarks/analysis.py --parts quality --workdir /tmp/va-bench
@@ -27,11 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.analysis_anomalies import anomaly_benchmarks  # noqa: E402
 from benchmarks.analysis_metrics import (  # noqa: E402
-    precision_at,
     precision_recall_f1,
     recall_by_transform,
-    roc_auc,
     truth_pairs,
 )
 from benchmarks.dataset_images import EXACT_KINDS, NEAR_KINDS, build_folder, build_real_folder  # noqa: E402
@@ -61,17 +61,16 @@ def graph_device() -> str:
 
 def quality(workdir: Path) -> None:
     """The labelled benchmarks: synthetic clip art and photo tiles (with anomalies), then real images only."""
-    _quality(workdir, "synthetic", build_folder(workdir / "folder"), workdir / "folder", anomalies=True)
+    _quality(workdir, "synthetic", build_folder(workdir / "folder"), workdir / "folder")
     real = workdir / "real"
-    _quality(workdir, "real images", build_real_folder(real, workdir / "real-pool"), real, anomalies=False)
+    _quality(workdir, "real images", build_real_folder(real, workdir / "real-pool"), real)
 
 
-def _quality(workdir: Path, title: str, labels: list, folder: Path, *, anomalies: bool) -> None:
+def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
     from benchmarks.analysis_features import compute_features
     from core.analysis import (
         DuplicateThresholds,
         ImageSignals,
-        anomaly_scores,
         build_graph,
         duplicate_candidates,
         duplicate_clusters,
@@ -128,8 +127,6 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path, *, anomalies
           f"time from stored hashes and embeddings; imagededup's is its search from its own encodings (both medians of {REPEATS} runs). 'total s' adds decoding and "
           "hashing the files, and for ours also the CLIP embedding that ingest computes anyway (single process). Ours: the pairs inside each cluster (every member matches its representative directly); imagededup: its "
           "reported pairs (its largest cluster: the largest set of files reported duplicates of one file).")
-    if anomalies:
-        _anomaly_table(x, graph, labels, signals, anomaly_scores)
 
 
 def _dup_row(name: str, groups: list, truth: set, truth_no_crop: set, labels, analysis_s, total_s) -> list:
@@ -169,28 +166,6 @@ def _imagededup_rows(folder: Path, names: list[str], truth: set, truth_no_crop: 
         rows.append(_dup_row(f"imagededup {method.__name__} (distance<=10)", groups, truth, truth_no_crop, labels,
                              search_s, t1 - t0 + search_s))
     return rows
-
-
-def _anomaly_table(x, graph, labels, signals, anomaly_scores) -> None:
-    kind = np.array([lab.kind for lab in labels])
-    positive = np.isin(kind, ["group", "loner"])
-    group_or_normal = kind != "loner"
-    loner_or_normal = kind != "group"
-    rows = []
-    for method, k in (("combined", None), ("knn", 30), ("knn", 5), ("mahalanobis", None), ("lof", 30),
-                      ("iforest", None)):
-        t0 = time.perf_counter()
-        result = anomaly_scores(x, graph, method=method, k=k, same_image=signals.bytes_group)
-        dt = time.perf_counter() - t0
-        s = result.scores
-        rows.append([method + (" (default)" if method == "combined" else "") + (f" k={k}" if k else ""),
-                     roc_auc(s, positive), roc_auc(s[group_or_normal], positive[group_or_normal]),
-                     roc_auc(s[loner_or_normal], positive[loner_or_normal]),
-                     precision_at(s, positive, int(positive.sum())), precision_at(s, positive, 10), f"{dt:.2f}"])
-    print(f"\n## Anomalies: {int((kind == 'group').sum())} planted microscopy tiles (a group) and "
-          f"{int((kind == 'loner').sum())} loners among {int((~positive).sum())} clip art and photo images\n")
-    print(table(["method", "ROC-AUC", "ROC-AUC group", "ROC-AUC loners", f"precision@{int(positive.sum())}",
-                 "precision@10", "seconds"], rows))
 
 
 # scaling ----------------------------------------------------------------------------------------
@@ -281,7 +256,8 @@ def _measure(data: Path, method: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="quality,scaling", help="comma-separated: quality, scaling")
+    parser.add_argument("--parts", default="quality,anomalies,scaling",
+                        help="comma-separated: quality, anomalies, scaling")
     parser.add_argument("--sizes", default="10000,100000", help="scaling sizes, e.g. 10000,100000,1000000")
     parser.add_argument("--method", default="auto", choices=("auto", "exact", "approximate"),
                         help="scaling: the graph method (auto: exact up to the device's limit)")
@@ -295,12 +271,14 @@ def main() -> None:
     if args.measure:
         return _measure(args.measure, args.method)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"quality", "scaling"}
+    unknown = parts - {"quality", "anomalies", "scaling"}
     if unknown:
-        parser.error(f"unknown part(s) {sorted(unknown)}; use quality and/or scaling")
+        parser.error(f"unknown part(s) {sorted(unknown)}; use quality, anomalies and/or scaling")
     args.workdir.mkdir(parents=True, exist_ok=True)
     if "quality" in parts:
         quality(args.workdir)
+    if "anomalies" in parts:
+        anomaly_benchmarks(args.workdir, table, graph_device())
     if "scaling" in parts:
         scaling(args.workdir, [int(s) for s in args.sizes.split(",") if s.strip()], args.method)
     return None

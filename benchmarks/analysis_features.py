@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from core.embedding import Embedder
+from core.image_properties import PROPERTY_NAMES
 from core.images import prepare_image
 from core.settings import Settings
 
-_CODE = ("core/images.py", "core/embedding.py")
+_CODE = ("core/images.py", "core/image_properties.py", "core/embedding.py")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Features:
     sketch: list[bytes]
     width: np.ndarray
     height: np.ndarray
+    properties: np.ndarray  # (n, len(PROPERTY_NAMES)) as ingest measures them
     hash_seconds: float
     embed_seconds: float
     source: str
@@ -53,7 +55,8 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         return Features(file_names, z["vectors"], *(list(z[k]) for k in _COLUMNS),
-                        [bytes(row) for row in z["sketch"]], z["width"], z["height"], float(z["hash_seconds"]),
+                        [bytes(row) for row in z["sketch"]], z["width"], z["height"], z["properties"],
+                        float(z["hash_seconds"]),
                         float(z["embed_seconds"]), str(z["source"]))
     t0 = time.perf_counter()
     prepared = [prepare_image((folder / name).read_bytes(), max_bytes=50 << 20, max_pixels=50_000_000)
@@ -69,9 +72,11 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     columns = {k: [getattr(p, k) for p in prepared] for k in _COLUMNS}
     sketch = [p.sketch for p in prepared]
     width, height = np.array([p.width for p in prepared]), np.array([p.height for p in prepared])
+    properties = np.array([[getattr(p.properties, k) for k in PROPERTY_NAMES] for p in prepared], dtype=np.float64)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, vectors=vectors.astype(np.float32), **columns,
              sketch=np.frombuffer(b"".join(sketch), dtype=np.uint8).reshape(len(sketch), -1),
-             width=width, height=height, hash_seconds=hash_seconds, embed_seconds=embed_seconds, source=source)
-    return Features(file_names, vectors.astype(np.float32), *columns.values(), sketch, width, height,
+             width=width, height=height, properties=properties, hash_seconds=hash_seconds,
+             embed_seconds=embed_seconds, source=source)
+    return Features(file_names, vectors.astype(np.float32), *columns.values(), sketch, width, height, properties,
                     hash_seconds, embed_seconds, source)

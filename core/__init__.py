@@ -12,9 +12,11 @@ API) also start logs and metrics here (``setup_observability``) and count what t
 
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
+from core.analysis.anomalies import DEFAULT_METHOD as DEFAULT_ANOMALY_METHOD
 from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
 from core.analysis.duplicates import RULES as DUPLICATE_RULES
 from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
+from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, Flag
 from core.collection import Collection, CollectionStatus, RepairReport
 from core.display import printable
 from core.embedding import ModelUnavailable
@@ -29,6 +31,7 @@ from core.errors import (
     Unavailable,
 )
 from core.health import ServerCheck, check_servers
+from core.image_properties import PROPERTY_NAMES, ImageProperties
 from core.images import ACCEPTED_FORMATS as IMAGE_FORMATS
 from core.images import MEDIA_TYPES as IMAGE_MEDIA_TYPES
 from core.ingest import FileOutcome, IngestReport, Shard
@@ -40,6 +43,8 @@ from core.records import ImageFileName, ImageInfo
 from core.reports import (
     ANOMALY_COLUMNS,
     DUPLICATE_COLUMNS,
+    FLAG_COLUMNS,
+    ISSUE_COLUMNS,
     AnomaliesView,
     AnomalyRow,
     DuplicateGroup,
@@ -48,6 +53,8 @@ from core.reports import (
     DuplicatesView,
     ImageDetail,
     ImageRef,
+    IssueRow,
+    IssuesView,
     MapPoint,
     MapView,
     Neighbour,
@@ -73,15 +80,21 @@ from core.users import User
 __all__ = [
     "ANOMALY_COLUMNS",
     "CROP_FLOOR",
+    "DEFAULT_ANOMALY_METHOD",
+    "DEFAULT_Z",
     "DUPLICATE_COLUMNS",
     "DUPLICATE_RULES",
     "DUPLICATE_SIGNALS",
+    "FLAG_COLUMNS",
+    "FLAG_NAMES",
     "HAMMING_MAX",
     "IMAGE_FORMATS",
     "IMAGE_MEDIA_TYPES",
+    "ISSUE_COLUMNS",
     "KEEP_RULES",
     "LABELS",
     "METHODS",
+    "PROPERTY_NAMES",
     "SIMILARITY_FLOOR",
     "Action",
     "Actor",
@@ -102,14 +115,18 @@ __all__ = [
     "DuplicateThresholds",
     "DuplicatesView",
     "FileOutcome",
+    "Flag",
     "Forbidden",
     "ImageDetail",
     "ImageFileName",
     "ImageInfo",
+    "ImageProperties",
     "ImageRef",
     "ImageReview",
     "IngestReport",
     "InvalidRequest",
+    "IssueRow",
+    "IssuesView",
     "JobState",
     "KeepRulePlan",
     "MapPoint",

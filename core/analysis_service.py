@@ -39,10 +39,19 @@ from core.analysis import (
     SimilarityScale,
     StoredImage,
 )
-from core.analysis.anomalies import DEFAULT_METHOD
+from core.analysis.anomalies import DEFAULT_METHOD, embedding_percentiles
 from core.analysis.crops import WINDOWS, window_hashes
 from core.analysis.duplicates import sketch_arrays
 from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
+from core.analysis.quality import (
+    DEFAULT_Z,
+    FLAG_NAMES,
+    QualityFlags,
+    property_matrix,
+    quality_flags,
+    robust_z,
+)
+from core.analysis.reasons import image_reasons
 from core.analysis_memo import ComputedOnce
 from core.cache_codec import (
     ANOMALY_SCORES,
@@ -56,6 +65,7 @@ from core.cache_codec import (
     CodecError,
     LatestGraph,
 )
+from core.image_properties import PROPERTY_NAMES
 from core.observability import observe_analysis
 from core.paging import Page, page_of
 from core.reports import (
@@ -67,11 +77,14 @@ from core.reports import (
     DuplicateMember,
     DuplicatesView,
     ImageRef,
+    IssueRow,
+    IssuesView,
     MapPoint,
     MapView,
 )
 from core.storage.cache import Cache
 from core.storage.catalog import Label
+from core.storage.catalog_properties import COLUMN_PREFIX
 
 CACHE_TTL_S = 7 * 24 * 3600
 MAX_THRESHOLD_VIEWS = 16  # clusterings kept per version: the latest slider positions
@@ -276,9 +289,48 @@ class CollectionAnalysis:
 
         def compute() -> AnomalyScores:
             same = self.signals(snap).pixels_group
-            return analysis.anomaly_scores(snap.vectors, self.graph(snap), method=method, k=k, same_image=same)
+            return analysis.anomaly_scores(snap.vectors, self.graph(snap), method=method, k=k, same_image=same,
+                                           properties=self.properties(snap))
 
         return self._cached(snap, f"anomalies:{method}:k{k}", compute, ANOMALY_SCORES)
+
+    # image quality --------------------------------------------------------------------------------
+    def properties(self, snap: VectorSnapshot) -> np.ndarray:
+        """(n, len(PROPERTY_NAMES)) the images' measured properties, NaN rows for unmeasured ones."""
+        return self._cached(snap, "properties", lambda: property_matrix(
+            {name: snap.frame[COLUMN_PREFIX + name].to_numpy() for name in PROPERTY_NAMES}), None)
+
+    def quality(self, snap: VectorSnapshot, z_threshold: float) -> QualityFlags:
+        """Every image's issue flags at this cut-off, kept for the version."""
+        return self._cached(snap, f"quality:z{z_threshold!r}",
+                            lambda: quality_flags(self.properties(snap), z_threshold), None)
+
+    def reasons(self, snap: VectorSnapshot, k: int | None, z_threshold: float) -> tuple[tuple[str, ...], ...]:
+        """Every image's reasons (:func:`core.analysis.reasons.image_reasons`), kept for the version."""
+        def compute() -> tuple[tuple[str, ...], ...]:
+            flags = self.quality(snap, z_threshold)
+            if len(snap.ids) < 2:
+                return tuple(() for _ in snap.ids)
+            graph = self.graph(snap)
+            near, far = embedding_percentiles(graph, graph.k if k is None else k, self.signals(snap).pixels_group)
+            return image_reasons(near, far, flags, robust_z(self.properties(snap)))
+
+        return self._cached(snap, f"reasons:k{k}:z{z_threshold!r}", compute, None)
+
+    def issues(self, flag: str | None, z_threshold: float) -> IssuesView:
+        """The flagged images, by flag (in `FLAG_NAMES` order), most extreme first within each."""
+        snap = self.snapshot()
+        flags = self.quality(snap, z_threshold)
+        names = FLAG_NAMES if flag is None else (flag,)
+        rows = []
+        for name in names:
+            found = flags.rows_with(name)
+            j = FLAG_NAMES.index(name)
+            for row, ref in zip(found, snap.refs(found), strict=True):
+                raised = next(f for f in flags.of(int(row)) if f.name == name)
+                rows.append(IssueRow(ref, raised.name, raised.explanation, raised.property,
+                                     float(flags.values[row, j]), float(flags.z[row, j])))
+        return IssuesView(z_threshold, tuple(rows), len(snap.ids))
 
     def _ranked(self, snap: VectorSnapshot, method: str, k: int | None) -> tuple[AnomalyScores, np.ndarray]:
         """Scores and their ranking (rows, most unusual first), sorted once per version."""
@@ -290,11 +342,15 @@ class CollectionAnalysis:
 
     def anomaly_rows(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
                      contamination: float | None, labels: Mapping[str, Label], selected_only: bool = False,
-                     offset: int = 0, limit: int | None = None) -> tuple[AnomalyScores, Page[AnomalyRow]]:
+                     offset: int = 0, limit: int | None = None,
+                     z_threshold: float = DEFAULT_Z) -> tuple[AnomalyScores, Page[AnomalyRow]]:
         """Rows ``offset``.. of the ranking (only the selected ones with ``selected_only``), built for
-        that page only; ``limit=None`` gives them all (exports)."""
+        that page only, each with its reasons and flags at ``z_threshold``; ``limit=None`` gives them
+        all (exports)."""
         snap = self.snapshot()
         scores, order = self._ranked(snap, method, k)
+        flags = self.quality(snap, z_threshold)
+        reasons = self.reasons(snap, k, z_threshold)
         selected = np.zeros(len(snap.ids), dtype=bool)
         if len(snap.ids) >= 2 and any(c is not None for c in (threshold, top, contamination)):
             selected[analysis.select_anomalies(scores, threshold=threshold, top=top, contamination=contamination)] = True
@@ -306,16 +362,18 @@ class CollectionAnalysis:
         rows = tuple(
             AnomalyRow(ref, float(scores.scores[row]), float(scores.percentiles[row]), int(rank_of[row]),
                        label.label if label else None, bool(selected[row]),
-                       label.labelled_by if label else None, label.labelled_at if label else None)
+                       label.labelled_by if label else None, label.labelled_at if label else None,
+                       reasons[row], flags.of(int(row)))
             for row, ref in zip(page, snap.refs(page), strict=True)
             for label in (labels.get(ref.image_id),)
         )
         return scores, Page(rows, offset, limit, len(listed))
 
     def anomalies(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
-                  contamination: float | None, labels: Mapping[str, Label]) -> AnomaliesView:
+                  contamination: float | None, labels: Mapping[str, Label],
+                  z_threshold: float = DEFAULT_Z) -> AnomaliesView:
         scores, page = self.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
-                                         contamination=contamination, labels=labels)
+                                         contamination=contamination, labels=labels, z_threshold=z_threshold)
         return AnomaliesView(scores.method, scores.k, page.items)
 
     # the map --------------------------------------------------------------------------------------

@@ -21,7 +21,11 @@ from pathlib import Path
 
 from core import (
     ANOMALY_COLUMNS,
+    DEFAULT_ANOMALY_METHOD,
+    DEFAULT_Z,
     DUPLICATE_COLUMNS,
+    FLAG_NAMES,
+    ISSUE_COLUMNS,
     KEEP_RULES,
     METHODS,
     Collection,
@@ -202,7 +206,8 @@ def cmd_duplicates(collection: Collection, args: argparse.Namespace) -> int:
 
 def cmd_anomalies(collection: Collection, args: argparse.Namespace) -> int:
     view = collection.anomalies(
-        method=args.method, k=args.k, threshold=args.threshold, top=args.top, contamination=args.contamination
+        method=args.method, k=args.k, threshold=args.threshold, top=args.top, contamination=args.contamination,
+        z_threshold=args.z,
     )
     rows = view.to_rows()
     if args.csv:
@@ -215,7 +220,29 @@ def cmd_anomalies(collection: Collection, args: argparse.Namespace) -> int:
               + (f"; {len(view.selected)} selected" if view.selected else "; the 20 most unusual:"))
         for r in shown:
             _say(f"  {r.rank:5}. {r.score:.4f}  p{r.percentile:5.1f}  {r.image.file_name}  [{r.image.source}]"
-                  + (f"  label={r.label}" if r.label else ""))
+                  + (f"  label={r.label}" if r.label else "") + (f"  ({'; '.join(r.reasons)})" if r.reasons else ""))
+        if args.csv:
+            _say(f"Wrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def cmd_issues(collection: Collection, args: argparse.Namespace) -> int:
+    view = collection.issues(flag=args.flag, z_threshold=args.z)
+    rows = view.to_rows()
+    if args.csv:
+        _write_csv(args.csv, rows, ISSUE_COLUMNS)
+    if args.json:
+        _print_json({"z_threshold": view.z_threshold, "images": view.images, "rows": rows})
+    else:
+        flagged = len({r.image.image_id for r in view.rows})
+        _say(f"{flagged} of {view.images} images flagged (robust z-score >= {view.z_threshold:g} against the "
+              "collection)")
+        for name in FLAG_NAMES:
+            found = [r for r in view.rows if r.flag == name]
+            if found:
+                _say(f"  {name} ({len(found)}): {found[0].explanation}")
+                for r in found:
+                    _say(f"    {r.image.file_name}  [{r.image.source}]  {r.property} {r.value:.4g} (z {r.z:+.1f})")
         if args.csv:
             _say(f"Wrote {len(rows)} rows to {args.csv}")
     return 0
@@ -357,7 +384,8 @@ def cmd_repair(collection: Collection, args: argparse.Namespace) -> int:
         _print_json(asdict(report))
     else:
         _say(f"Removed {report.removed_pending} half-ingested image(s); computed crop sketches for "
-              f"{report.sketches_added} image(s) stored before they existed.")
+              f"{report.sketches_added} and properties for {report.properties_added} image(s) stored before "
+              "they existed.")
     return 0
 
 
@@ -464,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts per store, backends and model in use")
     status.set_defaults(run=cmd_status)
 
-    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind; backfill crop sketches")
+    repair = commands.add_parser("repair", help="remove what interrupted ingests left behind; backfill crop sketches and properties")
     repair.set_defaults(run=cmd_repair)
 
     search = commands.add_parser("search", help="images nearest to a text, an image file or a stored image")
@@ -490,14 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     duplicates.set_defaults(run=cmd_duplicates)
 
     anomalies = commands.add_parser("anomalies", help="every image ranked by how unusual it is")
-    anomalies.add_argument("--method", choices=METHODS, default="combined", help="scoring method (default combined)")
+    anomalies.add_argument("--method", choices=METHODS, default=DEFAULT_ANOMALY_METHOD,
+                           help="scoring method (default %(default)s: embedding and image properties combined)")
     anomalies.add_argument("--k", type=_positive, help="neighbours for knn/lof/combined (default: the graph's k)")
     pick = anomalies.add_mutually_exclusive_group()
     pick.add_argument("--top", type=_positive, help="select the N most unusual")
     pick.add_argument("--threshold", type=_finite, help="select scores at or above this")
     pick.add_argument("--contamination", type=_finite, help="select the most unusual PERCENT of the collection")
-    anomalies.add_argument("--csv", help="write one row per image to this file")
+    anomalies.add_argument("--csv", help="write one row per image to this file (with its reasons and flags)")
+    anomalies.add_argument("--z", type=_finite, default=DEFAULT_Z,
+                           help="robust z-score from which a quality flag is raised (default %(default)s)")
     anomalies.set_defaults(run=cmd_anomalies)
+
+    issues = commands.add_parser("issues", help="images with quality issues (blank, dark, blurry, tiny, odd aspect, "
+                                 "...), judged against the collection")
+    issues.add_argument("--flag", choices=FLAG_NAMES, help="only this issue")
+    issues.add_argument("--z", type=_finite, default=DEFAULT_Z,
+                        help="robust z-score from which a flag is raised (default %(default)s)")
+    issues.add_argument("--csv", help="write one row per flag raised to this file")
+    issues.set_defaults(run=cmd_issues)
 
     label = commands.add_parser("label", help="record an analyst's review of an image")
     label.add_argument("image_id")
@@ -557,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.set_defaults(run=cmd_users)
     user_commands = users.add_subparsers(dest="users_command", required=True)
     roles = [r.value for r in Role]
-    subs = [ingest, status, repair, search, duplicates, anomalies, label, check, decide, keep_rule, undo, remove,
+    subs = [ingest, status, repair, search, duplicates, anomalies, issues, label, check, decide, keep_rule, undo, remove,
             restore, purge, export]
     for name, text in (
         ("add", "add a user (password from stdin when piped, else typed twice)"),

@@ -29,6 +29,7 @@ from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD
+from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, check_threshold
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
@@ -38,7 +39,7 @@ from core.devices import resolve_device
 from core.embedding import Embedder, ModelInfo, resolve_embedding_dim
 from core.errors import InvalidRequest, NotFound, Unavailable
 from core.facade_errors import domain_errors
-from core.images import difference_image, prepare_image
+from core.images import PreparedImage, difference_image, prepare_image
 from core.ingest import (
     IngestItem,
     Ingestor,
@@ -59,6 +60,7 @@ from core.reports import (
     DuplicateLink,
     DuplicatesView,
     ImageDetail,
+    IssuesView,
     MapView,
     Neighbour,
     SameBytesFiles,
@@ -83,7 +85,7 @@ from core.storage.vectors import VISIBILITY_FIELD
 from core.storage.vectors import VISIBLE as VISIBLE_FLAG
 from core.users import User, UserDirectory
 
-_SKETCH_BATCH = 500
+_BACKFILL_BATCH = 500
 DETAIL_NEIGHBOURS = 10
 
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
@@ -122,6 +124,7 @@ class RepairReport:
     purges_finished: int = 0  # images an interrupted purge left, now deleted from every store
     orphans_removed: int = 0  # images whose blob or vector was stored without any catalog row, now deleted
     left_to_ingests: int = 0  # pending images an ingest still holds a live lease on, left alone
+    properties_added: int = 0  # older images given the properties that quality flags need
 
 
 @dataclass
@@ -372,8 +375,8 @@ class Collection:
 
     def repair(self) -> RepairReport:
         """Remove what interrupted ingests left behind (pending rows and their blobs and vectors, then
-        blobs and vectors no catalog row owns), and compute the crop sketches of images stored before
-        sketches existed (from their originals).
+        blobs and vectors no catalog row owns), and compute the crop sketches and properties of images
+        stored before they existed (from their originals).
 
         Safe while ingests run: a pending row under a live lease (see :func:`core.ingest.lease_is_live`)
         belongs to an ingest still at work and is left alone, and a row is removed from the catalog,
@@ -389,13 +392,23 @@ class Collection:
             self._delete_stored(purging)
             self.backends.catalog.delete_purging(purging)
         self._flag_removed(self.backends.catalog.ids_in_state(REMOVED), True)
-        missing = self.backends.catalog.ids_without_sketch()
-        for start in range(0, len(missing), _SKETCH_BATCH):
-            self.backends.catalog.set_sketches({
-                image_id: prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62).sketch
-                for image_id in missing[start:start + _SKETCH_BATCH]})
+        catalog = self.backends.catalog
+        missing = catalog.ids_without_sketch()
+        unmeasured = set(catalog.ids_without_properties())
+        for start in range(0, len(missing), _BACKFILL_BATCH):  # one decode gives both
+            prepared = {i: self._prepare_stored(i) for i in missing[start:start + _BACKFILL_BATCH]}
+            catalog.set_sketches({i: p.sketch for i, p in prepared.items()})
+            catalog.set_properties({i: p.properties for i, p in prepared.items() if i in unmeasured})
+        rest = catalog.ids_without_properties()
+        for start in range(0, len(rest), _BACKFILL_BATCH):
+            catalog.set_properties({i: self._prepare_stored(i).properties for i in rest[start:start + _BACKFILL_BATCH]})
         return RepairReport(removed_pending=len(removed), sketches_added=len(missing), purges_finished=len(purging),
-                            orphans_removed=self._remove_orphans(), left_to_ingests=len(leases) - len(removed))
+                            orphans_removed=self._remove_orphans(), left_to_ingests=len(leases) - len(removed),
+                            properties_added=len(unmeasured))
+
+    def _prepare_stored(self, image_id: str) -> PreparedImage:
+        """A stored original decoded again as ingest does, for what older versions did not store."""
+        return prepare_image(self.original(image_id), max_bytes=1 << 62, max_pixels=1 << 62)
 
     def _remove_orphans(self) -> int:
         """Delete vectors and blobs whose image has no catalog row; returns how many images they were.
@@ -494,24 +507,28 @@ class Collection:
     def anomalies(
         self,
         *,
-        method: str = "combined",
+        method: str = DEFAULT_METHOD,
         k: int | None = None,
         threshold: float | None = None,
         top: int | None = None,
         contamination: float | None = None,
+        z_threshold: float = DEFAULT_Z,
         wait: bool = True,
     ) -> AnomaliesView:
-        """Every image scored and ranked, most unusual first, with the analysts' labels; at most one
-        of ``threshold`` (raw score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
+        """Every image scored and ranked, most unusual first, with the analysts' labels, its reasons and
+        its quality flags (robust z-score cut-off ``z_threshold``); at most one of ``threshold`` (raw
+        score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
         self._check_anomaly_request(method, threshold, top, contamination)
+        z_threshold = check_threshold(z_threshold)
         with waiting(wait):
             return self.analysis.anomalies(method=method, k=k, threshold=threshold, top=top,
-                                           contamination=contamination, labels=self._labels())
+                                           contamination=contamination, labels=self._labels(),
+                                           z_threshold=z_threshold)
 
     def anomaly_rows(
         self,
         *,
-        method: str = "combined",
+        method: str = DEFAULT_METHOD,
         k: int | None = None,
         threshold: float | None = None,
         top: int | None = None,
@@ -519,16 +536,30 @@ class Collection:
         selected_only: bool = False,
         offset: int = 0,
         limit: int = DEFAULT_LIMIT,
+        z_threshold: float = DEFAULT_Z,
         wait: bool = True,
     ) -> Page[AnomalyRow]:
         """One page of :meth:`anomalies`' rows, most unusual first (only the selected ones with
         ``selected_only``); sorted once per version, so paging recomputes nothing."""
         self._check_anomaly_request(method, threshold, top, contamination)
         check_page(offset, limit)
+        z_threshold = check_threshold(z_threshold)
         with waiting(wait):
             return self.analysis.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
                                               contamination=contamination, labels=self._labels(),
-                                              selected_only=selected_only, offset=offset, limit=limit)[1]
+                                              selected_only=selected_only, offset=offset, limit=limit,
+                                              z_threshold=z_threshold)[1]
+
+    def issues(self, *, flag: str | None = None, z_threshold: float = DEFAULT_Z, wait: bool = True) -> IssuesView:
+        """Images with quality issues (blank, dark, blurry, tiny, odd aspect, ...; ``FLAG_NAMES``),
+        each judged against this collection's own distribution (robust z-score at least
+        ``z_threshold``), by flag, most extreme first; only ``flag`` when given."""
+        self._require(Action.READ)
+        if flag is not None:
+            validation.one_of("flag", flag, FLAG_NAMES)
+        z_threshold = check_threshold(z_threshold)
+        with waiting(wait):
+            return self.analysis.issues(flag, z_threshold)
 
     def projection(self, *, wait: bool = True) -> MapView:
         """2-D UMAP coordinates of every image, from the shared neighbour graph (cached), each with its
@@ -723,7 +754,8 @@ class Collection:
             anomaly_percentile=analysed.get("anomaly_percentile"), anomaly_rank=analysed.get("anomaly_rank"),
             cluster_id=analysed.get("cluster_id"), cluster_members=analysed.get("cluster_members", ()),
             neighbours=analysed.get("neighbours", ()), map_x=analysed.get("map_x"), map_y=analysed.get("map_y"),
-            version=self.backends.catalog.version(),
+            version=self.backends.catalog.version(), properties=catalog.properties([image_id]).get(image_id),
+            flags=analysed.get("flags", ()), reasons=analysed.get("reasons", ()),
         )
 
     def _analysis_of(self, image_id: str) -> dict:
@@ -748,6 +780,8 @@ class Collection:
         group = next((g for g in self.analysis.duplicates(DuplicateThresholds()).groups
                       if any(m.image.image_id == image_id for m in g.members)), None)
         fields = {
+            "flags": self.analysis.quality(snap, DEFAULT_Z).of(row),
+            "reasons": self.analysis.reasons(snap, None, DEFAULT_Z)[row],
             "anomaly_method": DEFAULT_METHOD, "anomaly_score": float(score),
             "anomaly_percentile": float(self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).percentiles[row]),
             "anomaly_rank": rank, "neighbours": neighbours,

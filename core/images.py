@@ -36,6 +36,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from core.image_properties import ImageProperties, image_properties
 from core.observability import timed
 
 REJECTION_REASONS = frozenset(
@@ -131,6 +132,7 @@ class PreparedImage:
     sketch: bytes = field(repr=False)  # SKETCH_SIDE x SKETCH_SIDE RGB pixels, row-major
     thumbnail: bytes = field(repr=False)
     model_image: Image.Image = field(repr=False)
+    properties: ImageProperties  # measured from the same decoded pixels (core.image_properties)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -193,7 +195,7 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
         _check_jpeg_covers(data, width, height)
     if _decode(image, fmt):
         width, height = height, width
-    rgb = _to_rgb(image)
+    rgb, alpha = _flatten(image)
     work = _work_size(rgb)
     grey = work.convert("L")
     # imagehash.phash starts by resizing to 32x32 with LANCZOS; doing that once here serves both
@@ -203,6 +205,9 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
         crop_sketch = sketch(work)
     with timed("thumbnail"):
         thumbnail = _thumbnail_jpeg(work)
+    with timed("properties"):
+        properties = image_properties(work, None if alpha is None else _work_size(alpha), width=width,
+                                      height=height, size_bytes=len(data))
     return PreparedImage(
         sha256=hashlib.sha256(data).hexdigest(),
         pixel_sha256=_pixel_sha256(rgb),
@@ -218,6 +223,7 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
         sketch=crop_sketch,
         thumbnail=thumbnail,
         model_image=work,
+        properties=properties,
     )
 
 
@@ -319,10 +325,16 @@ def _jpeg_frame_marker(data: bytes) -> int | None:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Bring any decoded mode to 8-bit RGB the way a viewer would show it.
+    """Bring any decoded mode to 8-bit RGB the way a viewer would show it (see :func:`_flatten`)."""
+    return _flatten(image)[0]
+
+
+def _flatten(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """The picture in 8-bit RGB as a viewer shows it, and the source's alpha channel (None if opaque).
 
     Transparency is composited on white rather than dropped: dropping it turns transparent
-    clip-art into a black square, and every such icon would then hash the same.
+    clip-art into a black square, and every such icon would then hash the same. The alpha is
+    returned because the white page hides what was transparent (a fully transparent file).
     """
     if image.mode in _SIXTEEN_BIT_MODES:
         image = _sixteen_bit_to_l(image)
@@ -332,8 +344,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         flattened = Image.new("RGB", image.size, _WHITE)
         flattened.paste(rgba, mask=rgba)
-        return flattened
-    return image if image.mode == "RGB" else image.convert("RGB")
+        return flattened, rgba.getchannel("A")
+    return (image if image.mode == "RGB" else image.convert("RGB")), None
 
 
 def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:

@@ -561,7 +561,8 @@ class Ingestor:
         try:
             with timed("store"):
                 catalog.add_pending(records, names + [n for n in known_names if n.image_id in set(ids)],
-                                    Lease(self.owner, time.time()))
+                                    Lease(self.owner, time.time()),
+                                    {r.id: p.image.properties for r, p in zip(records, batch.prepared, strict=True)})
                 for record, prepared in zip(records, batch.prepared, strict=True):
                     blobs.put(original_key(record.id), prepared.data, f"image/{record.format.lower()}")
                     blobs.put(thumbnail_key(record.id), prepared.image.thumbnail, "image/jpeg")

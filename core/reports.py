@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.analysis import DuplicateThresholds, SimilarityScale
+from core.analysis.quality import FLAG_NAMES, Flag
+from core.image_properties import ImageProperties
 from core.records import ImageFileName
 from core.review import ReviewState
 
@@ -19,8 +21,10 @@ DUPLICATE_COLUMNS = (
     "cluster_id", "image_id", "file_name", "source", "is_representative", "similarity_to_representative",
     "cosine_to_representative", "phash_distance", "crop_score", "signals", "same_bytes_as", "decision",
 )
+FLAG_COLUMNS = tuple(f"flag_{name}" for name in FLAG_NAMES)  # the triggering value, empty when not flagged
 ANOMALY_COLUMNS = ("image_id", "file_name", "source", "score", "percentile", "rank", "label", "labelled_by",
-                   "labelled_at", "selected")
+                   "labelled_at", "selected", "reasons", *FLAG_COLUMNS)
+ISSUE_COLUMNS = ("flag", "image_id", "file_name", "source", "property", "value", "z", "explanation")
 
 
 # What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
@@ -189,6 +193,8 @@ class AnomalyRow:
     selected: bool  # flagged under the chosen threshold / top-N / contamination
     labelled_by: str | None = None
     labelled_at: float | None = None  # seconds since the epoch
+    reasons: tuple[str, ...] = ()  # why it ranks unusual, strongest first (core.analysis.reasons)
+    flags: tuple[Flag, ...] = ()  # the quality issues it raised against the collection
 
 
 @dataclass(frozen=True)
@@ -215,9 +221,44 @@ class AnomaliesView:
                 "labelled_by": r.labelled_by or "",
                 "labelled_at": iso_time(r.labelled_at),
                 "selected": r.selected,
+                "reasons": "; ".join(r.reasons),
+                **flag_cells(r.flags),
             }
             for r in self.rows
         ]
+
+
+def flag_cells(flags: tuple[Flag, ...]) -> dict[str, object]:
+    """One CSV cell per flag: the value that raised it, empty when it was not raised."""
+    raised = {f"flag_{f.name}": round(f.value, 6) for f in flags}
+    return {column: raised.get(column, "") for column in FLAG_COLUMNS}
+
+
+@dataclass(frozen=True)
+class IssueRow:
+    """One flagged image under one flag."""
+
+    image: ImageRef
+    flag: str
+    explanation: str
+    property: str
+    value: float  # the property's value that raised the flag
+    z: float  # its robust z-score against the collection
+
+
+@dataclass(frozen=True)
+class IssuesView:
+    """The flagged images, by flag, most extreme first within each flag."""
+
+    z_threshold: float
+    rows: tuple[IssueRow, ...]
+    images: int  # images judged
+
+    def to_rows(self) -> list[dict]:
+        """One row per flag raised: the CSV export."""
+        return [{"flag": r.flag, "image_id": r.image.image_id, "file_name": r.image.file_name,
+                 "source": r.image.source, "property": r.property, "value": round(r.value, 6), "z": round(r.z, 3),
+                 "explanation": r.explanation} for r in self.rows]
 
 
 @dataclass(frozen=True)
@@ -313,6 +354,9 @@ class ImageDetail:
     map_x: float | None
     map_y: float | None
     version: int
+    properties: ImageProperties | None = None  # measured at ingest; None until repair for older images
+    flags: tuple[Flag, ...] = ()  # quality issues against the collection (default cut-off)
+    reasons: tuple[str, ...] = ()  # why the default ranking finds it unusual
 
 
 def _finite(value: float | None) -> float | None:

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.analysis.anomalies import METHODS, anomaly_scores, select_anomalies
+from core.analysis.anomalies import METHODS, USES_PROPERTIES, anomaly_scores, select_anomalies
 from core.analysis.neighbours import exact_graph
 from core.errors import InvalidRequest
+from core.image_properties import PROPERTY_NAMES, ImageProperties
 
 D = 48
 
@@ -35,8 +36,8 @@ def with_planted_group(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, np.r_[np.zeros(400), np.ones(18)].astype(bool)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_ranks_a_planted_loner_first(method: str) -> None:
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "properties"])
+def test_every_embedding_method_ranks_a_planted_loner_first(method: str) -> None:
     normal, rng = normal_collection(300, seed=1)
     x = unit(np.concatenate([normal, 3.0 * unit(rng.standard_normal((1, D)))]))
     result = anomaly_scores(x, exact_graph(x, 20), method=method)
@@ -44,14 +45,68 @@ def test_every_method_ranks_a_planted_loner_first(method: str) -> None:
     assert result.percentiles[300] == 100.0
 
 
-def test_default_catches_a_small_group_that_small_k_misses() -> None:
+@pytest.mark.parametrize("method", ["combined", "embedding", "fused"])
+def test_group_aware_methods_catch_a_small_group_that_small_k_misses(method: str) -> None:
     x, foreign = with_planted_group(seed=1)
     graph = exact_graph(x, 30)
-    combined = anomaly_scores(x, graph)
+    aware = anomaly_scores(x, graph, method=method)
     local = anomaly_scores(x, graph, method="knn", k=5)
-    assert combined.method == "combined"
-    assert roc_auc_score(foreign, combined.scores) >= 0.95 > roc_auc_score(foreign, local.scores)
-    assert np.median(combined.percentiles[foreign]) >= 90
+    assert roc_auc_score(foreign, aware.scores) >= 0.95 > roc_auc_score(foreign, local.scores)
+    assert np.median(aware.percentiles[foreign]) >= 90
+
+
+ICON = ImageProperties(width=256, height=256, aspect=1.0, pixels=65536, bytes_per_pixel=0.3, brightness=0.8,
+                       dark_level=0.3, bright_level=1.0, contrast=0.25, colourfulness=0.3, entropy=3.0,
+                       sharpness=0.02, dominant_share=0.5, transparent_share=0.5, distinct_colours=300)
+ODD_PROPERTIES = {  # images whose pictures embed like the rest but whose properties do not
+    "blank": {"distinct_colours": 1, "contrast": 0.0, "entropy": 0.0, "sharpness": 0.0, "dominant_share": 1.0},
+    "strip": {"width": 2000, "height": 40, "aspect": 50.0},
+    "transparent": {"transparent_share": 1.0, "brightness": 1.0, "distinct_colours": 1, "contrast": 0.0},
+}
+
+
+def with_planted_properties(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Properties of ``n`` ordinary icons (each value within 3% of a typical icon's), then one row
+    per kind of `ODD_PROPERTIES`."""
+    typical = np.array([getattr(ICON, name) for name in PROPERTY_NAMES], dtype=np.float64)
+    rows = typical * rng.uniform(0.97, 1.03, (n, len(PROPERTY_NAMES)))
+    odd = [[changes.get(name, getattr(ICON, name)) for name in PROPERTY_NAMES] for changes in ODD_PROPERTIES.values()]
+    return np.concatenate([rows, np.array(odd, dtype=np.float64)])
+
+
+def test_fused_ranks_foreign_pictures_and_odd_files_above_the_normal_images() -> None:
+    x, planted = with_planted_group(seed=5)  # 400 normal, a batch of 15 foreign pictures, 3 loners
+    rng = np.random.default_rng(6)
+    alike = x[rng.choice(400, len(ODD_PROPERTIES), replace=False)] + 0.02 * rng.standard_normal((len(ODD_PROPERTIES), D))
+    x = np.concatenate([x, unit(alike)])  # pictures like the rest ...
+    properties = with_planted_properties(len(planted), rng)  # ... whose files are blank, a strip, transparent
+    planted = np.r_[planted, np.ones(len(ODD_PROPERTIES), dtype=bool)]
+    odd_files = np.arange(len(x) - len(ODD_PROPERTIES), len(x))
+    graph = exact_graph(x, 30)
+    fused = anomaly_scores(x, graph, properties=properties)
+    embedding = anomaly_scores(x, graph, method="embedding", properties=properties)
+    by_properties = anomaly_scores(x, graph, method="properties", properties=properties)
+    assert fused.method == "fused"
+    auc = {name: roc_auc_score(planted, r.scores) for name, r in
+           (("fused", fused), ("embedding", embedding), ("properties", by_properties))}
+    assert auc["fused"] >= 0.9 and auc["fused"] > max(auc["embedding"], auc["properties"]), auc
+    assert fused.percentiles[planted].min() >= 70  # every planted image above 70% of the collection
+    assert set(odd_files) <= set(fused.ranking()[:10])
+    assert np.median(embedding.percentiles[odd_files]) < 90  # blind to the files
+    assert np.median(by_properties.percentiles[planted & (np.arange(len(x)) < 400 + 15)]) < 90  # blind to the batch
+
+
+@pytest.mark.parametrize("method", sorted(USES_PROPERTIES))
+def test_without_properties_every_image_counts_as_typical_in_its_properties(method: str) -> None:
+    x, _ = with_planted_group(seed=7)
+    graph = exact_graph(x, 30)
+    result = anomaly_scores(x, graph, method=method)
+    if method == "properties":
+        assert np.all(result.scores == 0)
+    else:
+        assert np.array_equal(result.ranking(), anomaly_scores(x, graph, method="embedding").ranking())
+    with pytest.raises(ValueError, match="one row per vector"):
+        anomaly_scores(x, graph, method=method, properties=np.zeros((3, len(PROPERTY_NAMES))))
 
 
 def test_copies_of_an_outlier_do_not_hide_each_other() -> None:

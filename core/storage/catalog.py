@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +23,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from core.errors import InvalidRequest, NotFound
+from core.image_properties import ImageProperties
 from core.review import DECISIONS, Decision, DecisionEvent, Removal
+from core.storage.catalog_properties import (
+    add_properties_table,
+    frame_columns,
+    from_row,
+    image_properties,
+    property_rows,
+)
 from core.storage.catalog_users import UserTable, add_users_table
 from core.storage.errors import StorageError
 
@@ -162,7 +170,8 @@ def _add_ingest_leases(conn: Connection) -> None:
 
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table,
-                                                        _add_review_tables, _add_ingest_leases)
+                                                        _add_review_tables, _add_ingest_leases,
+                                                        add_properties_table)
 VISIBLE_OR_REMOVED = (READY, REMOVED)
 
 
@@ -366,9 +375,11 @@ class Catalog:
             return int(self._get_meta(conn, "version") or 0)
 
     # writes -----------------------------------------------------------------------------------
-    def add_pending(self, records: Sequence[ImageRecord], names: Sequence[ImageName], lease: Lease | None = None) -> None:
-        """Record images about to be stored (existing rows are left as they are) and their names, under
-        ``lease`` (which replaces another ingest's lease on the same rows: the latest writer owns them).
+    def add_pending(self, records: Sequence[ImageRecord], names: Sequence[ImageName], lease: Lease | None = None,
+                    properties: Mapping[str, ImageProperties] | None = None) -> None:
+        """Record images about to be stored (existing rows are left as they are), their names and their
+        measured properties (by image id), under ``lease`` (which replaces another ingest's lease on the
+        same rows: the latest writer owns them).
 
         Rows go in key order: two ingest workers writing overlapping batches at once then wait for
         each other's keys in the same order, which cannot deadlock.
@@ -384,6 +395,9 @@ class Catalog:
                     stmt = stmt.on_conflict_do_update(index_elements=[ingest_leases.c.image_id], set_={
                         "owner": stmt.excluded.owner, "leased_at": stmt.excluded.leased_at})
                     conn.execute(stmt, [{"image_id": row["id"]} | asdict(lease) for row in rows])
+                if properties:
+                    conn.execute(self._insert(image_properties).on_conflict_do_nothing(
+                        index_elements=[image_properties.c.image_id]), property_rows(properties))
             self._add_names(conn, sorted(names, key=lambda n: (n.image_id, n.file_name, n.source)))
 
     def add_names(self, names: Sequence[ImageName]) -> None:
@@ -436,7 +450,8 @@ class Catalog:
         found = conn.execute(sa.select(images.c.id).where(
             images.c.id.in_(list(ids)), images.c.state == PENDING, images.c.id.not_in(leased))).scalars().all()
         if found:
-            conn.execute(image_names.delete().where(image_names.c.image_id.in_(found)))
+            for table in (image_names, image_properties):
+                conn.execute(table.delete().where(table.c.image_id.in_(found)))
             conn.execute(images.delete().where(images.c.id.in_(found), images.c.state == PENDING))
         return list(found)
 
@@ -595,10 +610,43 @@ class Catalog:
         return found
 
     def ready_frame(self) -> pd.DataFrame:
-        """Every visible image as one table (ordered by arrival), for analysis and exports."""
-        query = sa.select(images).where(images.c.state == READY).order_by(images.c.created_at, images.c.id)
+        """Every visible image as one table (ordered by arrival), for analysis and exports, with its
+        properties as ``property_<name>`` columns (NaN for an image stored before they existed)."""
+        extra = frame_columns()
+        query = (sa.select(images, *extra).select_from(images.outerjoin(image_properties,
+                                                                        image_properties.c.image_id == images.c.id))
+                 .where(images.c.state == READY).order_by(images.c.created_at, images.c.id))
         with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in images.columns])
+            frame = pd.DataFrame(conn.execute(query).mappings().all(),
+                                 columns=[c.name for c in images.columns] + [c.name for c in extra])
+        return frame.astype({c.name: "float64" for c in extra})
+
+    def ids_without_properties(self) -> list[str]:
+        """Visible images stored before properties existed (quality flags skip them until backfilled)."""
+        query = (sa.select(images.c.id).where(images.c.state == READY)
+                 .where(~images.c.id.in_(sa.select(image_properties.c.image_id))))
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def set_properties(self, found: Mapping[str, ImageProperties]) -> None:
+        """Store backfilled properties (replacing any); a new version, since analysis results change."""
+        if not found:
+            return
+        with self.engine.begin() as conn:
+            ids = sorted(found)
+            for start in range(0, len(ids), 500):
+                conn.execute(image_properties.delete().where(image_properties.c.image_id.in_(ids[start:start + 500])))
+            conn.execute(image_properties.insert(), property_rows(found))
+            self._bump_version(conn)
+
+    def properties(self, ids: Sequence[str]) -> dict[str, ImageProperties]:
+        """The stored properties of ``ids`` (images without any are left out)."""
+        found: dict[str, ImageProperties] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(image_properties).where(image_properties.c.image_id.in_(list(ids[start:start + 500])))
+                found.update({row.image_id: from_row(row._mapping) for row in conn.execute(query)})
+        return found
 
     def ids_without_sketch(self) -> list[str]:
         """Visible images stored before sketches existed (crop detection skips them until backfilled)."""
@@ -781,7 +829,8 @@ class Catalog:
         """The last step of a purge: the rows (and their names, label, decisions) go."""
         with self.engine.begin() as conn:
             doomed = sa.select(images.c.id).where(images.c.id.in_(list(ids)), images.c.state == PURGING)
-            for table in (image_names, labels, decisions, decision_history, removals, ingest_leases):
+            for table in (image_names, labels, decisions, decision_history, removals, ingest_leases,
+                          image_properties):
                 conn.execute(table.delete().where(table.c.image_id.in_(doomed)))
             conn.execute(images.delete().where(images.c.id.in_(doomed)))
 

@@ -1,0 +1,45 @@
+"""Why an image ranks as unusual, in words an analyst can check on the picture.
+
+From the two signals the "fused" ranking combines (:mod:`core.analysis.anomalies`): the embedding
+says whether an image is far from its few nearest images ("far from its neighbours") or close to a
+few but far from the collection beyond them ("part of a small foreign group"); the properties say
+which quality flags it raised (:mod:`core.analysis.quality`), or, with none raised, which property
+is most unlike the collection's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.analysis.quality import QualityFlags
+from core.image_properties import PROPERTY_NAMES
+
+REASON_PERCENTILE = 95.0  # an embedding distance counts as a reason from this percentile of the collection
+FAR_FROM_NEIGHBOURS = "far from its neighbours"
+FOREIGN_GROUP = "part of a small foreign group"
+
+
+def image_reasons(near_percentile: np.ndarray, far_percentile: np.ndarray, flags: QualityFlags,
+                  property_z: np.ndarray) -> tuple[tuple[str, ...], ...]:
+    """Each row's reasons, strongest evidence first: embedding reasons, then flags (strongest
+    first), then the most unusual property when it passes the flags' cut-off without raising one.
+
+    ``near_percentile``/``far_percentile``: the percentile of the distance to the nearest few and
+    to the k-th neighbour; ``property_z``: signed robust z-scores (n, len(PROPERTY_NAMES)).
+    """
+    out = []
+    for row in range(len(near_percentile)):
+        reasons: list[str] = []
+        if near_percentile[row] >= REASON_PERCENTILE:
+            reasons.append(FAR_FROM_NEIGHBOURS)
+        elif far_percentile[row] >= REASON_PERCENTILE:
+            reasons.append(FOREIGN_GROUP)
+        raised = flags.of(row)
+        reasons += [flag.name.replace("_", " ") for flag in raised]
+        if not raised and property_z.size:
+            j = int(np.argmax(np.abs(property_z[row])))
+            z = float(property_z[row, j])
+            if abs(z) >= flags.z_threshold:
+                reasons.append(f"{'high' if z > 0 else 'low'} {PROPERTY_NAMES[j].replace('_', ' ')}")
+        out.append(tuple(reasons))
+    return tuple(out)
