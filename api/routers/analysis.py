@@ -16,7 +16,14 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import Caller
-from core import ANOMALY_COLUMNS, DUPLICATE_COLUMNS, METHODS, DuplicateThresholds, csv_chunks
+from core import (
+    ANOMALY_COLUMNS,
+    DEFAULT_ANOMALY_METHOD,
+    DUPLICATE_COLUMNS,
+    METHODS,
+    DuplicateThresholds,
+    csv_chunks,
+)
 
 router = APIRouter(prefix="/v1", tags=["analysis"])
 
@@ -74,7 +81,7 @@ def duplicates(
             summary="Every image ranked by how unusual it is, most unusual first")
 def anomalies(
     collection: Caller,
-    method: Literal[METHODS] = "combined",  # type: ignore[valid-type]
+    method: Literal[METHODS] = DEFAULT_ANOMALY_METHOD,  # type: ignore[valid-type]
     k: Annotated[int | None, Query(ge=1, le=1000, description="neighbours (default: the graph's)")] = None,
     top: Annotated[int | None, Query(ge=1, description="select the N most unusual")] = None,
     threshold: Annotated[float | None, Query(description="select scores at or above this")] = None,

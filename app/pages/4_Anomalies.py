@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import METHODS, AnomaliesView, Collection, DomainError
+from core import DEFAULT_ANOMALY_METHOD, METHODS, AnomaliesView, Collection, DomainError
 from shared import acting_collection, csv_download, empty_collection, image_link
 from widgets.charts import values_histogram
 from widgets.detail import label_control
@@ -26,7 +26,7 @@ current = acting_collection("anomalies", "Anomalies")
 def controls(current: Collection) -> AnomaliesView:
     """The method, k and selection controls, and the view they ask core for."""
     method_col, k_col, by_col, value_col = st.columns(4)
-    method = method_col.selectbox("Method", METHODS, index=list(METHODS).index("combined"), key="anom-method")
+    method = method_col.selectbox("Method", METHODS, index=list(METHODS).index(DEFAULT_ANOMALY_METHOD), key="anom-method")
     k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="method's default",
                            key="anom-k")
     k = None if k is None else int(k)
@@ -67,7 +67,8 @@ def triage(current: Collection) -> None:
         csv_download("Export selection as CSV", export_rows(view), "anomalies.csv", key="anom-csv")
     if st.segmented_control("Show", VIEWS, default=VIEWS[0], key="anom-view") != VIEWS[1]:
         tiles = [Tile(r.image.image_id, r.image.file_name,
-                      f"#{r.rank} · score {r.score:.3f} · {r.percentile:.1f} pct · {r.label or 'unlabelled'}")
+                      f"#{r.rank} · score {r.score:.3f} · {r.percentile:.1f} pct · {r.label or 'unlabelled'}"
+                      + (f"  \n{'; '.join(r.reasons)}" if r.reasons else ""))
                  for r in selected]
         labels = {r.image.image_id: r.label for r in selected}
         if not tiles:

@@ -102,6 +102,10 @@ def _fields(detail: ImageDetail) -> dict[str, list[str]]:
     if detail.anomaly_score is not None:
         rows["anomaly score"] = (f"{detail.anomaly_score:.4f} ({detail.anomaly_method}), rank {detail.anomaly_rank}, "
                                  f"percentile {detail.anomaly_percentile:.1f}")
+    if detail.reasons:
+        rows["why unusual"] = "; ".join(detail.reasons)
+    for flag in detail.flags:
+        rows[f"issue: {flag.name}"] = f"{flag.explanation} ({flag.property} {flag.value:.4g}, z {flag.z:+.1f})"
     if detail.cluster_id is not None:
         rows["duplicate cluster"] = f"{detail.cluster_id} ({len(detail.cluster_members)} images)"
     return {"field": list(rows), "value": list(rows.values())}
