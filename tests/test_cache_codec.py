@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from core import analysis
+from core import DEFAULT_ANOMALY_METHOD, analysis
 from core.analysis import DuplicateThresholds
 from core.cache_codec import (
     ANOMALY_SCORES,
@@ -66,7 +66,7 @@ def test_a_planted_pickle_in_redis_is_ignored_not_run(
     # across versions, now holds a pickle that would create the marker file when unpickled.
     marker = tmp_path / "pwned"
     planted = pickle.dumps(_Planted(marker))
-    names = ["graph:k30", "scale", "candidates", "anomalies:knn:kNone", "anomalies:combined:kNone", "projection"]
+    names = ["graph:k30", "scale", "candidates", "anomalies:knn:kNone", f"anomalies:{DEFAULT_ANOMALY_METHOD}:kNone", "projection"]
     keys = [service._key(version, n) for n in names] + [service._latest_key(n) for n in ("graph:k30", "scale")]
     server = redis.Redis.from_url(redis_url)
     for key in keys:

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from core import FLAG_COLUMNS, ISSUE_COLUMNS, Collection, InvalidRequest, Settings
 from core.cli import main as cli_main
 from core.embedding import Embedder
+from core.storage.catalog import MIGRATIONS
 from core.synthetic import encode
 
 
@@ -98,12 +99,12 @@ def test_repair_measures_images_stored_before_properties_existed(
     with Collection.open(settings, embedder=embedder) as collection:
         collection.ingest_uploads(FILES[:20] + FILES[-2:])
         catalog = collection.backends.catalog
-        with catalog.engine.begin() as conn:  # as an older version left it: schema 5, no properties table
+        with catalog.engine.begin() as conn:  # as an older version left it: no properties table
             conn.execute(sa.text("DROP TABLE image_properties"))
-            conn.execute(sa.text("UPDATE meta SET value = '4' WHERE key = 'schema_version'"))
+            conn.execute(sa.text(f"UPDATE meta SET value = '{len(MIGRATIONS) - 1}' WHERE key = 'schema_version'"))
     with Collection.open(settings, embedder=embedder) as collection:  # the migration adds the table again
         catalog = collection.backends.catalog
-        assert catalog.schema_version() == 5
+        assert catalog.schema_version() == len(MIGRATIONS)
         assert len(catalog.ids_without_properties()) == 22
         assert not collection.issues().rows  # unmeasured images are never flagged
         report = collection.repair()
