@@ -18,6 +18,7 @@ runtime, else the start-up measurement of fp32 against bf16, recorded so it runs
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 
 from core.devices import resolve_device
+from core.observability import log_event
 from core.runtime_agreement import PROBE_ORIGINALS, compare_in_turn, decision_from, probe_images, signals_of
 from core.runtimes import (
     TORCH_FP32,
@@ -234,7 +236,10 @@ class Embedder:
             if decision is None:
                 return TORCH_FP32, "torch fp32: no oneDNN for bf16 on this CPU"
             if recorded:
-                write_decision(self.runtime_folder, key, decision)
+                try:
+                    write_decision(self.runtime_folder, key, decision)
+                except OSError as exc:  # a read-only collection: the choice stands, measured again next start
+                    log_event("runtime_decision_not_recorded", logging.WARNING, error=str(exc))
             return decision.chosen, f"{decision.note()}; measured at start-up on {PROBE_ORIGINALS * 2} probe images"
         if settings.runtime in ("auto", "torch"):
             return Candidate("torch", requested), f"torch {requested} as configured (PRECISION={requested})"
