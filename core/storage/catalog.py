@@ -389,7 +389,8 @@ class Catalog:
         with self.engine.begin() as conn:
             if records:
                 rows = [asdict(r) | {"state": PENDING} for r in sorted(records, key=lambda r: r.id)]
-                conn.execute(self._insert(images).on_conflict_do_nothing(index_elements=[images.c.id]), rows)
+                # no target: a concurrent ingest of the same bytes may win on the sha256 constraint first
+                conn.execute(self._insert(images).on_conflict_do_nothing(), rows)
                 if lease is not None:
                     stmt = self._insert(ingest_leases)
                     stmt = stmt.on_conflict_do_update(index_elements=[ingest_leases.c.image_id], set_={
