@@ -31,6 +31,7 @@ import redis
 import sqlalchemy as sa
 from qdrant_client import QdrantClient
 
+from core.image_properties import ImageProperties
 from core.storage.blobs import BlobStore
 from core.storage.blobs_files import FileBlobStore
 from core.storage.blobs_s3 import S3BlobStore, minio_client
@@ -261,11 +262,18 @@ def _record(n: int, source: str = "batch-a") -> ImageRecord:
     )
 
 
+def _properties(n: int) -> ImageProperties:
+    return ImageProperties(width=100 + n, height=80, aspect=(100 + n) / 80, pixels=(100 + n) * 80,
+                           bytes_per_pixel=0.25 + n, brightness=0.5, dark_level=0.125, bright_level=0.875,
+                           contrast=0.2, colourfulness=0.1 * n, entropy=6.5, sharpness=1e-3 * n,
+                           dominant_share=0.75, transparent_share=0.0625 * n, distinct_colours=40 + n)
+
+
 def catalog_transcript(catalog: Catalog) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = [("schema", catalog.schema_version()), ("version", catalog.version())]
     records = [_record(n, "batch-a" if n < 4 else "batch-b") for n in range(6)]
     names = [ImageName(r.id, r.file_name, r.source, r.uploader, r.created_at) for r in records]
-    catalog.add_pending(records, names)
+    catalog.add_pending(records, names, properties={r.id: _properties(n) for n, r in enumerate(records[:3])})
     catalog.add_pending(records[:2], [])  # existing rows are left as they are
     seen.append(("counts pending", catalog.counts()))
     seen.append(("hidden while pending", catalog.get([r.id for r in records])))
@@ -316,9 +324,13 @@ def catalog_transcript(catalog: Catalog) -> list[tuple[str, Any]]:
     catalog.set_meta("indexed_count", "5")
     catalog.set_meta("indexed_count", "6")
     seen.append(("meta", (catalog.get_meta("indexed_count"), catalog.get_meta("absent"))))
+    seen.append(("without properties", sorted(catalog.ids_without_properties())))
+    catalog.set_properties({records[3].id: _properties(9), records[0].id: _properties(8)})
+    seen.append(("properties", catalog.properties([records[0].id, records[2].id, records[3].id, "missing"])))
     frame = catalog.ready_frame()
     seen.append(("frame columns", list(frame.columns)))
-    seen.append(("frame rows", frame.astype(object).to_dict("records")))
+    # NaN (an image without properties) never equals itself: compared as None
+    seen.append(("frame rows", frame.astype(object).where(frame.notna(), None).to_dict("records")))
     seen.append(("version", catalog.version()))
     return seen
 
