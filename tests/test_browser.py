@@ -150,14 +150,15 @@ def test_analyst_round_trip_in_chromium(server: tuple[str, Path], browser: Brows
     clusters = download_csv(page, "Export clusters as CSV")
     assert {"photo_03.jpg", "copy_of_photo_03.png"} <= {row["file_name"] for row in clusters}
     copy_tile = page.get_by_test_id("stColumn").filter(has_text="copy_of_photo_03.png")
-    copy_tile.get_by_role("button", name="✗ remove").click()
+    copy_tile.get_by_role("radio", name="✗ remove").click()  # a segmented control: a radio group
     expect(page.get_by_role("button", name="Undo: remove copy_of_photo_03.png")).to_be_visible(timeout=WAIT_MS)
     wait_idle(page)
     screenshot(page, "duplicates-decided")
     marked = download_csv(page, "Export clusters as CSV")
     assert [row["decision"] for row in marked if row["file_name"] == "copy_of_photo_03.png"] == ["remove"]
     page.get_by_role("button", name="Remove the images marked remove (1)").click()
-    expect(page.get_by_text("copy_of_photo_03.png")).to_have_count(0, timeout=WAIT_MS)
+    expect(page.get_by_text("copy_of_photo_03.png")).to_have_count(0, timeout=WAIT_MS)  # its undo goes too
+    expect(page.get_by_role("button", name="Export clusters as CSV (0 rows)")).to_be_visible()
     wait_idle(page)
 
     for width, height in VIEWPORTS:

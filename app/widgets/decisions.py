@@ -113,9 +113,13 @@ def removal_button(current: Collection) -> None:
 
 def _remove(current: Collection, image_ids: list[str]) -> None:
     try:
-        st.toast(f"{current.remove_images(image_ids)} images removed from the collection (restorable).")
+        removed = current.remove_images(image_ids)
     except DomainError as exc:
         st.toast(f"Nothing was removed: {exc}")
+        return
+    # the decisions an undo would restore now belong to images that left the clusters
+    st.session_state.pop(UNDO_KEY, None)
+    st.toast(f"{removed} images removed from the collection (restorable).")
 
 
 def keep_rule_panel(current: Collection, thresholds: DuplicateThresholds, names: Mapping[str, str]) -> None:
