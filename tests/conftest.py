@@ -6,6 +6,7 @@ fail, not skip, when they are down, with the command that starts them.
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,17 +21,23 @@ from core.synthetic import encode, photo
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+# fp32 everywhere, subprocesses (the CLI, serve-api, the app) included: with PRECISION=auto each fresh
+# DATA_DIR measures bf16 against fp32 at its first model load (half a minute), and results would depend
+# on the CPU. tests/test_runtimes.py sets the automatic choice up itself.
+FIXED_PRECISION = "fp32"
+os.environ["PRECISION"] = FIXED_PRECISION
 
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     """The real ViT-B-32 architecture with deterministic random weights, loaded once per session."""
-    return Embedder(Settings(model_pretrained="none"))
+    return Embedder(Settings(model_pretrained="none", precision=FIXED_PRECISION))
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_pretrained="none", embed_batch_size=8, lock_timeout_s=20)
+    return Settings(data_dir=tmp_path / "data", model_pretrained="none", embed_batch_size=8, lock_timeout_s=20,
+                    precision=FIXED_PRECISION)
 
 
 @pytest.fixture

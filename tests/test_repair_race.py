@@ -25,6 +25,7 @@ from core.storage.catalog import ImageName, ImageRecord, Lease
 from core.synthetic import encode, photo
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGES = 16  # four batches of 4: the ingest is still running when the repairs start
 
 
 def _cli_ingest(settings: Settings, folder: Path, source: str) -> subprocess.Popen[bytes]:
@@ -46,7 +47,7 @@ def _finished(process: subprocess.Popen[bytes]) -> dict:
 def test_repair_while_an_ingest_runs_leaves_its_rows_and_every_image_becomes_visible(
     settings: Settings, embedder: Embedder, image_folder: Callable[..., Path]
 ) -> None:
-    folder = image_folder(40)
+    folder = image_folder(IMAGES)
     with Collection.open(replace(settings, lock_timeout_s=120), embedder=embedder) as collection:
         collection.status()  # the catalog exists before the ingest starts
         ingest = _cli_ingest(settings, folder, "racing")
@@ -55,12 +56,13 @@ def test_repair_while_an_ingest_runs_leaves_its_rows_and_every_image_becomes_vis
             repairs.append(collection.repair())
             time.sleep(0.05)
         report = _finished(ingest)
-        assert report["ingested"] == 40 and report["error"] is None
+        assert report["ingested"] == IMAGES and report["error"] is None
         assert len(repairs) >= 2
         assert any(r.left_to_ingests for r in repairs)  # repair saw the ingest's rows and left them
         assert sum(r.removed_pending for r in repairs) == 0
         status = collection.status()
-        assert (status.images, status.vectors, status.blobs, status.pending) == (40, 40, 40, 0) and status.consistent
+        assert (status.images, status.vectors, status.blobs, status.pending) == (IMAGES,) * 3 + (0,)
+        assert status.consistent
 
 
 def _record(seed: int) -> tuple[ImageRecord, bytes]:
