@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from core.analysis.quality import FLAG_NAMES, property_matrix, property_outlier_scores, quality_flags
 from core.analysis.reasons import image_reasons
@@ -132,3 +132,31 @@ def test_reasons_name_the_flags_and_the_embedding_evidence(collection: tuple[np.
     assert "odd aspect" in reasons[names.index("odd_aspect")]
     assert "blank" in reasons[names.index("blank")]
     assert reasons[2] == ()
+
+
+def drawing(seed: int, *, panel: tuple[int, int, int] | None = None) -> Image.Image:
+    """Line art on white: a few outlined and filled shapes, on a dark panel inside a white margin
+    when ``panel`` is given (an icon of a dark theme)."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (256, 256), "white")
+    pen = ImageDraw.Draw(image)
+    if panel is not None:
+        pen.rounded_rectangle([24, 24, 232, 232], radius=24, fill=panel)
+    for _ in range(int(rng.integers(2, 6))):
+        x0, y0 = int(rng.integers(40, 150)), int(rng.integers(40, 150))
+        box = [x0, y0, x0 + int(rng.integers(30, 70)), y0 + int(rng.integers(30, 70))]
+        colour = tuple(int(c) for c in rng.integers(0, 200, 3))
+        pen.ellipse(box, outline=colour, width=4) if rng.random() < 0.5 else pen.rectangle(box, fill=colour)
+    return image
+
+
+def test_dark_and_washed_out_drawings_are_flagged_among_pale_line_art_with_a_dark_minority() -> None:
+    """A darkened drawing and a washed-out one among 120 drawings on white, a tenth of them on dark
+    panels (a dark theme) that widen the spread of the collection's mean brightness on its dark side."""
+    normal = [drawing(i, panel=(40, 44, 52) if i % 10 == 0 else None) for i in range(120)]
+    darkened = ImageEnhance.Brightness(drawing(900)).enhance(0.12)
+    washed_out = Image.blend(drawing(901), Image.new("RGB", (256, 256), "white"), 0.97)
+    flags = quality_flags(matrix([measure(image) for image in [*normal, darkened, washed_out]]))
+    assert "dark" in {f.name for f in flags.of(120)}, flags.of(120)
+    assert "bright" in {f.name for f in flags.of(121)}, flags.of(121)
+    assert not flags.flagged[:120, [FLAG_NAMES.index("dark"), FLAG_NAMES.index("bright")]].any()

@@ -5,14 +5,20 @@ photos, microscopy) or all pale (line art). Here every flag reads one property
 (:mod:`core.image_properties`) on a scale where it is roughly symmetric (a logarithm for sizes,
 counts and sharpness), and an image is flagged when its robust z-score passes `DEFAULT_Z` (3.5,
 Iglewicz and Hoaglin's outlier cut-off) in the flag's direction; the cut-off is an argument of
-every call. The z-score is (value - median) / spread, the spread taken on each side of the
+every call. Brightness is a share of full white bounded by 0 and 1, so it is read on the logit
+scale: near either bound a small step is a large change (a page at 0.999 carries a twentieth of
+the ink of one at 0.98), so a washed-out picture stands as far from a collection of pale drawings
+as its look says, where on the linear scale it hid inside the spread of their bounded values. The z-score is (value - median) / spread, the spread taken on each side of the
 median apart: the larger of 1.4826 x MAD and the distance to that side's 5% quantile over 1.645
 (both equal the standard deviation of a normal distribution). The quantile keeps a sizeable
 minority (the photos of a clip-art set) from being flagged wholesale while a handful of extreme
 images still are. Each property has a floor for the MAD, so a collection where nearly every
 image is alike (all 256x256, all square) still needs a real difference before a flag is raised,
 and a few flags also require what their word means (a "greyscale" image has next to no colour; a
-"mostly transparent" one is at least half transparent).
+"mostly transparent" one is at least half transparent; in a "dark" one even the brightest twentieth
+of the pixels is darker than mid-grey). "dark" reads those highlights rather than the mean: an
+under-exposed picture is dark all over, where a drawing in a dark theme still has white around it
+and a collection of line art holds enough of those to widen the spread of the mean.
 
 The same z-scores over every property, two-sided, make the property outlier score that the
 "fused" anomaly ranking combines with the embedding (:func:`property_outlier_scores`).
@@ -39,6 +45,7 @@ TAIL = 0.05
 TAIL_TO_SIGMA = 1.6449  # a normal distribution's 5th percentile lies this many deviations below its median
 _LOW, _HIGH, _EITHER = -1, 1, 0
 _OPAQUE_FLOOR = 1.0 / PROPERTY_SIDE**2  # the opaque share of a fully transparent image, on the log scale
+_HALF_LEVEL = 0.5 / 255.0  # how near 0 or 1 a mean luma of 8-bit pixels can be told from the bound
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -54,6 +61,11 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _logit(share: np.ndarray) -> np.ndarray:
+    """log odds of a 0-1 share, kept finite half a grey level (of 255) inside each bound."""
+    return np.log((share + _HALF_LEVEL) / (1.0 - share + _HALF_LEVEL))
+
+
 # Each property on the scale its z-score is taken on, with the floor of its MAD on that scale.
 _SCALES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
     "width": (_log, 0.05),
@@ -61,7 +73,7 @@ _SCALES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
     "aspect": (_log, 0.05),
     "pixels": (_log, 0.1),
     "bytes_per_pixel": (_log, 0.1),
-    "brightness": (_identity, 0.02),
+    "brightness": (_logit, 0.1),
     "dark_level": (_identity, 0.02),
     "bright_level": (_identity, 0.02),
     "contrast": (_identity, 0.01),
@@ -88,7 +100,8 @@ class FlagRule:
 FLAG_RULES: tuple[FlagRule, ...] = (
     FlagRule("blank", "distinct_colours", _LOW, "far fewer colours than the collection's images: blank or "
              "nearly empty"),
-    FlagRule("dark", "brightness", _LOW, "much darker than the collection's images"),
+    FlagRule("dark", "bright_level", _LOW, "much darker than the collection's images: even its brightest parts are "
+             "dark", lambda bright_level: bright_level < 0.5),
     FlagRule("bright", "brightness", _HIGH, "much brighter than the collection's images: over-exposed or washed out"),
     FlagRule("blurry", "sharpness", _LOW, "much less fine detail than the collection's images: blurred or out of focus"),
     FlagRule("greyscale", "colourfulness", _LOW, "has no colour in a collection of colour images",
