@@ -132,15 +132,15 @@ def test_home_shows_counts_review_and_the_map_coloured_by_decision(seeded: Path)
 def test_duplicates_slider_changes_the_clusters_shown_and_the_csv(seeded: Path,
                                                                   served_files: dict[str, bytes]) -> None:
     at = run_page("duplicates")
-    strict = metric(at, "In clusters")
+    strict = metric(at, "Images")
     rows = csv_rows(served_files, "duplicates.csv")
     assert {"photo_00.jpg", "copy_of_00.png"} <= {r["file_name"] for r in rows}
     assert len(rows) == strict
     at.slider(key="dup-pixels").set_value(0.5)
     at.slider(key="dup-similarity").set_value(SIMILARITY_FLOOR).run()  # the embedding proposes pairs too
     assert not at.exception
-    assert metric(at, "In clusters") > strict
-    assert len(csv_rows(served_files, "duplicates.csv")) == metric(at, "In clusters")
+    assert metric(at, "Images") > strict
+    assert len(csv_rows(served_files, "duplicates.csv")) == metric(at, "Images")
 
 
 def test_anomaly_label_persists_and_the_csv_holds_the_selection(seeded: Path,
@@ -280,7 +280,7 @@ def test_a_duplicate_decision_made_on_the_page_persists_and_undo_reverts_the_lat
         members = [m.image for m in collection.duplicates().groups[0].members]
     representative, other, other_name = members[0].image_id, members[1].image_id, members[1].file_name
     at = run_page("duplicates")
-    assert metric(at, "Clusters decided") == 0
+    assert metric(at, "Decided") == 0
     at.button_group(key=f"dup-decision-{other}").set_value("remove").run()
     assert not at.exception
     with opened(seeded) as collection:
@@ -292,10 +292,10 @@ def test_a_duplicate_decision_made_on_the_page_persists_and_undo_reverts_the_lat
     assert {r["image_id"]: r["decision"] for r in csv_rows(served_files, "duplicates.csv")}[other] == "remove"
     clusters = metric(again, "Clusters")
     again.button(key="dup-cluster-1-Keep ★, remove the rest").click().run()
-    assert metric(again, "Clusters decided") == 1
+    assert metric(again, "Decided") == 1
     assert again.button_group(key=f"dup-decision-{representative}").value == "keep"
     again.toggle(key="dup-undecided-only").set_value(True).run()
-    assert (metric(again, "Clusters"), metric(again, "Clusters decided")) == (clusters - 1, 0)
+    assert (metric(again, "Clusters"), metric(again, "Decided")) == (clusters - 1, 0)
     undo = again.button(key="dup-undo-button")
     assert undo.label == "Undo: keep ★ in cluster 1"
     undo.click().run()
@@ -325,11 +325,11 @@ def test_a_keep_rule_preview_lists_exactly_what_apply_then_writes(seeded: Path) 
     assert not at.exception
     table = next(d.value for d in at.dataframe if "decision" in d.value.columns)
     planned = dict(zip(table["image_id"], table["decision"], strict=True))
-    assert len(planned) == metric(at, "In clusters") and list(planned.values()).count("keep") == metric(at, "Clusters")
+    assert len(planned) == metric(at, "Images") and list(planned.values()).count("keep") == metric(at, "Clusters")
     with opened(seeded) as collection:
         assert collection.decisions() == {}  # a preview writes nothing
     at.button(key="dup-rule-apply").click().run()
     with opened(seeded) as collection:
         assert {i: d.decision for i, d in collection.decisions().items()} == planned
-    assert metric(at, "Clusters decided") == metric(at, "Clusters")
+    assert metric(at, "Decided") == metric(at, "Clusters")
     assert at.button(key="dup-undo-button").label == "Undo: keep rule 'largest file'"

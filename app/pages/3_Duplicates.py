@@ -37,7 +37,7 @@ EXAMPLES = 3
 RULE_HELP = ("either: a pair is a duplicate when the embedding or the pHash says so (and the other one "
              "roughly agrees); both: only when both say so.")
 INSPECT_WIDTH = 420
-FOCUS_KEY = "dup-focus"  # the cluster "Next undecided cluster" went to
+FOCUS_KEY = "dup-focus"  # the cluster "Next undecided" went to
 
 current = acting_collection("duplicates", "Duplicates")
 may_decide = may(current, Action.DECIDE)
@@ -182,24 +182,26 @@ def review(current: Collection) -> None:
         example_pairs("Just outside (not duplicates)", outside, "dup-outside")
     if may_decide:
         decision_tools(view, thresholds)
-    filters = st.columns([3, 1, 1], vertical_alignment="bottom")
-    signals = filters[0].multiselect("Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals")
-    only_open = filters[1].toggle("Undecided only", key="dup-undecided-only")
+    signals = st.multiselect("Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals")
+    # three controls to a row and short metric labels: nothing is cut off at 1024 px wide
+    only_col, next_col, export_col = st.columns([1, 1, 1.6], vertical_alignment="center")
+    only_open = only_col.toggle("Undecided only", key="dup-undecided-only")
     groups = [g for g in view.groups if not signals or any(set(m.signals) & set(signals) for m in g.members)]
     if only_open:
         groups = [g for g in groups if not view.is_decided(g)]
     undecided = [(p, g.cluster_id) for p, g in enumerate(groups) if not view.is_decided(g)]
-    filters[2].button("Next undecided cluster", key="dup-next", disabled=not undecided, width="stretch",
-                      on_click=turn_to_next_undecided, args=(undecided,))
-    metrics = st.columns([1, 1, 1, 1, 2], vertical_alignment="bottom")
-    metrics[0].metric("Clusters", len(groups))
-    metrics[1].metric("Clusters decided", len(groups) - len(undecided))
-    metrics[2].metric("In clusters", sum(len(g.members) for g in groups))
-    metrics[3].metric("Duplicate pairs", view.pair_count)
-    with metrics[4]:
+    next_col.button("Next undecided", key="dup-next", disabled=not undecided, width="stretch",
+                    help="Go to the next cluster with an image not yet decided",
+                    on_click=turn_to_next_undecided, args=(undecided,))
+    with export_col:
         shown = {g.cluster_id for g in groups}
         csv_download("Export clusters as CSV", [r for r in view.rows() if r["cluster_id"] in shown],
                      "duplicates.csv", key="dup-csv")
+    metrics = st.columns(4)
+    metrics[0].metric("Clusters", len(groups))
+    metrics[1].metric("Decided", len(groups) - len(undecided), help="Clusters whose every image is decided")
+    metrics[2].metric("Images", sum(len(g.members) for g in groups), help="Images in the clusters shown")
+    metrics[3].metric("Pairs", view.pair_count, help="Duplicate pairs at these thresholds")
     if not groups:
         st.info("No duplicates at these thresholds: lower the similarity or raise the pHash distance to find more."
                 if not only_open else "Every cluster shown is decided.")

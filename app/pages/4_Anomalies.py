@@ -27,8 +27,8 @@ def controls(current: Collection) -> AnomaliesView:
     """The method, k and selection controls, and the view they ask core for."""
     method_col, k_col, by_col, value_col = st.columns(4)
     method = method_col.selectbox("Method", METHODS, index=list(METHODS).index(DEFAULT_ANOMALY_METHOD), key="anom-method")
-    k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="method's default",
-                           key="anom-k")
+    k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="default",
+                           help="Empty: the method's own default", key="anom-k")
     k = None if k is None else int(k)
     by = by_col.selectbox("Select by", SELECT_BY, key="anom-by")
     if by == SELECT_BY[0]:
