@@ -30,6 +30,7 @@ from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD
 from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, check_threshold
+from core.analysis_inputs import read_analysis_rows
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
@@ -449,8 +450,8 @@ class Collection:
             old = shared.snapshot
             if old is not None and old.version == version:
                 return old
-            frame = self.backends.catalog.ready_frame().reset_index(drop=True)
-            ids = frame["id"].tolist()
+            rows = read_analysis_rows(self.backends.catalog)
+            ids = rows.frame["id"].tolist()
             dim = self.backends.vectors.dim
             if old is None:
                 by_id = dict(zip(*self._all_vectors(), strict=True))
@@ -462,7 +463,7 @@ class Collection:
                 vectors = np.zeros((len(ids), dim), np.float32)
                 for row, image_id in enumerate(ids):
                     vectors[row] = old.vectors[position[image_id]] if image_id in position else fetched[image_id]
-            shared.snapshot = VectorSnapshot(version=version, frame=frame, vectors=vectors)
+            shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors)
             return shared.snapshot
 
     def _all_vectors(self) -> tuple[list[str], np.ndarray]:
