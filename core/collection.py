@@ -90,7 +90,7 @@ from core.users import User, UserDirectory
 _BACKFILL_BATCH = 500
 DETAIL_NEIGHBOURS = 10
 
-VECTOR_PAGE = 2_000  # vectors read at a time: as Python floats a page of 10k took 160 MB
+VECTOR_PAGE = 2_000  # vectors read at a time (they arrive as Python floats): 10k peaked 120 MB higher at 100k
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
 
