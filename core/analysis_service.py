@@ -97,10 +97,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VectorSnapshot:
-    """Every visible image at one collection version: catalog rows and vectors in the same order."""
+    """Every visible image at one collection version: catalog rows, signals and vectors in the same
+    order (:func:`core.analysis_inputs.read_analysis_rows`)."""
 
     version: int
-    frame: pd.DataFrame  # catalog rows, ordered by arrival
+    frame: pd.DataFrame  # catalog rows, ordered by arrival, without their hashes and sketches
+    signals: ImageSignals  # entry i is frame row i: hashes, sizes and packed sketches
     vectors: np.ndarray  # (n, dim) float32, L2-normalised, row i is frame row i
 
     # Converted from the frame once per snapshot: every threshold view reads them for each of its
@@ -208,18 +210,8 @@ class CollectionAnalysis:
         return graph
 
     def signals(self, snap: VectorSnapshot) -> ImageSignals:
-        """Per-image hashes and sizes; kept for the version, since every threshold move needs them."""
-        f = snap.frame
-        return self._cached(
-            snap,
-            "signals",
-            lambda: ImageSignals.from_columns(
-                sha256=f["sha256"].tolist(), pixel_sha256=f["pixel_sha256"].tolist(), phash=f["phash"].tolist(),
-                phash_mirror=f["phash_mirror"].tolist(), width=f["width"].tolist(), height=f["height"].tolist(),
-                created=f["created_at"].tolist(), sketch=f["sketch"].tolist(),
-            ),
-            None,
-        )
+        """Per-image hashes, sizes and sketches, read with the snapshot's rows."""
+        return snap.signals
 
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:
         def compute() -> SimilarityScale:

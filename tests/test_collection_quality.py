@@ -16,6 +16,7 @@ from core import FLAG_COLUMNS, ISSUE_COLUMNS, Collection, InvalidRequest, Settin
 from core.cli import main as cli_main
 from core.embedding import Embedder
 from core.storage.catalog import MIGRATIONS
+from core.storage.catalog_properties import add_properties_table
 from core.synthetic import encode
 
 
@@ -101,7 +102,8 @@ def test_repair_measures_images_stored_before_properties_existed(
         catalog = collection.backends.catalog
         with catalog.engine.begin() as conn:  # as an older version left it: no properties table
             conn.execute(sa.text("DROP TABLE image_properties"))
-            conn.execute(sa.text(f"UPDATE meta SET value = '{len(MIGRATIONS) - 1}' WHERE key = 'schema_version'"))
+            before = MIGRATIONS.index(add_properties_table)
+            conn.execute(sa.text(f"UPDATE meta SET value = '{before}' WHERE key = 'schema_version'"))
     with Collection.open(settings, embedder=embedder) as collection:  # the migration adds the table again
         catalog = collection.backends.catalog
         assert catalog.schema_version() == len(MIGRATIONS)

@@ -331,6 +331,8 @@ def catalog_transcript(catalog: Catalog) -> list[tuple[str, Any]]:
     seen.append(("frame columns", list(frame.columns)))
     # NaN (an image without properties) never equals itself: compared as None
     seen.append(("frame rows", frame.astype(object).where(frame.notna(), None).to_dict("records")))
+    seen.append(("pages of 2", [page["id"].tolist() for page in catalog.ready_pages(rows=2)]))
+    seen.append(("pages of 3", [page["id"].tolist() for page in catalog.ready_pages(rows=3)]))
     seen.append(("version", catalog.version()))
     return seen
 
@@ -391,6 +393,25 @@ def test_catalog_transcript_is_what_the_protocol_promises(catalog: Catalog) -> N
     assert seen["remove"] == (True, False) and seen["after remove"][0] == 1 and seen["after remove"][1].disabled
     assert [row["size_bytes"] for row in seen["frame rows"]] == [5_000_000_000 + n for n in (0, 2, 3)]  # 1, 4 purged
     assert [row["sketch"] for row in seen["frame rows"]][:2] == [bytes([0]) * 768, bytes([2]) * 768]
+    in_order = [row["id"] for row in seen["frame rows"]]
+    assert seen["pages of 2"] == [in_order[:2], in_order[2:]] and seen["pages of 3"] == [in_order]
+
+
+def test_ready_pages_cross_equal_arrival_times_keeping_every_row_once(catalog: Catalog) -> None:
+    records = [replace(_record(n), created_at=1_700_000_000.5 + n // 4) for n in range(9)]  # ties across pages
+    catalog.add_pending(records, [])
+    catalog.mark_ready([r.id for r in records])
+    pages = list(catalog.ready_pages(rows=3))
+    expected = sorted(records, key=lambda r: (r.created_at, r.id))
+    assert [len(page) for page in pages] == [3, 3, 3]
+    assert [i for page in pages for i in page["id"]] == [r.id for r in expected]
+    assert catalog.ready_frame()["id"].tolist() == [r.id for r in expected]
+
+
+def test_ready_pages_of_an_empty_catalog_are_one_empty_page_with_the_columns(catalog: Catalog) -> None:
+    pages = list(catalog.ready_pages(rows=3))
+    assert len(pages) == 1 and len(pages[0]) == 0
+    assert list(pages[0].columns) == list(catalog.ready_frame().columns)
 
 
 def test_catalog_reopens_at_the_current_schema(catalog: Catalog) -> None:

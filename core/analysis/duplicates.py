@@ -57,6 +57,7 @@ from core.errors import InvalidRequest
 from core.images import SKETCH_SIDE
 
 RULES = ("either", "both")
+DIGEST_HEX = 64  # hex digits of a SHA-256 digest
 SIGNALS = ("same_bytes", "same_pixels", "phash", "crop", "cosine", "phash+cosine")
 DEFAULT_SIMILARITY = 1.0
 DEFAULT_HAMMING = 16
@@ -115,10 +116,9 @@ class ImageSignals:
                 lengths.add(len(optional))
         if lengths != {n}:
             raise ValueError("every column of image signals must have one entry per image")
-        pixel_keys = [p if p else f"\0missing{i}" for i, p in enumerate(pixel_sha256)]
         return cls(
-            bytes_group=np.unique(np.asarray(sha256, dtype=object), return_inverse=True)[1].astype(np.int64),
-            pixels_group=np.unique(np.asarray(pixel_keys, dtype=object), return_inverse=True)[1].astype(np.int64),
+            bytes_group=hash_groups(hex_digests(sha256)),
+            pixels_group=hash_groups(hex_digests(pixel_sha256)),
             phash=hashes_from_hex(phash),
             phash_mirror=hashes_from_hex(phash_mirror),
             pixels=np.asarray(width, dtype=np.int64) * np.asarray(height, dtype=np.int64),
@@ -126,6 +126,21 @@ class ImageSignals:
             **dict(zip(("sketch", "has_sketch"), sketch_arrays(sketch if sketch is not None else [None] * n),
                        strict=True)),
         )
+
+
+def hex_digests(hashes: Sequence[str | None]) -> np.ndarray:
+    """SHA-256 hex digests as a fixed-width array (64 bytes a row, not a Python string's 113); None
+    (not known) as empty."""
+    return np.array([h or "" for h in hashes], dtype=f"S{DIGEST_HEX}")
+
+
+def hash_groups(digests: np.ndarray) -> np.ndarray:
+    """(n,) int64 groups of `hex_digests`: equal digests share one, an empty digest (not known) has
+    one of its own and so matches nothing."""
+    groups = np.unique(digests, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    missing = np.flatnonzero(digests == b"")
+    groups[missing] = groups.max(initial=-1) + 1 + np.arange(len(missing))
+    return groups
 
 
 def sketch_arrays(sketch: Sequence[bytes | memoryview | float | None],

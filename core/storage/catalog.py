@@ -40,6 +40,7 @@ READY = "ready"
 REMOVED = "removed"  # soft-deleted: invisible everywhere, restorable, blob and vector kept
 PURGING = "purging"  # being deleted for good: invisible; repair finishes what a failure interrupted
 LABELS = ("anomaly", "normal")
+READY_PAGE_ROWS = 20_000  # rows a page of visible images holds (20k sketches: 15 MB as bytes)
 
 metadata = sa.MetaData()
 
@@ -64,6 +65,10 @@ images = sa.Table(
     # RGB miniature for crop detection (core.images.sketch); NULL for images stored before v2
     sa.Column("sketch", sa.LargeBinary, nullable=True),
 )
+
+# Visible images in arrival order, read a page at a time (Catalog.ready_pages): without it SQLite
+# picks the state index and sorts the whole table again for every page.
+arrival_index = sa.Index("ix_images_state_arrival", images.c.state, images.c.created_at, images.c.id)
 
 image_names = sa.Table(
     "image_names",
@@ -168,10 +173,15 @@ def _add_ingest_leases(conn: Connection) -> None:
     metadata.create_all(conn, tables=[ingest_leases], checkfirst=True)
 
 
+def _add_arrival_index(conn: Connection) -> None:
+    """The index :meth:`Catalog.ready_pages` reads by; a new catalog already has it from v1."""
+    arrival_index.create(conn, checkfirst=True)
+
+
 # Append-only: migration N brings schema_version N-1 to N. Never edit one that has shipped.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _add_sketch_v2, add_users_table,
                                                         _add_review_tables, _add_ingest_leases,
-                                                        add_properties_table)
+                                                        add_properties_table, _add_arrival_index)
 VISIBLE_OR_REMOVED = (READY, REMOVED)
 
 
@@ -585,9 +595,7 @@ class Catalog:
             where.append(arrived_under(image_names.c.source == source))
         if name_contains is not None:
             where.append(arrived_under(image_names.c.file_name.icontains(name_contains, autoescape=True)))
-        order = IMAGE_SORTS[sort]
-        if self.dialect == "postgresql" and isinstance(order.type, sa.Text):
-            order = order.collate("C")  # code point order, as SQLite's: both backends page alike
+        order = self._code_point(IMAGE_SORTS[sort])
         columns = [c for c in images.columns if c.name != "sketch"]
         query = (
             sa.select(*columns).where(*where)
@@ -610,17 +618,40 @@ class Catalog:
                     found.setdefault(image_id, []).append(source)
         return found
 
+    def _code_point(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        """``column`` ordered and compared by code point, as SQLite does, where it holds text: PostgreSQL
+        would use the database's collation, and both backends must page alike."""
+        return column.collate("C") if self.dialect == "postgresql" and isinstance(column.type, sa.String) else column
+
     def ready_frame(self) -> pd.DataFrame:
-        """Every visible image as one table (ordered by arrival), for analysis and exports, with its
-        properties as ``property_<name>`` columns (NaN for an image stored before they existed)."""
+        """Every visible image as one table (ordered by arrival), for exports and ingest, with its
+        properties as ``property_<name>`` columns (NaN for an image stored before they existed): the
+        pages of :meth:`ready_pages` put together."""
+        return pd.concat(list(self.ready_pages()), ignore_index=True)  # an empty page comes only alone
+
+    def ready_pages(self, rows: int = READY_PAGE_ROWS) -> Iterator[pd.DataFrame]:
+        """:meth:`ready_frame`'s rows, ``rows`` at a time, each page a frame with its columns; the last
+        page is shorter (empty only when it is the first). A reader of the whole collection (the
+        analysis snapshot) then holds one page of sketches as Python bytes at a time, never a
+        million. Keyset pages by (created_at, id), each its own short query: no statement stays open
+        between pages, and a page costs the same wherever it starts."""
         extra = frame_columns()
+        names = [c.name for c in images.columns] + [c.name for c in extra]
+        image_id = self._code_point(images.c.id)
         query = (sa.select(images, *extra).select_from(images.outerjoin(image_properties,
                                                                         image_properties.c.image_id == images.c.id))
-                 .where(images.c.state == READY).order_by(images.c.created_at, images.c.id))
-        with self.engine.connect() as conn:
-            frame = pd.DataFrame(conn.execute(query).mappings().all(),
-                                 columns=[c.name for c in images.columns] + [c.name for c in extra])
-        return frame.astype({c.name: "float64" for c in extra})
+                 .where(images.c.state == READY).order_by(images.c.created_at, image_id).limit(rows))
+        after: tuple[float, str] | None = None
+        while True:
+            page_query = query if after is None else query.where(
+                images.c.created_at >= after[0], sa.or_(images.c.created_at > after[0], image_id > after[1]))
+            with self.engine.connect() as conn:
+                page = pd.DataFrame.from_records(conn.execute(page_query).all(), columns=names)
+            if len(page) or after is None:
+                yield page.astype({c.name: "float64" for c in extra})
+            if len(page) < rows:
+                return
+            after = (float(page["created_at"].iloc[-1]), str(page["id"].iloc[-1]))
 
     def ids_without_properties(self) -> list[str]:
         """Visible images stored before properties existed (quality flags skip them until backfilled)."""

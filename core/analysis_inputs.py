@@ -1,0 +1,86 @@
+"""The catalog's visible images read into what the analysis takes, a page at a time.
+
+At a million images the sketches alone are ~0.8 GB as Python bytes, and the hashes about as much
+again as Python strings; read into one frame, they all were in memory at once, beside the arrays
+built from them. Here each page of :meth:`Catalog.ready_pages` is packed into arrays allocated once
+for the whole collection (sketches by `sketch_arrays`, hashes as fixed-width digests and integers),
+and only the columns views show (names, sources, sizes, arrival, properties) are kept as a frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.analysis import ImageSignals
+from core.analysis.crops import PACKED_BYTES
+from core.analysis.duplicates import DIGEST_HEX, hash_groups, hex_digests, sketch_arrays
+from core.analysis.hamming import hashes_from_hex
+from core.storage.catalog import READY, READY_PAGE_ROWS, Catalog
+
+SIGNAL_COLUMNS = ("sha256", "pixel_sha256", "phash", "phash_mirror", "dhash", "sketch")  # not kept in the frame
+
+
+@dataclass(frozen=True)
+class AnalysisRows:
+    """Every visible image in arrival order: row i of ``frame`` is entry i of ``signals``."""
+
+    frame: pd.DataFrame  # the catalog's columns but SIGNAL_COLUMNS
+    signals: ImageSignals
+
+
+def read_analysis_rows(catalog: Catalog, page_rows: int = READY_PAGE_ROWS) -> AnalysisRows:
+    """The visible images' rows and signals, read ``page_rows`` at a time (see module docstring)."""
+    columns = _SignalColumns(catalog.counts()[READY])
+    frames = []
+    for page in catalog.ready_pages(page_rows):
+        columns.add(page)
+        frames.append(page.drop(columns=list(SIGNAL_COLUMNS)))
+    return AnalysisRows(pd.concat(frames, ignore_index=True), columns.signals())
+
+
+class _SignalColumns:
+    """The signals' arrays, sized for the rows counted before reading; grown if more rows became
+    visible between the count and the last page (an ingest finishing meanwhile)."""
+
+    def __init__(self, expected: int) -> None:
+        self.count = 0
+        self.arrays = {
+            "sha256": np.zeros(expected, dtype=f"S{DIGEST_HEX}"),
+            "pixel_sha256": np.zeros(expected, dtype=f"S{DIGEST_HEX}"),
+            "phash": np.zeros(expected, dtype=np.uint64),
+            "phash_mirror": np.zeros(expected, dtype=np.uint64),
+            "pixels": np.zeros(expected, dtype=np.int64),
+            "created": np.zeros(expected, dtype=np.float64),
+            "sketch": np.zeros((expected, PACKED_BYTES), dtype=np.uint8),
+            "has_sketch": np.zeros(expected, dtype=bool),
+        }
+
+    def add(self, page: pd.DataFrame) -> None:
+        end = self.count + len(page)
+        if end > len(self.arrays["phash"]):
+            self.arrays = {name: _grown(a, end) for name, a in self.arrays.items()}
+        rows = slice(self.count, end)
+        a = self.arrays
+        a["sha256"][rows] = hex_digests(page["sha256"].tolist())
+        a["pixel_sha256"][rows] = hex_digests(page["pixel_sha256"].tolist())
+        a["phash"][rows] = hashes_from_hex(page["phash"].tolist())
+        a["phash_mirror"][rows] = hashes_from_hex(page["phash_mirror"].tolist())
+        a["pixels"][rows] = page["width"].to_numpy(np.int64) * page["height"].to_numpy(np.int64)
+        a["created"][rows] = page["created_at"].to_numpy(np.float64)
+        a["sketch"][rows], a["has_sketch"][rows] = sketch_arrays(page["sketch"].tolist())
+        self.count = end
+
+    def signals(self) -> ImageSignals:
+        a = {name: array[: self.count] for name, array in self.arrays.items()}
+        return ImageSignals(bytes_group=hash_groups(a["sha256"]), pixels_group=hash_groups(a["pixel_sha256"]),
+                            phash=a["phash"], phash_mirror=a["phash_mirror"], pixels=a["pixels"],
+                            created=a["created"], sketch=a["sketch"], has_sketch=a["has_sketch"])
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
