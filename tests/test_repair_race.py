@@ -54,7 +54,7 @@ def test_repair_while_an_ingest_runs_leaves_its_rows_and_every_image_becomes_vis
         repairs = []
         while ingest.poll() is None:
             repairs.append(collection.repair())
-            time.sleep(0.05)
+            time.sleep(0.25)  # each repair takes the shard from the ingest for a moment
         report = _finished(ingest)
         assert report["ingested"] == IMAGES and report["error"] is None
         assert len(repairs) >= 2
