@@ -9,10 +9,10 @@
    which goes first, so a machine whose load changes slows both alike.
 3. The server stack: PostgreSQL (the local one, a schema of its own), Redis (the local one), S3 on
    moto (in this process) and the default local Qdrant Edge shard; S images ingested through
-   ``serve-api``, then the three read operations driven by ``--concurrency`` client threads against
-   1 and then 2 workers.
+   ``serve-api``, the collection topped up to T with synthetic rows, then the three read operations
+   driven by ``--concurrency`` client threads against 1 and then 2 workers.
 
-Run: ``python -m benchmarks.api [--images 2000 --ingest-images 300 --server-images 1000]``;
+Run: ``python -m benchmarks.api [--images 2000 --ingest-images 300 --server-images 1000 --server-total 10000]``;
 ``--server-images 0`` skips part 3 (it needs PostgreSQL on 127.0.0.1:5432 and Redis on 6379).
 """
 
@@ -45,6 +45,8 @@ from benchmarks.api_server import (
     ingest_through_cli,
     serve_api,
 )
+from benchmarks.dataset_vectors import synthetic_collection
+from benchmarks.synthetic_store import write_synthetic
 from core import Collection, Settings
 from core.synthetic import encode, photo
 
@@ -157,8 +159,10 @@ def server_stack(work: Path) -> Iterator[dict[str, str]]:
 
 
 def read_operations(server: Server) -> list[tuple[str, Callable[[httpx.Client], httpx.Response]]]:
-    first = httpx.get(f"{server.base}/v1/images", headers=server.headers, params={"limit": 1}, timeout=60)
-    image_id = first.raise_for_status().json()["items"][0]["id"]
+    """The three read operations, on the latest image (one that arrived through the API, with its files)."""
+    latest = httpx.get(f"{server.base}/v1/images", headers=server.headers, timeout=60,
+                       params={"limit": 1, "descending": True})
+    image_id = latest.raise_for_status().json()["items"][0]["id"]
     return [
         ("GET /v1/images/{id}", lambda c: c.get(f"/v1/images/{image_id}")),
         ("POST /v1/search by id (k=20)", lambda c: c.post("/v1/search", data={"image_id": image_id})),
@@ -166,18 +170,32 @@ def read_operations(server: Server) -> list[tuple[str, Callable[[httpx.Client], 
     ]
 
 
-def on_the_server_stack(work: Path, images: int, batch: int, requests: int, concurrency: int) -> None:
+def top_up(env: dict[str, str], total: int) -> int:
+    """Synthetic rows (vectors, hashes, sketches; no files) written straight into the stack's stores,
+    older than what the API ingested, until the collection holds ``total`` images (no server running:
+    the embedded shard is this process's meanwhile). Returns how many were added."""
+    settings = Settings.from_env(env)
+    with Collection.open(settings) as collection:
+        missing = total - collection.status().images
+        if missing > 0:
+            write_synthetic(collection, synthetic_collection(missing), settings.data_dir)
+    return max(missing, 0)
+
+
+def on_the_server_stack(work: Path, images: int, total: int, batch: int, requests: int, concurrency: int) -> None:
     files = [(f"img_{i:05d}.jpg", encode(photo(i))) for i in range(images)]
     with server_stack(work) as stack:
         env = api_env(work / "servers", batch) | stack
         add_user(env)
+        with serve_api(env, workers=1) as server:
+            count, seconds = ingest_through_api(server, files, batch)
+        added = top_up(env, total)
+        print(f"\n## 3. Server stack (PostgreSQL, Redis, S3 on moto, Qdrant Edge in DATA_DIR): {count} images "
+              f"ingested through the API at {count / seconds:.1f} images/s, then {added} synthetic rows written "
+              f"into the same stores ({count + added} images)\n")
         loads: dict[int, list[tuple[str, Load]]] = {}
         for workers in (1, 2):
             with serve_api(env, workers) as server:
-                if workers == 1:
-                    count, seconds = ingest_through_api(server, files, batch)
-                    print(f"\n## 3. Server stack (PostgreSQL, Redis, S3 on moto, Qdrant Edge in DATA_DIR): "
-                          f"{count} images ingested through the API at {count / seconds:.1f} images/s\n")
                 loads[workers] = [(name, drive(server, call, requests, concurrency))
                                   for name, call in read_operations(server)]
     print(f"{requests} requests per operation from {concurrency} client threads, over a socket\n")
@@ -197,7 +215,9 @@ def main() -> None:
     parser.add_argument("--ingest-images", type=int, default=300, help="part 2's folder (0 skips)")
     parser.add_argument("--rounds", type=int, default=2, help="part 2's rounds")
     parser.add_argument("--batch", type=int, default=100, help="files per upload request")
-    parser.add_argument("--server-images", type=int, default=1000, help="part 3's collection (0 skips)")
+    parser.add_argument("--server-images", type=int, default=1000, help="part 3's images ingested (0 skips part 3)")
+    parser.add_argument("--server-total", type=int, default=10_000,
+                        help="part 3's collection, topped up with synthetic rows past what was ingested")
     parser.add_argument("--requests", type=int, default=300, help="part 3's requests per operation")
     parser.add_argument("--concurrency", type=int, default=4, help="part 3's client threads")
     args = parser.parse_args()
@@ -207,7 +227,8 @@ def main() -> None:
         if args.ingest_images:
             api_against_cli(Path(folder), args.ingest_images, args.batch, args.rounds)
         if args.server_images:
-            on_the_server_stack(Path(folder), args.server_images, args.batch, args.requests, args.concurrency)
+            on_the_server_stack(Path(folder), args.server_images, args.server_total, args.batch, args.requests,
+                                args.concurrency)
 
 
 if __name__ == "__main__":
