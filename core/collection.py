@@ -457,6 +457,7 @@ class Collection:
             dim = self.backends.vectors.dim
             if old is None:
                 vectors = self._all_vectors(ids)
+                self.backends.vectors.rest()
             else:
                 position = {image_id: row for row, image_id in enumerate(old.ids)}
                 new = [i for i in ids if i not in position]

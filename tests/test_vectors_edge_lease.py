@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.collection import Collection
 from core.storage.errors import StoreBusy
 from core.storage.vectors_edge import EdgeVectorStore
+from core.synthetic import encode, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,3 +95,35 @@ def test_points_survive_a_killed_process(tmp_path: Path) -> None:
     hit = store.search(np.eye(8, dtype=np.float32)[3], 1)[0]
     assert hit.id.endswith("000000000003") and hit.score == pytest.approx(1.0)
     store.close()
+
+
+def _held(store_path: Path) -> bool:
+    """Whether some process holds the shard, asked without announcing a wait (no hand-over follows)."""
+    with open(store_path / "shard.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return False
+
+
+def test_a_resting_store_hands_the_shard_back_at_once_and_takes_it_again_when_asked(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path / "v", 8, idle_release_s=3600)  # would keep it for an hour
+    ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(5)]
+    store.upsert(ids, _unit(5), [{} for _ in ids])
+    assert _held(tmp_path / "v")
+    store.rest()
+    assert not _held(tmp_path / "v")
+    assert store.count() == 5 and _held(tmp_path / "v")
+    store.close()
+
+
+def test_the_first_full_read_of_the_vectors_hands_the_shard_back(collection: Collection) -> None:
+    """A full scan maps every page of the shard (half a GiB at 100k images); the analysis after it never
+    reads them, so the snapshot does not keep them for the idle delay."""
+    collection.ingest_uploads([(f"p{i}.jpg", encode(photo(i))) for i in range(3)])
+    collection.backends.vectors.count()
+    assert _held(collection.backends.vectors.path)
+    assert len(collection.snapshot().ids) == 3
+    assert not _held(collection.backends.vectors.path)

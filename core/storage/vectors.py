@@ -118,5 +118,9 @@ class VectorStore(ABC):
     def describe(self) -> str:
         return self.name
 
+    def rest(self) -> None:
+        """Nothing is asked of the store for a while (a full read just ended): hand back what this
+        process holds alone. Server stores hold nothing here; the next call works as before."""
+
     def close(self) -> None:
         """Flush and release the store."""

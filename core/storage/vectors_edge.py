@@ -318,6 +318,13 @@ class EdgeVectorStore(VectorStore):
     def describe(self) -> str:
         return f"Qdrant Edge shard at {self._shard_dir}"
 
+    def rest(self) -> None:
+        """Hand the shard back now, not after the idle delay: a full scan leaves every page of it
+        mapped (half a GiB at 100k images), which the analysis that follows never reads."""
+        with self._mutex:
+            if not self._busy:
+                self._release()
+
     def close(self) -> None:
         with self._mutex:
             self._release()
