@@ -209,10 +209,6 @@ class CollectionAnalysis:
                        ttl_s=CACHE_TTL_S)
         return graph
 
-    def signals(self, snap: VectorSnapshot) -> ImageSignals:
-        """Per-image hashes, sizes and sketches, read with the snapshot's rows."""
-        return snap.signals
-
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:
         def compute() -> SimilarityScale:
             scale = analysis.similarity_scale(self.graph(snap))
@@ -226,7 +222,7 @@ class CollectionAnalysis:
             snap,
             "candidates",
             lambda: analysis.duplicate_candidates(
-                self.graph(snap), snap.vectors, self.signals(snap), scale=self.scale(snap)
+                self.graph(snap), snap.vectors, snap.signals, scale=self.scale(snap)
             ),
             CANDIDATES,
         )
@@ -237,7 +233,7 @@ class CollectionAnalysis:
         paging through them re-clusters nothing."""
         return self._views.get(
             snap.version, f"duplicates:{thresholds!r}",
-            lambda: analysis.duplicate_clusters(self.candidates(snap), snap.vectors, self.signals(snap), thresholds),
+            lambda: analysis.duplicate_clusters(self.candidates(snap), snap.vectors, snap.signals, thresholds),
         )
 
     def duplicates(self, thresholds: DuplicateThresholds) -> DuplicatesView:
@@ -280,7 +276,7 @@ class CollectionAnalysis:
             return AnomalyScores(method, k, np.zeros(len(snap.ids)), np.full(len(snap.ids), 100.0))
 
         def compute() -> AnomalyScores:
-            same = self.signals(snap).pixels_group
+            same = snap.signals.pixels_group
             return analysis.anomaly_scores(snap.vectors, self.graph(snap), method=method, k=k, same_image=same,
                                            properties=self.properties(snap))
 
@@ -304,7 +300,7 @@ class CollectionAnalysis:
             if len(snap.ids) < 2:
                 return tuple(() for _ in snap.ids)
             graph = self.graph(snap)
-            near, far = embedding_percentiles(graph, graph.k if k is None else k, self.signals(snap).pixels_group)
+            near, far = embedding_percentiles(graph, graph.k if k is None else k, snap.signals.pixels_group)
             return image_reasons(near, far, flags, robust_z(self.properties(snap)))
 
         return self._cached(snap, f"reasons:k{k}:z{z_threshold!r}", compute, None)

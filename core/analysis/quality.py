@@ -11,9 +11,8 @@ the ink of one at 0.98), so a washed-out picture stands as far from a collection
 as its look says, where on the linear scale it hid inside the spread of their bounded values.
 The z-score is (value - median) / spread, the spread taken on each side of the median apart:
 the larger of 1.4826 x MAD and the distance to that side's 5% quantile over 1.645 (both equal the
-standard deviation of a normal distribution). The quantile keeps a sizeable
-minority (the photos of a clip-art set) from being flagged wholesale while a handful of extreme
-images still are. Each property has a floor for the MAD, so a collection where nearly every
+standard deviation of a normal distribution). The quantile keeps a sizeable minority (the photos of
+a clip-art set) from being flagged wholesale while a handful of extreme images still are. Each property has a floor for the MAD, so a collection where nearly every
 image is alike (all 256x256, all square) still needs a real difference before a flag is raised,
 and a few flags also require what their word means (a "greyscale" image has next to no colour; a
 "mostly transparent" one is at least half transparent; in a "dark" one even the brightest twentieth
