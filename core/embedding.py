@@ -18,6 +18,8 @@ runtime, else the start-up measurement of fp32 against bf16, recorded so it runs
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 import socket
@@ -139,13 +141,32 @@ def resolve_weights(settings: Settings) -> tuple[str | None, str]:
 
 
 def resolve_embedding_dim(model_name: str) -> int:
-    """The embedding size of an architecture, read from its config without building the model."""
-    import open_clip
+    """The embedding size of an architecture, read from its config without building the model.
 
-    config = open_clip.get_model_config(model_name)
+    A process that only analyses (the CLI's `duplicates`, a page before its first search) never
+    imports OpenCLIP for it: the import alone holds ~0.2 GB (timm, torchvision). The bundled
+    config file is read as OpenCLIP would; other names (a hub model) go through OpenCLIP.
+    """
+    config = _bundled_config(model_name)
+    if config is None:
+        import open_clip
+
+        config = open_clip.get_model_config(model_name)
     if config is None:
         raise ModelUnavailable(f"MODEL_NAME={model_name!r} is not an OpenCLIP architecture.")
     return int(config["embed_dim"])
+
+
+def _bundled_config(model_name: str) -> dict | None:
+    """OpenCLIP's own config file for ``model_name``, found without importing OpenCLIP."""
+    if "/" in model_name or "\\" in model_name:  # a hub name or a path, never a bundled file
+        return None
+    spec = importlib.util.find_spec("open_clip")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "model_configs" / f"{model_name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
 
 
 def _model_tag(model_name: str, weights: str | None) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +77,19 @@ def test_unreachable_pretrained_weights_fail_fast_with_the_fix(monkeypatch: pyte
         Embedder(Settings(model_pretrained="laion2b_s34b_b79k"))
     assert time.monotonic() - start < 10
     assert "MODEL_CHECKPOINT" in str(raised.value) and "MODEL_PRETRAINED=none" in str(raised.value)
+
+
+def test_embedding_size_is_read_without_importing_open_clip() -> None:
+    """An analysis-only process (the CLI's `duplicates`) opens a collection without OpenCLIP's ~0.2 GB."""
+    import open_clip
+
+    script = ("import sys; from core.embedding import resolve_embedding_dim as dim; "
+              "print([dim(m) for m in ('ViT-B-32', 'RN50', 'ViT-L-14')], 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    expected = [open_clip.get_model_config(m)["embed_dim"] for m in ("ViT-B-32", "RN50", "ViT-L-14")]
+    assert out.split()[-1] == "False" and out.strip().startswith(str(expected))
+    with pytest.raises(ModelUnavailable, match="not an OpenCLIP architecture"):
+        embedding.resolve_embedding_dim("No-Such-Architecture")
 
 
 def test_unknown_pretrained_tag_lists_the_known_ones() -> None:
