@@ -79,7 +79,6 @@ from core.reports import (
     ImageRef,
     IssueRow,
     IssuesView,
-    MapPoint,
     MapView,
 )
 from core.storage.cache import Cache
@@ -377,14 +376,14 @@ class CollectionAnalysis:
                 snap.vectors, self.graph(snap)), PROJECTION)
             coordinates, fitted = projection.coordinates, len(projection.fitted)
         scores = self.anomaly_scores(snap, DEFAULT_METHOD, None)
-        clusters = self.cluster_ids(snap, DuplicateThresholds())
-        points = tuple(
-            MapPoint(ref, float(x), float(y), float(score), float(percentile),
-                     labels[ref.image_id].label if ref.image_id in labels else None, int(cluster) or None)
-            for ref, (x, y), score, percentile, cluster in zip(
-                snap.refs(range(n)), coordinates, scores.scores, scores.percentiles, clusters, strict=True)
-        )
-        return MapView(points, fitted)
+        ids, names, sources, _, _ = snap._ref_columns
+        return MapView(
+            image_id=tuple(ids), file_name=tuple(names), source=tuple(sources),
+            x=np.ascontiguousarray(coordinates[:, 0], dtype=np.float32),
+            y=np.ascontiguousarray(coordinates[:, 1], dtype=np.float32),
+            anomaly_score=scores.scores.astype(np.float32), anomaly_percentile=scores.percentiles.astype(np.float32),
+            label=tuple(labels[i].label if i in labels else None for i in ids),
+            cluster_id=self.cluster_ids(snap, DuplicateThresholds()).astype(np.int32), fitted=fitted)
 
     def _empty_scale(self) -> SimilarityScale:
         return SimilarityScale(reference_cosine=math.nan, reference_rank=0, histogram_edges=(), histogram_counts=())

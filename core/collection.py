@@ -575,7 +575,7 @@ class Collection:
 
     def projection(self, *, wait: bool = True) -> MapView:
         """2-D UMAP coordinates of every image, from the shared neighbour graph (cached), each with its
-        anomaly score, label, duplicate cluster and source (see :class:`MapPoint`)."""
+        anomaly score, label, duplicate cluster and source, as columns (see :class:`MapView`)."""
         self._require(Action.READ)
         with waiting(wait):
             return self.analysis.projection(self._labels())

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from core.analysis import DuplicateThresholds, SimilarityScale
 from core.analysis.quality import FLAG_NAMES, Flag
 from core.image_properties import ImageProperties
@@ -261,31 +263,32 @@ class IssuesView:
                  "explanation": r.explanation} for r in self.rows]
 
 
-@dataclass(frozen=True)
-class MapPoint:
-    """One image on the map, with what colours it; a selection maps back to images by ``image_id``."""
-
-    image: ImageRef
-    x: float
-    y: float
-    anomaly_score: float  # default method, higher = more unusual
-    anomaly_percentile: float  # share of the collection scoring the same or lower, in (0, 100]
-    label: str | None  # the analysts' review label
-    cluster_id: int | None  # duplicate cluster at the default thresholds (as duplicates() numbers it)
-
-    @property
-    def image_id(self) -> str:
-        return self.image.image_id
-
-    @property
-    def source(self) -> str:
-        return self.image.source
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MapView:
-    points: tuple[MapPoint, ...]
+    """Every visible image on the map, as columns: entry i of each is one image. A selection maps
+    back to images by ``image_id``. Columns, not a record per image: at a million images the
+    records took seconds to build and held about a gigabyte."""
+
+    image_id: tuple[str, ...]
+    file_name: tuple[str, ...]
+    source: tuple[str, ...]
+    x: np.ndarray  # (n,) float32
+    y: np.ndarray  # (n,) float32
+    anomaly_score: np.ndarray  # (n,) float32, default method, higher = more unusual
+    anomaly_percentile: np.ndarray  # (n,) float32, share of the collection scoring the same or lower, in (0, 100]
+    label: tuple[str | None, ...]  # the analysts' review label
+    cluster_id: np.ndarray  # (n,) int32, duplicate cluster at the default thresholds (as duplicates() numbers it), 0: none
     fitted: int  # images UMAP was fitted on; the rest were placed by their neighbours
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def row(self, image_id: str) -> int:
+        """The entry of ``image_id``; :class:`KeyError` when it is not on the map."""
+        try:
+            return self.image_id.index(image_id)
+        except ValueError:
+            raise KeyError(image_id) from None
 
 
 @dataclass(frozen=True)

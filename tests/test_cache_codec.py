@@ -42,13 +42,18 @@ class _Planted:
         return os.system, (f"touch {self.marker}",)
 
 
+def _map(collection: Collection) -> zip:
+    view = collection.projection()
+    return zip(view.image_id, view.x, view.y, strict=True)
+
+
 def _values(collection: Collection) -> dict[str, object]:
     """What each cached value decides, as a user sees it."""
     return {
         "clusters": [[m.image.image_id for m in g.members] for g in collection.duplicates().groups],
         "pairs": collection.duplicates(DuplicateThresholds(similarity=0.5)).pair_count,
         "ranking": [(r.image.image_id, round(r.score, 9)) for r in collection.anomalies(method="knn").rows],
-        "map": [(p.image_id, round(p.x, 5), round(p.y, 5)) for p in collection.projection().points],
+        "map": [(i, round(float(x), 5), round(float(y), 5)) for i, x, y in _map(collection)],
     }
 
 

@@ -162,8 +162,8 @@ def test_every_method_scores_every_image(analysed: Collection, method: str) -> N
 
 def test_projection_places_every_image(analysed: Collection) -> None:
     view = analysed.projection()
-    assert len(view.points) == analysed.status().images
-    coords = np.array([(p.x, p.y) for p in view.points])
+    assert len(view) == analysed.status().images
+    coords = np.stack([view.x, view.y], axis=1)
     assert np.isfinite(coords).all() and coords.std(axis=0).min() > 0
 
 

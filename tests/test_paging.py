@@ -99,16 +99,16 @@ def test_map_points_carry_id_score_label_cluster_and_source(tmp_path: Path, embe
         _fill(collection)
         labelled = collection.list_images(limit=1).items[0].id
         collection.label(labelled, "normal")
-        points = {p.image_id: p for p in collection.projection().points}
-        assert len(points) == 34
+        view = collection.projection()
+        assert len(view) == 34 and len(set(view.image_id)) == 34
         for row in collection.anomalies().rows:
-            point = points[row.image.image_id]
-            assert (point.anomaly_score, point.anomaly_percentile) == (row.score, row.percentile)
-            assert point.source == row.image.source
+            at = view.row(row.image.image_id)
+            assert (view.anomaly_score[at], view.anomaly_percentile[at]) == pytest.approx((row.score, row.percentile))
+            assert (view.source[at], view.file_name[at]) == (row.image.source, row.image.file_name)
         clustered = {m.image.image_id: g.cluster_id for g in collection.duplicates().groups for m in g.members}
-        assert clustered and {i: p.cluster_id for i, p in points.items() if p.cluster_id} == clustered
-        assert points[labelled].label == "normal" and sum(p.label is not None for p in points.values()) == 1
-        assert {p.source for p in points.values()} == {"camera", "phone"}
+        assert clustered and {i: c for i, c in zip(view.image_id, view.cluster_id, strict=True) if c} == clustered
+        assert view.label[view.row(labelled)] == "normal" and sum(label is not None for label in view.label) == 1
+        assert set(view.source) == {"camera", "phone"}
 
 
 @pytest.mark.parametrize("catalog", ["sqlite", "postgresql"])

@@ -36,27 +36,27 @@ GREY = "#c8c8c8"
 def _points(_current: Collection, version: int) -> pd.DataFrame:
     """Positions and what colours them, per collection version (labels and decisions are joined
     per render: they change without a new version)."""
-    points = _current.projection().points
+    view = _current.projection()
+    cluster = pd.Series(view.cluster_id)
     return pd.DataFrame({
-        "image_id": [p.image_id for p in points],
-        "name": [html.escape(p.image.file_name) for p in points],  # hover text is Plotly markup
-        "x": [p.x for p in points],
-        "y": [p.y for p in points],
-        "source": [p.source for p in points],
-        "score": [p.anomaly_score for p in points],
-        "cluster": [("none" if p.cluster_id is None else
-                     f"cluster {p.cluster_id}" if p.cluster_id <= NAMED_CLUSTERS else "other cluster")
-                    for p in points],
+        "image_id": view.image_id,
+        "name": view.file_name,
+        "x": view.x,
+        "y": view.y,
+        "source": view.source,
+        "score": view.anomaly_score,
+        "cluster": np.where(cluster == 0, "none", np.where(cluster <= NAMED_CLUSTERS, "cluster " + cluster.astype(str),
+                                                            "other cluster")),
     })
 
 
 def map_points(current: Collection, highlight: Set[str] | None = None) -> pd.DataFrame:
     """The map's points with the current labels and decisions (and, when given, which are highlighted)."""
     frame = _points(current, current.version())
-    labels = current.labels()
-    decisions = current.decisions()
-    frame = frame.assign(label=[labels.get(i, "none") for i in frame["image_id"]],
-                         decision=[decisions[i].decision if i in decisions else "none" for i in frame["image_id"]])
+    labels = pd.Series(current.labels(), dtype=object)
+    decisions = pd.Series({i: r.decision for i, r in current.decisions().items()}, dtype=object)
+    frame = frame.assign(label=frame["image_id"].map(labels).fillna("none"),
+                         decision=frame["image_id"].map(decisions).fillna("none"))
     if highlight is not None:
         frame = frame.assign(selection=np.where(frame["image_id"].isin(list(highlight)), "selected", "other"))
     return frame
@@ -66,6 +66,7 @@ def map_figure(frame: pd.DataFrame, colour: str) -> go.Figure:
     """Scattergl of ``frame`` coloured by column ``colour``; a density layer plus a sample beyond
     ``SCATTER_LIMIT`` points. Unselected points turn grey while a selection exists."""
     sample = frame if len(frame) <= SCATTER_LIMIT else frame.sample(SCATTER_LIMIT, random_state=0)
+    sample = sample.assign(name=sample["name"].map(html.escape))  # hover text is Plotly markup
     discrete = {"other": GREY, "none": GREY, "other cluster": "#8c8c8c", "selected": "#d62728", "keep": "#2ca02c",
                 "remove": "#d62728"}
     figure = px.scatter(
