@@ -82,7 +82,7 @@ from core.reports import (
     MapView,
 )
 from core.storage.cache import Cache
-from core.storage.catalog import Label
+from core.storage.catalog import Catalog, ImageRecord, Label
 from core.storage.catalog_properties import COLUMN_PREFIX
 
 CACHE_TTL_S = 7 * 24 * 3600
@@ -389,31 +389,29 @@ class CollectionAnalysis:
         return SimilarityScale(reference_cosine=math.nan, reference_rank=0, histogram_edges=(), histogram_counts=())
 
     # on arrival -----------------------------------------------------------------------------------
-    def arrival_context(self, frame: pd.DataFrame) -> ArrivalContext:
-        """What ingest needs to judge new images against the visible ones (``frame``, the catalog's
-        rows), without loading vectors or building a graph that is not there yet: the scale is the
-        latest one computed (it drifts slowly), or computed now where that is quick."""
-        frame = frame.reset_index(drop=True)
-        return ArrivalContext(
-            frame,
-            self._latest_scale(len(frame)),
-            analysis.hashes_from_hex(frame["phash"].tolist()),
-            analysis.hashes_from_hex(frame["phash_mirror"].tolist()),
-            self._crop_windows(frame),
-        )
-
-    def _crop_windows(self, frame: pd.DataFrame) -> np.ndarray:
-        """Window hashes of the frame's images for crop checks on arrival. Kept in the process between
-        ingests, so each ingest computes only the images added since (1M take ~1 min the first time)."""
-        ids = frame["id"].tolist()
+    def arrival_context(self, catalog: Catalog) -> ArrivalContext:
+        """What ingest needs to judge new images against the visible ones, read from ``catalog`` a
+        page at a time into arrays (no sketch or hash is kept as a Python object), without loading
+        vectors or building a graph that is not there yet: the scale is the latest one computed (it
+        drifts slowly), or computed now where that is quick."""
+        ids: list[str] = []
+        phash, mirror, windows = [], [], []
         with self._windows_lock:
-            known, windows = self._windows
-            if ids[: len(known)] != known:
-                known, windows = [], windows[:0]
-            pixels, _ = sketch_arrays(frame["sketch"].iloc[len(known):].tolist())
-            windows = np.concatenate([windows, window_hashes(pixels)])
-            self._windows = (ids, windows)
-            return windows
+            known, known_windows = self._windows
+            reuse = True  # while the pages repeat the images seen by the last ingest, in order
+            for page in catalog.ready_pages():
+                start = len(ids)
+                ids += page["id"].tolist()
+                phash.append(analysis.hashes_from_hex(page["phash"].tolist()))
+                mirror.append(analysis.hashes_from_hex(page["phash_mirror"].tolist()))
+                reuse = reuse and known[start:len(ids)] == ids[start:]
+                windows.append(known_windows[start:len(ids)] if reuse else
+                               window_hashes(sketch_arrays(page["sketch"].tolist())[0]))
+            context_windows = np.concatenate([known_windows[:0], *windows])
+            self._windows = (ids, context_windows)
+        return ArrivalContext(ids, self._latest_scale(len(ids)), np.concatenate([np.zeros(0, np.uint64), *phash]),
+                              np.concatenate([np.zeros(0, np.uint64), *mirror]), context_windows,
+                              functools.partial(catalog.get, ready_only=True))
 
     def _latest_scale(self, n: int) -> SimilarityScale | None:
         scale = self._read(self._latest_key("scale"), SCALE)
@@ -446,26 +444,35 @@ def _link(snap: VectorSnapshot, p: DuplicatePair) -> DuplicateLink:
                          p.crop_score, p.signals)
 
 
+def stored_image(record: ImageRecord, cosine: float) -> StoredImage:
+    """A stored image as the arrival check compares it (``cosine`` NaN when found by hash only)."""
+    return StoredImage(record.id, cosine, record.sha256, record.pixel_sha256, record.phash, record.phash_mirror,
+                       record.sketch)
+
+
 @dataclass(frozen=True)
 class ArrivalContext:
-    frame: pd.DataFrame  # the visible images' catalog rows when the ingest started
+    """The images visible when an ingest started, as arrays; the catalog rows of the few that a
+    pHash or crop check proposes are read when proposed (one that was removed since is skipped).
+    Kept in the process between ingests, the crop windows cost ~1 min at 1M images the first time."""
+
+    ids: list[str]
     scale: SimilarityScale | None  # None while the collection is too small to calibrate
     phash: np.ndarray
     phash_mirror: np.ndarray
-    windows: np.ndarray  # (n, W) crop-window hashes of the frame's images
+    windows: np.ndarray  # (n, W) crop-window hashes of the images
+    records: Callable[[list[str]], list[ImageRecord]]  # visible rows of these ids
 
     def judge(self, *, sha256: str, pixel_sha256: str, phash: str, phash_mirror: str, sketch: bytes,
               neighbours: list[StoredImage], thresholds: DuplicateThresholds) -> ArrivalMatch:
         """Verdict for one new image from its vector neighbours, stored pHash matches and crop candidates."""
         stored = {s.image_id: s for s in neighbours}
         rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
-        f = self.frame
         crops = analysis.crop_candidates_for(sketch, phash, phash_mirror, self.phash, self.phash_mirror, self.windows)
-        for row in [*rows[:ARRIVAL_NEIGHBOURS], *crops[:ARRIVAL_NEIGHBOURS]]:
-            image_id = str(f.at[row, "id"])
-            stored.setdefault(image_id, StoredImage(image_id, math.nan, str(f.at[row, "sha256"]),
-                                                    str(f.at[row, "pixel_sha256"]), str(f.at[row, "phash"]),
-                                                    str(f.at[row, "phash_mirror"]), f.at[row, "sketch"]))
+        proposed = [self.ids[r] for r in [*rows[:ARRIVAL_NEIGHBOURS], *crops[:ARRIVAL_NEIGHBOURS]]]
+        missing = [i for i in dict.fromkeys(proposed) if i not in stored]
+        for record in self.records(missing) if missing else []:
+            stored[record.id] = stored_image(record, math.nan)
         scale = self.scale
         if scale is None:  # cosine means nothing yet: judge by bytes, pixels, pHash and crops only
             stored = {i: dataclasses.replace(s, cosine=math.nan) for i, s in stored.items()}

@@ -359,7 +359,7 @@ class Collection:
 
     def _ingest(self, items: Sequence[IngestItem], source: str | None, progress: Progress | None) -> IngestReport:
         source = _source_label(source)
-        arrival = self.analysis.arrival_context(self.backends.catalog.ready_frame())
+        arrival = self.analysis.arrival_context(self.backends.catalog)
         ingestor = Ingestor(self.settings, self.backends, lambda: self.embedder, arrival=arrival)
         report = ingestor.run(items, source=source, uploader=self.actor.name, progress=progress)
         if report.ingested:

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from core import validation
-from core.analysis import DuplicateThresholds, StoredImage
-from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext
+from core.analysis import DuplicateThresholds
+from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext, stored_image
 from core.backends import Backends
 from core.devices import resolve_device
 from core.embedding import Embedder
@@ -605,18 +605,13 @@ class Ingestor:
             return {}
         # counting the store costs a round trip (a sixth of a second on the Edge shard): ask only
         # until this run has stored vectors itself
-        if self.arrival.frame.empty and not self._stored_vectors and self.backends.vectors.count() == 0:
+        if not self.arrival.ids and not self._stored_vectors and self.backends.vectors.count() == 0:
             return {}
         hits = [self.backends.vectors.search(v, ARRIVAL_NEIGHBOURS) for v in embeddings]
         known = {r.id: r for r in self.backends.catalog.get(list({h.id for row in hits for h in row}))}
         matches = {}
         for p, row in zip(prepared, hits, strict=True):
-            neighbours = [
-                StoredImage(h.id, h.score, known[h.id].sha256, known[h.id].pixel_sha256, known[h.id].phash,
-                            known[h.id].phash_mirror, known[h.id].sketch)
-                for h in row
-                if h.id in known
-            ]
+            neighbours = [stored_image(known[h.id], h.score) for h in row if h.id in known]
             image = p.image
             matches[image.sha256] = self.arrival.judge(
                 sha256=image.sha256, pixel_sha256=image.pixel_sha256, phash=image.phash,

@@ -321,3 +321,27 @@ def test_status_reuses_blob_counts_only_while_the_catalog_is_unchanged(collectio
     collection.ingest_uploads([("p3.jpg", encode(photo(3)))])  # a new catalog state counts again
     status = collection.status(blob_counts_max_age_s=600)
     assert (status.images, status.blobs, status.thumbnails) == (4, 4, 4) and status.consistent
+
+
+def test_arrival_check_reads_the_catalog_in_pages_and_reuses_the_windows_it_made(
+    collection: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ingest judges against every visible image without the whole catalog as one frame, and
+    makes crop windows only for images the previous ingest had not seen (here: pages of 2 rows)."""
+    from core import analysis_service
+
+    originals = [photo(i) for i in range(6)]
+    collection.ingest_uploads([(f"p{i}.png", encode(img, "PNG")) for i, img in enumerate(originals)])
+    catalog = collection.backends.catalog
+    monkeypatch.setattr(catalog, "ready_frame", lambda: pytest.fail("the whole catalog was read as one frame"))
+    monkeypatch.setattr(catalog, "ready_pages", lambda real=catalog.ready_pages: real(rows=2))
+    made: list[int] = []
+    real_windows = analysis_service.window_hashes
+    monkeypatch.setattr(analysis_service, "window_hashes", lambda pixels: made.append(len(pixels)) or real_windows(pixels))
+    first = collection.ingest_uploads([("copy0.jpg", encode(originals[0], quality=70))])
+    second = collection.ingest_uploads([("copy1.jpg", encode(originals[1], quality=70))])
+    assert sum(made) == 6 + 1  # all six at first (none seen yet), then only the copy stored since
+    names = {item.id: item.file_name for item in collection.list_images(limit=10).items}
+    for report, original in ((first, "p0.png"), (second, "p1.png")):
+        nearest = report.outcomes[0].nearest
+        assert nearest is not None and nearest.verdict == "near" and names[nearest.image_id] == original
