@@ -8,10 +8,12 @@ cache, so a server started later finds the analysis already computed for that ve
   threshold change on Anomalies (AppTest reruns and compiles the whole script, so these are upper
   bounds for the fragment reruns);
 - each page's first render in a new session once the version's analysis is cached;
-- the map's time to visible in Chromium: from navigation until the scattergl canvas has drawn.
+- the map's time to visible in Chromium: from navigation until the scattergl canvas has drawn;
+- the map widget alone over synthetic points at sizes no collection here can be analysed at (the
+  facade bench times `Collection.projection()` itself): what the server and the browser pay.
 
-    python -m benchmarks.dashboard                  # 10,000 and 100,000 images
-    python -m benchmarks.dashboard --sizes 10000
+    python -m benchmarks.dashboard                  # 10,000 and 100,000 images, the map alone at 1,000,000
+    python -m benchmarks.dashboard --sizes 10000 --map-only
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from streamlit.testing.v1 import AppTest
 
 from benchmarks.dataset_vectors import synthetic_collection
 from benchmarks.synthetic_store import write_synthetic
+from core import MapView
 from core.collection import Collection
 from core.settings import Settings
 from core.synthetic import encode, photo
@@ -118,14 +121,84 @@ def map_time_to_visible(data_dir: Path, log: Path) -> float:
         tab.get_by_role("textbox", name="Username").fill("admin")
         tab.get_by_role("textbox", name="Password").fill((data_dir / "initial-admin-password").read_text().strip())
         tab.get_by_role("button", name="Sign in").click()
-        tab.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=900_000)  # warm the server
-        start = time.perf_counter()
-        tab.goto(base)
-        tab.locator(".js-plotly-plot .gl-container canvas").first.wait_for(timeout=900_000)
-        tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=900_000)
-        seconds = time.perf_counter() - start
+        seconds = _time_to_drawn_map(tab, base)
         browser.close()
     return seconds
+
+
+def _time_to_drawn_map(tab: object, base: str) -> float:
+    """Wait for a first drawing (it warms the server's caches), then time a new one from navigation."""
+    canvas = tab.locator(".js-plotly-plot .gl-container canvas").first
+    canvas.wait_for(timeout=900_000)
+    start = time.perf_counter()
+    tab.goto(base)
+    canvas.wait_for(timeout=900_000)
+    tab.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=900_000)
+    return time.perf_counter() - start
+
+
+MAP_ONLY_PAGE = """
+import sys
+sys.path[:0] = [{root!r}, {app!r}]
+from benchmarks.dashboard import MapOnly
+from widgets.map import render_map
+render_map(MapOnly.of({n}), key="map")
+"""
+
+
+class MapOnly:
+    """What the map widget asks of a collection, for ``n`` synthetic points (clusters of a UMAP-like
+    layout): the browser's side of a map at sizes no collection here can be analysed at."""
+
+    def __init__(self, view: MapView) -> None:
+        self.view = view
+
+    @classmethod
+    def of(cls, n: int) -> MapOnly:
+        rng = np.random.default_rng(0)
+        centres = rng.normal(0, 8, (max(1, n // 5000), 2))
+        xy = (centres[rng.integers(0, len(centres), n)] + rng.normal(0, 1, (n, 2))).astype(np.float32)
+        ids = tuple(f"00000000-0000-0000-0000-{i:012d}" for i in range(n))
+        return cls(MapView(image_id=ids, file_name=tuple(f"synthetic_{i:07d}.jpg" for i in range(n)),
+                           source=tuple(("camera-a", "camera-b", "scanner")[i % 3] for i in range(n)),
+                           x=xy[:, 0], y=xy[:, 1], anomaly_score=rng.random(n, dtype=np.float32),
+                           anomaly_percentile=rng.random(n, dtype=np.float32) * 100, label=(None,) * n,
+                           cluster_id=np.zeros(n, dtype=np.int32), fitted=min(n, 20_000)))
+
+    def projection(self) -> MapView:
+        return self.view
+
+    def version(self) -> int:
+        return 1
+
+    def labels(self) -> dict[str, str]:
+        return {}
+
+    def decisions(self) -> dict:
+        return {}
+
+
+def map_only_time_to_visible(n: int, workdir: Path) -> tuple[float, float]:
+    """The map widget alone over ``n`` synthetic points: server seconds to the figure, and seconds
+    from navigation to the drawn map in Chromium (points cached, as for every render after a version's first)."""
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(APP))
+    from widgets.map import map_figure, map_points
+
+    collection = MapOnly.of(n)
+    start = time.perf_counter()
+    map_figure(map_points(collection), "score").to_json()
+    server = time.perf_counter() - start
+    script = workdir / f"map_only_{n}.py"
+    script.write_text(MAP_ONLY_PAGE.format(root=str(APP.parent), app=str(APP), n=n))
+    with streamlit_server(workdir, workdir / f"map-only-{n}.log", script=script) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.goto(base)
+        seconds = _time_to_drawn_map(tab, base)
+        browser.close()
+    return server, seconds
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -137,7 +210,9 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--map-only", type=int, nargs="*", default=[1_000_000],
+                        help="sizes at which to time the map widget alone, over synthetic points")
     args = parser.parse_args()
     sys.path.insert(0, str(APP))
     rows: list[list[object]] = []
@@ -156,6 +231,11 @@ def main() -> None:
             st.cache_resource.clear()
             rows.append([n, "Map: time to visible in Chromium (version cached)",
                          f"{map_time_to_visible(data_dir, Path(workdir) / f'streamlit-{n}.log'):.1f} s"])
+            print(table(["images", "what", "time"], rows), flush=True)
+        for n in args.map_only:
+            server, browser = map_only_time_to_visible(n, Path(workdir))
+            rows.append([n, "Map widget alone, synthetic points: server time to the figure", f"{server:.1f} s"])
+            rows.append([n, "Map widget alone, synthetic points: time to visible in Chromium", f"{browser:.1f} s"])
             print(table(["images", "what", "time"], rows), flush=True)
 
 

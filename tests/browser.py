@@ -28,12 +28,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(data_dir: Path, log: Path, **env: str) -> Iterator[str]:
-    """``streamlit run app/Home.py`` with random weights over ``data_dir``; yields its base URL."""
+def streamlit_server(data_dir: Path, log: Path, script: Path = ROOT / "app" / "Home.py", **env: str) -> Iterator[str]:
+    """``streamlit run`` of the app (or of another ``script``) with random weights over ``data_dir``;
+    yields its base URL."""
     port = free_port()
     environment = os.environ | {"DATA_DIR": str(data_dir), "MODEL_PRETRAINED": "none",
                                 "PYTHONPATH": str(ROOT)} | env
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"), "--server.address",
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address",
                "127.0.0.1", "--server.port", str(port), "--server.headless", "true"]
     with log.open("w") as out:
         server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)

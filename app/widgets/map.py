@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Collection as Set
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -50,36 +51,46 @@ def _points(_current: Collection, version: int) -> pd.DataFrame:
     })
 
 
-def map_points(current: Collection, highlight: Set[str] | None = None) -> pd.DataFrame:
-    """The map's points with the current labels and decisions (and, when given, which are highlighted)."""
+def map_points(current: Collection, highlight: Set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The points to draw (every image up to ``SCATTER_LIMIT``, else an even sample) with the current
+    labels and decisions (and, when given, which are highlighted), and every image's position. Only
+    drawn points are joined and escaped: at a million images doing it for all cost most of a render."""
     frame = _points(current, current.version())
-    labels = pd.Series(current.labels(), dtype=object)
-    decisions = pd.Series({i: r.decision for i, r in current.decisions().items()}, dtype=object)
-    frame = frame.assign(label=frame["image_id"].map(labels).fillna("none"),
-                         decision=frame["image_id"].map(decisions).fillna("none"))
+    drawn = frame if len(frame) <= SCATTER_LIMIT else frame.sample(SCATTER_LIMIT, random_state=0)
+    drawn = drawn.assign(name=drawn["name"].map(html.escape),  # hover text is Plotly markup
+                         label=_joined(drawn["image_id"], current.labels()),
+                         decision=_joined(drawn["image_id"], {i: r.decision for i, r in current.decisions().items()}))
     if highlight is not None:
-        frame = frame.assign(selection=np.where(frame["image_id"].isin(list(highlight)), "selected", "other"))
-    return frame
+        drawn = drawn.assign(selection=np.where(drawn["image_id"].isin(list(highlight)), "selected", "other"))
+    return drawn, frame
 
 
-def map_figure(frame: pd.DataFrame, colour: str) -> go.Figure:
-    """Scattergl of ``frame`` coloured by column ``colour``; a density layer plus a sample beyond
-    ``SCATTER_LIMIT`` points. Unselected points turn grey while a selection exists."""
-    sample = frame if len(frame) <= SCATTER_LIMIT else frame.sample(SCATTER_LIMIT, random_state=0)
-    sample = sample.assign(name=sample["name"].map(html.escape))  # hover text is Plotly markup
+def _joined(ids: pd.Series, values: Mapping[str, str]) -> np.ndarray:
+    """``values`` by image id, "none" for the rest."""
+    out = np.full(len(ids), "none", dtype=object)
+    if values:
+        hit = ids.isin(values.keys()).to_numpy()
+        out[hit] = [values[i] for i in ids[hit]]
+    return out
+
+
+def map_figure(drawn: pd.DataFrame, colour: str, everything: pd.DataFrame | None = None) -> go.Figure:
+    """Scattergl of the ``drawn`` points coloured by column ``colour``; where they are a sample of
+    ``everything``, over a density layer of all of them. Unselected points turn grey while a
+    selection exists."""
     discrete = {"other": GREY, "none": GREY, "other cluster": "#8c8c8c", "selected": "#d62728", "keep": "#2ca02c",
                 "remove": "#d62728"}
     figure = px.scatter(
-        sample, x="x", y="y", color=colour, hover_name="name", custom_data=["image_id"],
+        drawn, x="x", y="y", color=colour, hover_name="name", custom_data=["image_id"],
         hover_data={"x": False, "y": False, "source": True, "score": ":.3f", "cluster": True, "label": True,
                     "decision": True},
         render_mode="webgl", color_continuous_scale="Viridis", color_discrete_map=discrete,
         labels={"score": "anomaly score"},
     )
-    if len(frame) > len(sample):
-        figure.add_trace(density_layer(frame["x"].to_numpy(), frame["y"].to_numpy()))
+    if everything is not None and len(everything) > len(drawn):
+        figure.add_trace(density_layer(everything["x"].to_numpy(), everything["y"].to_numpy()))
         figure.data = (figure.data[-1], *figure.data[:-1])  # drawn first: under the points
-    figure.update_traces(marker={"size": 5 if len(sample) > 5000 else 8},
+    figure.update_traces(marker={"size": 5 if len(drawn) > 5000 else 8},
                          unselected={"marker": {"color": GREY, "opacity": 0.3}}, selector={"type": "scattergl"})
     figure.update_layout(height=560, margin={"l": 0, "r": 0, "t": 10, "b": 0}, dragmode="lasso",
                          legend={"itemsizing": "constant"}, xaxis={"visible": False}, yaxis={"visible": False})
@@ -105,13 +116,13 @@ def render_map(current: Collection, key: str, *, colour: str | None = None,
                highlight: Set[str] | None = None) -> list[str]:
     """The map with a colour control (or a fixed ``colour``, "selection" with ``highlight``); returns
     the ids of the images the user selected on it."""
-    frame = map_points(current, highlight)
+    drawn, everything = map_points(current, highlight)
     if colour is None:
         choice = st.segmented_control("Colour by", list(COLOURS), default="anomaly score", key=f"{key}-colour")
         colour = COLOURS[choice or "anomaly score"]
-    if len(frame) > SCATTER_LIMIT:
-        st.caption(f"{len(frame):,} images: the shading shows where all of them lie; the points are an even "
+    if len(everything) > len(drawn):
+        st.caption(f"{len(everything):,} images: the shading shows where all of them lie; the points are an even "
                    f"sample of {SCATTER_LIMIT:,}, and a selection picks among them.")
-    event = st.plotly_chart(map_figure(frame, colour), key=key, on_select="rerun", selection_mode=("box", "lasso"),
+    event = st.plotly_chart(map_figure(drawn, colour, everything), key=key, on_select="rerun", selection_mode=("box", "lasso"),
                             width="stretch", config={"displaylogo": False})
     return selected_ids(event)
