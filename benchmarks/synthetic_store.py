@@ -23,9 +23,11 @@ SOURCES = ("camera-a", "camera-b", "scanner", "web", "archive")
 
 
 def write_synthetic(collection: Collection, synthetic: SyntheticCollection, data_dir: Path, *,
-                    picture: bytes | None = None) -> None:
+                    picture: bytes | None = None, index: bool = True) -> None:
     """Store every row of `synthetic` as a ready image, its sketch included; with `picture`, also
-    as each image's thumbnail and original (pages show them; analysis never reads them)."""
+    as each image's thumbnail and original (pages show them; analysis never reads them). With
+    `index`, the vector index is built as ingest would build it (search uses it; analysis reads
+    every vector by a scan and never does)."""
     n = len(synthetic.vectors)
     start = time.time() - n * 60
     stores = collection.backends
@@ -51,4 +53,5 @@ def write_synthetic(collection: Collection, synthetic: SyntheticCollection, data
                               [payload(r, [r.source], [r.uploader]) for r in records])
         stores.catalog.mark_ready(ids)
     stores.vectors.flush()
-    collection._index_if_grown()
+    if index:
+        collection._index_if_grown()
