@@ -209,8 +209,8 @@ class AnomaliesView:
     def selected(self) -> list[AnomalyRow]:
         return [r for r in self.rows if r.selected]
 
-    def to_rows(self) -> list[dict]:
-        """One row per image: the CSV export."""
+    def to_rows(self, *, selected_only: bool = False) -> list[dict]:
+        """One row per image (per selected image with ``selected_only``): the CSV export."""
         return [
             {
                 "image_id": r.image.image_id,
@@ -226,7 +226,7 @@ class AnomaliesView:
                 "reasons": "; ".join(r.reasons),
                 **flag_cells(r.flags),
             }
-            for r in self.rows
+            for r in (self.selected if selected_only else self.rows)
         ]
 
 

@@ -45,8 +45,7 @@ def controls(current: Collection) -> AnomaliesView:
 
 
 def export_rows(view: AnomaliesView) -> list[dict]:
-    return [row | {"link": image_link(row["image_id"])}
-            for row in view.to_rows() if row["selected"]]
+    return [row | {"link": image_link(row["image_id"])} for row in view.to_rows(selected_only=True)]
 
 
 @st.fragment
