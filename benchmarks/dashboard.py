@@ -188,7 +188,8 @@ def map_only_time_to_visible(n: int, workdir: Path) -> tuple[float, float]:
 
     collection = MapOnly.of(n)
     start = time.perf_counter()
-    map_figure(map_points(collection), "score").to_json()
+    drawn, everything = map_points(collection)
+    map_figure(drawn, "score", everything).to_json()
     server = time.perf_counter() - start
     script = workdir / f"map_only_{n}.py"
     script.write_text(MAP_ONLY_PAGE.format(root=str(APP.parent), app=str(APP), n=n))
