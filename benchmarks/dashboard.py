@@ -98,10 +98,11 @@ def server_times(n: int) -> list[list[str]]:
     anomalies = page("Anomalies")
     timed_run(anomalies)
     changes = []
-    for method in ("knn", "lof", "combined"):
+    for method in ("knn", "lof", "combined") * 2:  # the first round computes each method's scores once
         anomalies.selectbox(key="anom-method").set_value(method)
         changes.append(timed_run(anomalies))
-    rows.append([n, "Anomalies: method changed, scores cached (median of 3)", median_ms(changes[1:] + changes[-1:])])
+    rows.append([n, "Anomalies: method changed, scores cached (median of 3)", median_ms(changes[3:])])
+    rows.append([n, "Anomalies: method changed, its scores computed then (median of 3)", median_ms(changes[:3])])
     tops = []
     for top in (50, 100, 20):
         anomalies.number_input(key="anom-top").set_value(top)
