@@ -331,6 +331,7 @@ def catalog_transcript(catalog: Catalog) -> list[tuple[str, Any]]:
     seen.append(("frame columns", list(frame.columns)))
     # NaN (an image without properties) never equals itself: compared as None
     seen.append(("frame rows", frame.astype(object).where(frame.notna(), None).to_dict("records")))
+    seen.append(("arrival times", sorted(catalog.arrival_times().tolist())))
     seen.append(("pages of 2", [page["id"].tolist() for page in catalog.ready_pages(rows=2)]))
     seen.append(("pages of 3", [page["id"].tolist() for page in catalog.ready_pages(rows=3)]))
     seen.append(("version", catalog.version()))
