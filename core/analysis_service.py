@@ -41,7 +41,6 @@ from core.analysis import (
 )
 from core.analysis.anomalies import DEFAULT_METHOD, embedding_percentiles
 from core.analysis.crops import WINDOWS, window_hashes
-from core.analysis.duplicates import sketch_arrays
 from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
 from core.analysis.quality import (
     DEFAULT_Z,
@@ -52,6 +51,7 @@ from core.analysis.quality import (
     robust_z,
 )
 from core.analysis.reasons import image_reasons
+from core.analysis_inputs import read_analysis_rows
 from core.analysis_memo import ComputedOnce
 from core.cache_codec import (
     ANOMALY_SCORES,
@@ -111,11 +111,11 @@ class VectorSnapshot:
         return self.frame["id"].tolist()
 
     @functools.cached_property
-    def _ref_columns(self) -> tuple[list, ...]:
+    def ref_columns(self) -> tuple[list, ...]:
         return tuple(self.frame[c].tolist() for c in ("id", "file_name", "source", "width", "height"))
 
     def refs(self, rows: np.ndarray | list[int] | range) -> list[ImageRef]:
-        ids, names, sources, widths, heights = self._ref_columns
+        ids, names, sources, widths, heights = self.ref_columns
         return [ImageRef(str(ids[r]), str(names[r]), str(sources[r]), int(widths[r]), int(heights[r])) for r in rows]
 
 
@@ -376,7 +376,7 @@ class CollectionAnalysis:
                 snap.vectors, self.graph(snap)), PROJECTION)
             coordinates, fitted = projection.coordinates, len(projection.fitted)
         scores = self.anomaly_scores(snap, DEFAULT_METHOD, None)
-        ids, names, sources, _, _ = snap._ref_columns
+        ids, names, sources, _, _ = snap.ref_columns
         return MapView(
             image_id=tuple(ids), file_name=tuple(names), source=tuple(sources),
             x=np.ascontiguousarray(coordinates[:, 0], dtype=np.float32),
@@ -390,27 +390,19 @@ class CollectionAnalysis:
 
     # on arrival -----------------------------------------------------------------------------------
     def arrival_context(self, catalog: Catalog) -> ArrivalContext:
-        """What ingest needs to judge new images against the visible ones, read from ``catalog`` a
-        page at a time into arrays (no sketch or hash is kept as a Python object), without loading
-        vectors or building a graph that is not there yet: the scale is the latest one computed (it
-        drifts slowly), or computed now where that is quick."""
-        ids: list[str] = []
-        phash, mirror, windows = [], [], []
+        """What ingest needs to judge new images against the visible ones, read from ``catalog`` as
+        the snapshot reads it (pages packed into arrays), without loading vectors or building a graph
+        that is not there yet: the scale is the latest one computed (it drifts slowly), or computed
+        now where that is quick. Crop windows are made only for the images the last ingest had not seen."""
+        rows = read_analysis_rows(catalog)
+        ids = rows.frame["id"].tolist()
         with self._windows_lock:
-            known, known_windows = self._windows
-            reuse = True  # while the pages repeat the images seen by the last ingest, in order
-            for page in catalog.ready_pages():
-                start = len(ids)
-                ids += page["id"].tolist()
-                phash.append(analysis.hashes_from_hex(page["phash"].tolist()))
-                mirror.append(analysis.hashes_from_hex(page["phash_mirror"].tolist()))
-                reuse = reuse and known[start:len(ids)] == ids[start:]
-                windows.append(known_windows[start:len(ids)] if reuse else
-                               window_hashes(sketch_arrays(page["sketch"].tolist())[0]))
-            context_windows = np.concatenate([known_windows[:0], *windows])
-            self._windows = (ids, context_windows)
-        return ArrivalContext(ids, self._latest_scale(len(ids)), np.concatenate([np.zeros(0, np.uint64), *phash]),
-                              np.concatenate([np.zeros(0, np.uint64), *mirror]), context_windows,
+            known, windows = self._windows
+            if ids[: len(known)] != known:
+                known, windows = [], windows[:0]
+            windows = np.concatenate([windows, window_hashes(rows.signals.sketch[len(known):])])
+            self._windows = (ids, windows)
+        return ArrivalContext(ids, self._latest_scale(len(ids)), rows.signals.phash, rows.signals.phash_mirror, windows,
                               functools.partial(catalog.get, ready_only=True))
 
     def _latest_scale(self, n: int) -> SimilarityScale | None:

@@ -283,13 +283,6 @@ class MapView:
     def __len__(self) -> int:
         return len(self.image_id)
 
-    def row(self, image_id: str) -> int:
-        """The entry of ``image_id``; :class:`KeyError` when it is not on the map."""
-        try:
-            return self.image_id.index(image_id)
-        except ValueError:
-            raise KeyError(image_id) from None
-
 
 @dataclass(frozen=True)
 class ArrivalMatch:

@@ -334,7 +334,7 @@ def test_arrival_check_reads_the_catalog_in_pages_and_reuses_the_windows_it_made
     collection.ingest_uploads([(f"p{i}.png", encode(img, "PNG")) for i, img in enumerate(originals)])
     catalog = collection.backends.catalog
     monkeypatch.setattr(catalog, "ready_frame", lambda: pytest.fail("the whole catalog was read as one frame"))
-    monkeypatch.setattr(catalog, "ready_pages", lambda real=catalog.ready_pages: real(rows=2))
+    monkeypatch.setattr(catalog, "ready_pages", lambda *_, real=catalog.ready_pages: real(rows=2))
     made: list[int] = []
     real_windows = analysis_service.window_hashes
     monkeypatch.setattr(analysis_service, "window_hashes", lambda pixels: made.append(len(pixels)) or real_windows(pixels))

@@ -102,12 +102,12 @@ def test_map_points_carry_id_score_label_cluster_and_source(tmp_path: Path, embe
         view = collection.projection()
         assert len(view) == 34 and len(set(view.image_id)) == 34
         for row in collection.anomalies().rows:
-            at = view.row(row.image.image_id)
+            at = view.image_id.index(row.image.image_id)
             assert (view.anomaly_score[at], view.anomaly_percentile[at]) == pytest.approx((row.score, row.percentile))
             assert (view.source[at], view.file_name[at]) == (row.image.source, row.image.file_name)
         clustered = {m.image.image_id: g.cluster_id for g in collection.duplicates().groups for m in g.members}
         assert clustered and {i: c for i, c in zip(view.image_id, view.cluster_id, strict=True) if c} == clustered
-        assert view.label[view.row(labelled)] == "normal" and sum(label is not None for label in view.label) == 1
+        assert view.label[view.image_id.index(labelled)] == "normal" and sum(label is not None for label in view.label) == 1
         assert set(view.source) == {"camera", "phone"}
 
 

@@ -301,7 +301,7 @@ def test_image_detail_gathers_one_images_record(reviewed: Collection) -> None:
     assert [n.cosine for n in detail.neighbours] == sorted((n.cosine for n in detail.neighbours), reverse=True)
     assert detail.map_x is None  # the map is never built for a detail view
     view = reviewed.projection()
-    at = view.row(image)
+    at = view.image_id.index(image)
     assert (reviewed.image_detail(image).map_x, reviewed.image_detail(image).map_y) == (view.x[at], view.y[at])
     with pytest.raises(NotFound):
         reviewed.image_detail("00000000-0000-0000-0000-000000000000")

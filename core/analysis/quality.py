@@ -12,11 +12,12 @@ as its look says, where on the linear scale it hid inside the spread of their bo
 The z-score is (value - median) / spread, the spread taken on each side of the median apart:
 the larger of 1.4826 x MAD and the distance to that side's 5% quantile over 1.645 (both equal the
 standard deviation of a normal distribution). The quantile keeps a sizeable minority (the photos of
-a clip-art set) from being flagged wholesale while a handful of extreme images still are. Each property has a floor for the MAD, so a collection where nearly every
-image is alike (all 256x256, all square) still needs a real difference before a flag is raised,
-and a few flags also require what their word means (a "greyscale" image has next to no colour; a
-"mostly transparent" one is at least half transparent; in a "dark" one even the brightest twentieth
-of the pixels is darker than mid-grey). "dark" reads those highlights rather than the mean: an
+a clip-art set) from being flagged wholesale while a handful of extreme images still are. Each
+property has a floor for the MAD, so a collection where nearly every image is alike (all 256x256,
+all square) still needs a real difference before a flag is raised, and a few flags also require
+what their word means (a "greyscale" image has next to no colour; a "mostly transparent" one is
+at least half transparent; in a "dark" one even the brightest twentieth of the pixels is darker
+than mid-grey). "dark" reads those highlights rather than the mean: an
 under-exposed picture is dark all over, where a drawing in a dark theme still has white around it
 and a collection of line art holds enough of those to widen the spread of the mean.
 
