@@ -117,6 +117,13 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
     for label, rule_t in variants.items():
         r = duplicate_clusters(candidates, x, signals, rule_t)
         rows.append(_dup_row(label, [c.members for c in r.clusters], truth, truth_no_crop, labels, None, None))
+    searched = million_image_radius()
+    for radius in (searched, -1):
+        scaled = duplicate_candidates(graph, x, signals, hamming_searched=radius)
+        r = duplicate_clusters(scaled, x, signals)
+        what = f"up to {radius} bits" if radius >= 0 else "not at all"
+        rows.append(_dup_row(f"ours, pHash pairs searched {what} (beyond: pairs the graph, crops or sketch neighbours propose)",
+                             [c.members for c in r.clusters], truth, truth_no_crop, labels, None, None))
     rows += _imagededup_rows(folder, names, truth, truth_no_crop, labels)
     kinds = list(NEAR_KINDS + EXACT_KINDS)
     print(table(["method", "precision", "recall", "F1", "F1 w/o crops", "largest cluster (true size)", "analysis s",
@@ -127,6 +134,15 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
           f"time from stored hashes and embeddings; imagededup's is its search from its own encodings (both medians of {REPEATS} runs). 'total s' adds decoding and "
           "hashing the files, and for ours also the CLIP embedding that ingest computes anyway (single process). Ours: the pairs inside each cluster (every member matches its representative directly); imagededup: its "
           "reported pairs (its largest cluster: the largest set of files reported duplicates of one file).")
+
+
+def million_image_radius() -> int:
+    """The pHash radius `search_plan` searches exhaustively among a million random hashes."""
+    from core.analysis.hamming import search_plan
+
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**64, size=(2, 1_000_000), dtype=np.uint64)
+    return search_plan(hashes[0], hashes[1], 16).radius
 
 
 def _dup_row(name: str, groups: list, truth: set, truth_no_crop: set, labels, analysis_s, total_s) -> list:

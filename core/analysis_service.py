@@ -221,7 +221,7 @@ class CollectionAnalysis:
             snap,
             "candidates",
             lambda: analysis.duplicate_candidates(
-                self.graph(snap), snap.vectors, snap.signals, scale=self.scale(snap)
+                self.graph(snap), snap.vectors, snap.signals, scale=self.scale(snap), device=self.device
             ),
             CANDIDATES,
         )

@@ -154,13 +154,14 @@ def _candidates_from(fields: Fields, arrays: Arrays) -> DuplicateCandidates:
     _same_length(*checked.values())
     return DuplicateCandidates(**checked, scale=_scale_from(fields["scale"]),
                                similarity_floor=float(fields["similarity_floor"]),
-                               hamming_max=int(fields["hamming_max"]), crop_floor=float(fields["crop_floor"]))
+                               hamming_max=int(fields["hamming_max"]),
+                               hamming_searched=int(fields["hamming_searched"]), crop_floor=float(fields["crop_floor"]))
 
 
 CANDIDATES: Codec[DuplicateCandidates] = Codec(
     "candidates",
     lambda c: ({"scale": _scale_fields(c.scale), "similarity_floor": c.similarity_floor,
-                "hamming_max": c.hamming_max, "crop_floor": c.crop_floor},
+                "hamming_max": c.hamming_max, "hamming_searched": c.hamming_searched, "crop_floor": c.crop_floor},
                {name: getattr(c, name) for name in _CANDIDATE_ARRAYS}),
     _candidates_from,
     fits=lambda c, n: len(c) == 0 or max(int(c.left.max()), int(c.right.max())) < n,

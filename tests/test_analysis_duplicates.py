@@ -19,7 +19,7 @@ from core.analysis.duplicates import (
     neighbour_scores,
     threshold_examples,
 )
-from core.analysis.hamming import hashes_from_hex, pairs_within, popcount
+from core.analysis.hamming import hashes_from_hex, pairs_within, popcount, search_plan
 from core.analysis.neighbours import exact_graph
 from core.analysis.similarity import similarity_scale
 from core.errors import InvalidRequest
@@ -93,20 +93,58 @@ def test_hamming_search_finds_pairs_differing_in_the_first_hex_digits() -> None:
     assert distance[(left == 0) & (right == 1)][0] == 8
 
 
-def test_hamming_search_equals_brute_force() -> None:
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 2**63, size=30, dtype=np.int64).astype(np.uint64)
-    flips = np.uint64(1) << rng.integers(0, 64, size=(600, 6)).astype(np.uint64)
-    ph = base[rng.integers(0, 30, 600)] ^ np.bitwise_or.reduce(flips, axis=1)
-    pm = rng.integers(0, 2**63, size=600, dtype=np.int64).astype(np.uint64)
-    left, right, distance, mirrored = pairs_within(ph, pm, 10)
+def skewed_hashes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes in tight families (as real collections give), mirrors partly near their own hash."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**63, size=n // 20, dtype=np.int64).astype(np.uint64)
+    flips = np.uint64(1) << rng.integers(0, 64, size=(n, 6)).astype(np.uint64)
+    ph = base[rng.integers(0, len(base), n)] ^ np.bitwise_or.reduce(flips, axis=1)
+    pm = rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
+    pm[::3] = ph[::3] ^ np.uint64(0x0F)  # symmetric pictures: the mirror is 4 bits from the hash
+    ph[5] = ph[4]  # identical hashes
+    return ph, pm
+
+
+@pytest.mark.parametrize("method", ["all pairs", "multi-index"])
+@pytest.mark.parametrize("radius", [0, 3, 10])
+def test_hamming_search_equals_brute_force(method: str, radius: int) -> None:
+    ph, pm = skewed_hashes(600, seed=1)
+    left, right, distance, mirrored = pairs_within(ph, pm, radius, method)
     direct = popcount(ph[:, None] ^ ph[None, :])
     flipped = np.minimum(popcount(ph[:, None] ^ pm[None, :]), popcount(pm[:, None] ^ ph[None, :]))
     best = np.minimum(direct, flipped)
-    expected = {(i, j) for i, j in itertools.combinations(range(600), 2) if best[i, j] <= 10}
-    assert set(zip(left.tolist(), right.tolist(), strict=True)) == expected
+    expected = [(i, j) for i, j in itertools.combinations(range(600), 2) if best[i, j] <= radius]
+    assert expected and list(zip(left.tolist(), right.tolist(), strict=True)) == expected
     assert np.array_equal(distance, best[left, right])
     assert np.array_equal(mirrored, flipped[left, right] < direct[left, right])
+
+
+def test_hamming_search_plan_narrows_the_radius_to_fit_its_budget() -> None:
+    ph, pm = skewed_hashes(3000, seed=2)
+    every = 3000 * 2999 // 2
+    plan = search_plan(ph, pm, 16, budget=every)
+    assert (plan.radius, plan.method, plan.comparisons) == (16, "all pairs", every)
+    budget = every // 50
+    narrowed = search_plan(ph, pm, 16, budget=budget)
+    assert narrowed.method == "multi-index" and 0 <= narrowed.radius < 16 and narrowed.comparisons <= budget
+    one_more = search_plan(ph, pm, narrowed.radius + 1, budget=every - 1)  # the next radius, counted
+    assert one_more.radius == narrowed.radius + 1 and one_more.comparisons > budget
+    same = np.full(3000, 7, dtype=np.uint64)
+    assert search_plan(same, same, 16, budget=every // 2).radius == -1  # not even identical hashes fit
+
+
+def test_pairs_beyond_the_searched_radius_come_from_the_graph() -> None:
+    c = Collection(filler=60)
+    v = c.rng.standard_normal(D)
+    original = c.add(v, ph=0x0F0F_0F0F_0F0F_0F0F)
+    copy = c.add(near(v, c.rng, 0.01), ph=0x0F0F_0F0F_0F0F_0F0F ^ 0x3FF)  # 10 bits, and the nearest neighbour
+    stranger = c.add(c.rng.standard_normal(D), ph=0x0F0F_0F0F_0F0F_0F0F ^ (0x3FF << 40))  # 10 bits, unrelated
+    x, signals, full, _ = c.build()
+    narrow = duplicate_candidates(exact_graph(x, 10), x, signals, hamming_searched=4)
+    assert (full.hamming_searched, narrow.hamming_searched) == (16, 4)
+    pairs = {(int(a), int(b)) for a, b in zip(narrow.left, narrow.right, strict=True)}
+    assert (original, copy) in pairs and (original, stranger) not in pairs
+    assert (original, stranger) in set(zip(full.left.tolist(), full.right.tolist(), strict=True))
 
 
 def test_hashes_from_hex_refuses_malformed_hashes() -> None:

@@ -2,8 +2,10 @@
 
 `duplicate_candidates` does the expensive part once per collection version: it keeps every
 neighbour-graph edge above `similarity_floor` on the calibrated scale, every pair within
-`hamming_max` pHash bits (mirrored copies included), every verified crop scoring `crop_floor` or
-more (`core.analysis.crops`), and every pair with the same bytes or the same decoded pixels,
+`hamming_max` pHash bits (mirrored copies included; beyond about 140,000 images those further
+apart than the search covers are proposed by each image's sketch neighbours), every verified
+crop scoring `crop_floor` or more (`core.analysis.crops`), and every pair with the same bytes or
+the same decoded pixels,
 each with all its evidence. Moving a threshold then only filters those pairs
 (`duplicate_pairs`, `duplicate_clusters`), so thresholds inside the floors never miss a pair the
 graph or the hash search found.
@@ -49,9 +51,9 @@ from core.analysis.crops import (
     pack_sketches,
 )
 from core.analysis.exact import check_vectors
-from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within
+from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within, search_plan
 from core.analysis.heap import release_free_memory
-from core.analysis.neighbours import NeighbourGraph
+from core.analysis.neighbours import NeighbourGraph, build_graph
 from core.analysis.similarity import SimilarityScale, similarity_scale
 from core.errors import InvalidRequest
 from core.images import SKETCH_SIDE
@@ -72,6 +74,8 @@ DEFAULT_AGREE_HAMMING = 12
 SIMILARITY_FLOOR = 0.3  # lowest similarity threshold the candidates support
 HAMMING_MAX = 16  # highest pHash threshold the candidates support
 CROP_FLOOR = 0.8  # lowest crop threshold the candidates support
+SKETCH_K = 10  # sketch neighbours proposed per image where the pHash search is narrowed
+SKETCH_POOL = 2  # sketches are compared for neighbours at half their side (8 x 8 colour: 192 numbers)
 _EXACT_STRENGTH = 1.5
 EXAMPLE_SIGNALS = ("cosine", "phash", "crop")
 
@@ -233,6 +237,7 @@ class DuplicateCandidates:
     scale: SimilarityScale
     similarity_floor: float
     hamming_max: int
+    hamming_searched: int  # every pair within this many bits was searched for; beyond, only proposed ones
     crop_floor: float
 
     @property
@@ -295,12 +300,20 @@ class DuplicateReport:
 
 def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: ImageSignals, *,
                          scale: SimilarityScale | None = None, similarity_floor: float = SIMILARITY_FLOOR,
-                         hamming_max: int = HAMMING_MAX, crop_floor: float = CROP_FLOOR,
-                         crop_exhaustive_max_n: int = EXHAUSTIVE_MAX_N) -> DuplicateCandidates:
+                         hamming_max: int = HAMMING_MAX, hamming_searched: int | None = None,
+                         crop_floor: float = CROP_FLOOR, crop_exhaustive_max_n: int = EXHAUSTIVE_MAX_N,
+                         device: str = "cpu") -> DuplicateCandidates:
     """Gather and describe every candidate pair (the step to cache; thresholds come later).
 
-    Crops are searched among all pairs up to `crop_exhaustive_max_n` images; beyond that among
-    the neighbour graph's edges and the pHash pairs.
+    Every pair within `hamming_searched` pHash bits (default `hamming_max`) is searched for, as far
+    as `search_plan`'s comparison budget allows: up to about 140,000 images all of them; beyond,
+    the radius shrinks with the collection (5 bits for a million random hashes), since unrelated
+    hashes within 16 bits grow with its square. Pairs further apart, up to `hamming_max`, are
+    judged when the neighbour graph, the crop search or, where the radius was narrowed, the
+    sketch neighbours (`sketch_neighbour_pairs`, on `device`) propose them: a rotated or
+    brightened copy is among the pictures its sketch most resembles. Crops are searched among all
+    pairs up to `crop_exhaustive_max_n` images; beyond that among the neighbour graph's edges and
+    the pHash pairs.
     """
     x = check_vectors(vectors)
     n = len(x)
@@ -308,8 +321,15 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         raise ValueError(f"graph ({graph.n} rows), vectors ({n}) and signals ({len(signals)}) must describe "
                          "the same images in the same order")
     scale = scale or similarity_scale(graph)
-    hl, hr, _, _ = pairs_within(signals.phash, signals.phash_mirror, hamming_max)
+    plan = search_plan(signals.phash, signals.phash_mirror, hamming_max if hamming_searched is None
+                       else min(hamming_searched, hamming_max))
+    hl, hr, _, _ = (pairs_within(signals.phash, signals.phash_mirror, plan.radius, plan.method) if plan.radius >= 0
+                    else (np.empty(0, dtype=np.int32),) * 4)
     hash_keys = _pair_keys(hl, hr, n)
+    if plan.radius < hamming_max:
+        sl, sr = sketch_neighbour_pairs(signals.sketch, signals.has_sketch, device=device)
+        within = pair_distances(signals.phash, signals.phash_mirror, sl, sr)[0] <= hamming_max
+        hash_keys = np.concatenate([hash_keys, _pair_keys(sl[within], sr[within], n)])
     # beyond the exhaustive size: every graph edge and pHash pair, both ways round
     crops = crop_matches(signals.sketch, signals.phash, signals.phash_mirror, signals.has_sketch, pairs=(hl, hr),
                          partners=graph.indices, exhaustive_max_n=crop_exhaustive_max_n)
@@ -334,7 +354,7 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         same_bytes=same_bytes, same_pixels=same_pixels, crop_score=crop_score, pixel_score=pixels,
         neighbour_score=np.maximum(typical[left], typical[right]),
         scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max),
-        crop_floor=float(crop_floor))
+        hamming_searched=plan.radius, crop_floor=float(crop_floor))
 
 
 def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndarray,
@@ -359,6 +379,42 @@ def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndar
     return out
 
 
+def sketch_neighbour_pairs(sketches: np.ndarray, has_sketch: np.ndarray, k: int = SKETCH_K, *,
+                           device: str = "cpu", block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) int32: each image with the `k` images whose sketches correlate best with its own.
+
+    Where the pHash search cannot cover every pair within `HAMMING_MAX`, these propose the copies it
+    would have found: a rotated, brightened or watermarked copy has the same sketch give or take
+    noise, whatever its hash. Compared at 8 x 8 colour (the sketch's preparation, then pooled),
+    so a million images take 0.8 GB. Images without a sketch, or with a flat one, get a random
+    direction: neighbours whose pixel scores then reject them.
+    """
+    s = check_sketches(sketches)
+    n = len(s)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
+    side = SKETCH_SIDE // SKETCH_POOL
+    vectors = np.empty((n, 3 * side * side), dtype=np.float32)
+    with torch.inference_mode():
+        for b0 in range(0, n, block):
+            pooled = torch.nn.functional.avg_pool2d(_prepared(s[b0:b0 + block]), SKETCH_POOL)
+            vectors[b0:b0 + block] = _normalise(pooled).flatten(1).numpy()
+    blank = ~np.asarray(has_sketch, dtype=bool) | (np.abs(vectors).sum(axis=1) == 0)
+    noise = np.random.default_rng(0).standard_normal((int(blank.sum()), vectors.shape[1])).astype(np.float32)
+    vectors[blank] = noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    graph = build_graph(vectors, k, device=device)
+    del vectors
+    rows = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], graph.indices.shape)
+    found = graph.indices >= 0
+    return rows[found], graph.indices[found].astype(np.int32)
+
+
+def _prepared(sketches: np.ndarray) -> torch.Tensor:
+    """Packed sketches as compared: colour, softened, zero-mean and unit-norm, (n, 3, side, side)."""
+    return _normalise(_soften(colour(sketches)))
+
+
 def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Per pair, the correlation of the two colour sketches (softened as crops are), the better of
     right as stored and mirrored: whether the pictures agree, independently of what proposed the pair.
@@ -374,7 +430,7 @@ def pixel_scores(sketches: np.ndarray, left: np.ndarray, right: np.ndarray, chun
     with torch.inference_mode():
         for c0 in range(0, len(left), chunk):
             rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
-            prepared = _normalise(_soften(colour(s[rows])))
+            prepared = _prepared(s[rows])
             a, b = (torch.from_numpy(w.astype(np.int64)) for w in np.split(where, 2))
             first, second = prepared[a].flatten(1), prepared[b]
             direct = (first * second.flatten(1)).sum(1)
