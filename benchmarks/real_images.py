@@ -24,8 +24,9 @@ What is excluded:
   resolutions of a wallpaper, the stereo twin `motorcycle_right`;
 - near-empty images (under 2% of the canvas opaque, or flat);
 - byte-identical files, then any image near-identical to one already kept: their 32x32 grey renders
-  (on white and on black, which carries the transparency) correlate at 0.9 or more, also against the
-  kept image mirrored left-right, upside down, or both. This check shares nothing with the duplicate
+  of what they draw (cut to the opaque part and centred on a square, so one drawing shipped with
+  different margins is one source; on white and on black, which carries the transparency)
+  correlate at 0.9 or more, also against the kept image mirrored left-right, upside down, or both. This check shares nothing with the duplicate
   finder's signals (embeddings, pHash, sketches), so it cannot hide what the finder misses.
 
 The pool is cached per seed under `cache_dir`; a second call reads the cached manifest.
@@ -63,7 +64,7 @@ _SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "hubble
 ICON_SIZES = (128, 192, 256, 384, 512)
 PHOTO_SIDES = (640, 800, 1024)
 NEAR_IDENTICAL = 0.9  # correlation of the 32x32 renders at or above which two sources count as one
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -237,9 +238,15 @@ def _materialise(candidates: list[_Candidate], folder: Path, rng: np.random.Gene
 
 
 def _signature(path: Path) -> np.ndarray | None:
-    """The 32x32 grey renders on white and on black, each centred; None for a near-empty image."""
+    """The 32x32 grey renders on white and on black of what the image draws (its opaque part, centred
+    on a square), each zero-mean; None for a near-empty image."""
     with Image.open(path) as img:
-        rgba = img.convert("RGBA").resize((32, 32), Image.Resampling.BOX)
+        rgba = img.convert("RGBA")
+    drawn = rgba.crop(rgba.getchannel("A").point(lambda a: 255 if a > 12 else 0).getbbox() or (0, 0, *rgba.size))
+    side = max(drawn.size)
+    square = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    square.paste(drawn, ((side - drawn.width) // 2, (side - drawn.height) // 2))
+    rgba = square.resize((32, 32), Image.Resampling.BOX)
     arr = np.asarray(rgba, dtype=np.float64) / 255.0
     alpha = arr[..., 3]
     grey = arr[..., :3].mean(axis=2)
