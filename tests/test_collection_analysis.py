@@ -207,6 +207,22 @@ def test_analysis_is_shared_through_the_cache_backend(
         assert second.backends.cache.get(second.analysis._key(version, "graph:k30")) is not None
 
 
+def test_warm_up_leaves_the_first_pages_nothing_to_read_or_compute(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Collection.open(Settings(data_dir=tmp_path / "data", model_pretrained="none"), embedder=embedder) as c:
+        c.ingest_uploads([(f"p{i}.jpg", encode(photo(400 + i))) for i in range(25)])
+    with Collection.open(Settings(data_dir=tmp_path / "data", model_pretrained="none"), embedder=embedder) as c:
+        c.warm_up()  # a fresh process, as after a server restart
+        for name in ("build_graph", "update_graph", "duplicate_candidates", "duplicate_clusters",
+                     "umap_projection", "anomaly_scores"):
+            monkeypatch.setattr(analysis, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} ran after the warm-up"))
+        monkeypatch.setattr(c, "_all_vectors", lambda ids: pytest.fail("the vectors were read after the warm-up"))
+        viewer = c.acting_as(Actor("v", Role.VIEWER))
+        assert viewer.duplicates().pair_count >= 0 and len(viewer.anomalies().rows) == 25
+        assert len(viewer.projection()) == 25
+
+
 def test_byte_identical_files_are_listed_and_exported(
     analysed: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
