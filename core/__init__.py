@@ -13,6 +13,7 @@ API) also start logs and metrics here (``setup_observability``) and count what t
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD as DEFAULT_ANOMALY_METHOD
+from core.analysis.anomalies import AnomalyScores
 from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
 from core.analysis.duplicates import RULES as DUPLICATE_RULES
 from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
@@ -99,6 +100,7 @@ __all__ = [
     "Actor",
     "AnomaliesView",
     "AnomalyRow",
+    "AnomalyScores",
     "AuthenticationFailed",
     "Busy",
     "ClusterKeepPlan",

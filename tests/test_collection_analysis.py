@@ -158,6 +158,9 @@ def test_every_method_scores_every_image(analysed: Collection, method: str) -> N
     assert 1 <= len(view.selected) <= len(view.rows) // 10 + 1
     scores = [r.score for r in view.rows]
     assert scores == sorted(scores, reverse=True)
+    arrays = analysed.anomaly_scores(method=method)  # the same scores as arrays, in the snapshot's order
+    by_id = dict(zip(analysed.snapshot().ids, arrays.scores.tolist(), strict=True))
+    assert [by_id[r.image.image_id] for r in view.rows] == scores and arrays.method == method
 
 
 def test_projection_places_every_image(analysed: Collection) -> None:

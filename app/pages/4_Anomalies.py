@@ -3,14 +3,16 @@ with the threshold line, a paged ranked gallery with percentiles and label butto
 the map with the selection highlighted, and a CSV export of the selection with links back here.
 
 The controls and everything they change live in one fragment: core caches the scores per method
-and collection version, so a change re-reads nothing.
+and collection version, so a change re-reads nothing, and the page asks for the scores as arrays
+and builds rows for the selected images only (all 100,000 rows cost a rerun more than a second).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from core import DEFAULT_ANOMALY_METHOD, METHODS, AnomaliesView, Collection, DomainError
+from core import DEFAULT_ANOMALY_METHOD, METHODS, AnomaliesView, AnomalyRow, Collection, DomainError
 from shared import acting_collection, csv_download, empty_collection, image_link
 from widgets.charts import values_histogram
 from widgets.detail import label_control
@@ -18,18 +20,21 @@ from widgets.grid import Tile, thumbnail_grid
 from widgets.map import render_map
 
 SELECT_BY = ("top N", "contamination (%)", "threshold (score)")
+ROWS_PER_CALL = 1000  # the facade's largest page
 VIEWS = ("Ranked gallery", "Map")
 
 current = acting_collection("anomalies", "Anomalies")
 
 
-def controls(current: Collection) -> AnomaliesView:
-    """The method, k and selection controls, and the view they ask core for."""
+def controls(current: Collection) -> tuple[AnomaliesView, np.ndarray]:
+    """The method, k and selection controls; the selected rows they ask core for, and every score."""
     method_col, k_col, by_col, value_col = st.columns(4)
     method = method_col.selectbox("Method", METHODS, index=list(METHODS).index(DEFAULT_ANOMALY_METHOD), key="anom-method")
     k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="default",
                            help="Empty: the method's own default", key="anom-k")
     k = None if k is None else int(k)
+    scores = current.anomaly_scores(method=method, k=k)
+    values = scores.scores
     by = by_col.selectbox("Select by", SELECT_BY, key="anom-by")
     if by == SELECT_BY[0]:
         selection = {"top": int(value_col.number_input("N", min_value=1, value=20, key="anom-top"))}
@@ -37,11 +42,22 @@ def controls(current: Collection) -> AnomaliesView:
         selection = {"contamination": value_col.slider("Percent of the collection", 0.1, 50.0, 2.0, 0.1,
                                                        key="anom-contamination")}
     else:
-        scores = [r.score for r in current.anomalies(method=method, k=k).rows]
-        lowest, highest = float(min(scores)), float(max(scores))
+        lowest, highest = float(values.min()), float(values.max())
         selection = {"threshold": value_col.slider("Score at least", lowest, max(highest, lowest + 1e-6),
                                                    highest - (highest - lowest) / 10, key="anom-threshold")}
-    return current.anomalies(method=method, k=k, **selection)
+    return AnomaliesView(scores.method, scores.k, selected_rows(current, method, k, selection)), values
+
+
+def selected_rows(current: Collection, method: str, k: int | None, selection: dict) -> tuple[AnomalyRow, ...]:
+    """The selected rows, most unusual first, a page of the facade's at a time."""
+    rows: list[AnomalyRow] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = current.anomaly_rows(method=method, k=k, selected_only=True, offset=offset, limit=ROWS_PER_CALL,
+                                    **selection)
+        rows += page.items
+        offset = page.next_offset
+    return tuple(rows)
 
 
 def export_rows(view: AnomaliesView) -> list[dict]:
@@ -51,16 +67,15 @@ def export_rows(view: AnomaliesView) -> list[dict]:
 @st.fragment
 def triage(current: Collection) -> None:
     try:
-        view = controls(current)
+        view, scores = controls(current)
     except (DomainError, ValueError) as exc:
         st.error(f"{exc}. Change the method or k.")
         return
-    selected = view.selected
-    line = min((r.score for r in selected), default=max((r.score for r in view.rows), default=0.0))
-    values_histogram([r.score for r in view.rows], line, x_title=f"{view.method} score (higher = more unusual)",
-                     key="anom-histogram")
+    selected = view.rows
+    line = min((r.score for r in selected), default=float(scores.max()) if len(scores) else 0.0)
+    values_histogram(scores, line, x_title=f"{view.method} score (higher = more unusual)", key="anom-histogram")
     summary, export = st.columns([3, 2], vertical_alignment="bottom")
-    summary.markdown(f"**{len(selected)}** of {len(view.rows)} images selected as anomalies ({view.method}"
+    summary.markdown(f"**{len(selected)}** of {len(scores)} images selected as anomalies ({view.method}"
                      f"{'' if view.k is None else f', k = {view.k}'}).")
     with export:
         csv_download("Export selection as CSV", export_rows(view), "anomalies.csv", key="anom-csv")
