@@ -241,7 +241,8 @@ class CollectionAnalysis:
             return DuplicatesView((), thresholds, self._empty_scale(), 0, len(snap.ids))
         report = self._report(snap, thresholds)
         groups = tuple(_group(snap, number, cluster) for number, cluster in enumerate(report.clusters, 1))
-        return DuplicatesView(groups, thresholds, report.scale, report.pair_count, len(snap.ids))
+        return DuplicatesView(groups, thresholds, report.scale, report.pair_count, len(snap.ids),
+                              hamming_searched=report.hamming_searched)
 
     def duplicate_groups(self, thresholds: DuplicateThresholds, offset: int, limit: int) -> Page[DuplicateGroup]:
         """One page of :meth:`duplicates`' groups (largest first), built for that page only."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.analysis import DuplicateThresholds, SimilarityScale
+from core.analysis.duplicates import HAMMING_MAX
 from core.analysis.quality import FLAG_NAMES, Flag
 from core.image_properties import ImageProperties
 from core.records import ImageFileName
@@ -115,6 +116,7 @@ class DuplicatesView:
     images: int
     same_bytes: tuple[SameBytesFiles, ...] = ()  # byte-identical files, stored once
     decisions: Mapping[str, str] = field(default_factory=dict)  # image id -> keep | remove
+    hamming_searched: int = HAMMING_MAX  # every pair within it was compared; beyond, sketch neighbours propose
 
     def is_decided(self, group: DuplicateGroup) -> bool:
         """Every image of the cluster has a keep or remove decision: the cluster is reviewed."""

@@ -142,6 +142,7 @@ def test_pairs_beyond_the_searched_radius_come_from_the_graph() -> None:
     x, signals, full, _ = c.build()
     narrow = duplicate_candidates(exact_graph(x, 10), x, signals, hamming_searched=4)
     assert (full.hamming_searched, narrow.hamming_searched) == (16, 4)
+    assert duplicate_clusters(narrow, x, signals).hamming_searched == 4  # the page says how far it searched
     pairs = {(int(a), int(b)) for a, b in zip(narrow.left, narrow.right, strict=True)}
     assert (original, copy) in pairs and (original, stranger) not in pairs
     assert (original, stranger) in set(zip(full.left.tolist(), full.right.tolist(), strict=True))

@@ -170,6 +170,10 @@ def decision_tools(view: DuplicatesView, thresholds: DuplicateThresholds) -> Non
 def review(current: Collection) -> None:
     thresholds = thresholds_controls()
     view = current.duplicates(thresholds)
+    if view.hamming_searched < HAMMING_MAX:
+        st.caption(f"At {view.images:,} images every pair within {max(view.hamming_searched, 0)} pHash bits is "
+                   "compared; pairs further apart are judged where an image's most similar sketches, its nearest "
+                   "neighbours or the crop search propose them.")
     if view.scale.histogram_edges:
         threshold_histogram(view.scale.histogram_edges, view.scale.histogram_counts, thresholds.similarity,
                             x_title="similarity to the nearest image (calibrated)", y_title="images",

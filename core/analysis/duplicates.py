@@ -296,6 +296,7 @@ class DuplicateReport:
     thresholds: DuplicateThresholds
     scale: SimilarityScale
     pair_count: int
+    hamming_searched: int  # the candidates' `hamming_searched`: beyond it, only proposed pHash pairs
 
 
 def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: ImageSignals, *,
@@ -614,7 +615,7 @@ def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, sig
             if linked:
                 clusters.append(_cluster(rep, linked, x, signals, candidates, verdicts, pair_strength_of))
     clusters.sort(key=lambda c: (-len(c.members), c.representative))
-    return DuplicateReport(tuple(clusters), thresholds, candidates.scale, len(rows))
+    return DuplicateReport(tuple(clusters), thresholds, candidates.scale, len(rows), candidates.hamming_searched)
 
 
 def _cluster(rep: int, linked: dict[int, int], x: np.ndarray, signals: ImageSignals, c: DuplicateCandidates,
