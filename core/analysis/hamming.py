@@ -34,7 +34,7 @@ _H01 = np.uint64(0x0101010101010101)
 _TILE_ROWS = 256
 _TILE_COLS = 8192
 _BINCOUNT_MAX_BITS = 24  # blocks up to this wide are counted with bincount, wider ones by sorting
-COMPARISON_BUDGET = 10**10  # hash comparisons one search may make: about 6 s on two cores
+COMPARISON_BUDGET = 10**10  # hash comparisons one search may make: 6-17 s on two cores
 
 
 @dataclass(frozen=True)
