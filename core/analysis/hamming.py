@@ -9,9 +9,9 @@ cache-sized tiles compiled with numba (predictable however the hashes cluster; a
 images on two cores, but quadratic: 808 s for 1M), or multi-index hashing (the 64 bits cut into
 radius + 1 blocks: a pair within the radius agrees exactly on at least one block, so only pairs
 sharing a block are compared). The second is fast for small radii and degrades on the skewed
-hash distributions real images give, so `search_plan` counts, on the hashes at hand, exactly how
-many comparisons each search would make and takes the cheaper, lowering the radius until one
-fits `COMPARISON_BUDGET`. Lowering it is also what keeps the output linear: about 1 pair in 7,000
+hash distributions real images give, so `search_plan` compares every pair while that fits
+`COMPARISON_BUDGET` and beyond it takes the widest radius whose multi-index comparisons, counted
+exactly on the hashes at hand, fit. Lowering it is also what keeps the output linear: about 1 pair in 7,000
 of unrelated hashes lies within 16 bits (counting mirrors), 68 million pairs among 1M images.
 """
 
