@@ -90,6 +90,7 @@ _BACKFILL_BATCH = 500
 DETAIL_NEIGHBOURS = 10
 
 DAY_S = 86_400
+WARM_UP_TOP = 20  # the Anomalies page opens on the top 20
 VECTOR_PAGE = 2_000  # vectors read at a time (they arrive as Python floats): 10k peaked 120 MB higher at 100k
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -591,13 +592,13 @@ class Collection:
 
     def warm_up(self) -> None:
         """Load what the dashboard's first pages show into this process: the analysis snapshot (every
-        vector: 9 s at 100,000 images), then the default duplicates, anomalies and map, from the
+        vector: 9 s at 100,000 images), then the default duplicates, anomaly scores and map, from the
         cache backend where it holds them for this version, else computed. A server calls it once,
         in the background, after opening: otherwise the first visitor after a restart waits for it."""
         if len(self.snapshot().ids) < 2:
             return
         self.duplicates()
-        self.anomalies()
+        self.anomaly_rows(top=WARM_UP_TOP, selected_only=True)  # scores, reasons and flags; rows for a page only
         self.projection()
 
     def _check_anomaly_request(self, method: str, threshold: float | None, top: int | None,
