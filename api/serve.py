@@ -15,4 +15,6 @@ def app_from_env() -> FastAPI:
     settings = Settings.from_env()
     # The API serves /metrics itself; METRICS_PORT belongs to the Streamlit app's process.
     setup_observability(replace(settings, metrics_port=None))
-    return create_app(Collection.open(settings))
+    collection = Collection.open(settings)
+    collection.warm_up_in_background()  # the first requests after a start find the analysis loaded
+    return create_app(collection)

@@ -3,8 +3,6 @@ the collection acting for whoever uses it, the model banner, empty states and CS
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Sequence
 
 import streamlit as st
@@ -23,7 +21,6 @@ from core import (
 )
 from widgets.detail import show_image_detail
 
-log = logging.getLogger(__name__)
 IMAGE_QUERY_PARAM = "image"  # ?image=ID opens that image's detail dialog on any page
 SIGNED_IN_KEY = "username"  # where streamlit-authenticator keeps the signed-in user's name
 COOKIE_NAME = "visual_anomaly_login"
@@ -46,17 +43,8 @@ def collection() -> Collection:
         raise
     if password:
         print(f"First run: created user admin with password {password} (also in DATA_DIR/initial-admin-password).")
-    threading.Thread(target=_warm_up, args=(opened,), name="warm-up", daemon=True).start()
+    opened.warm_up_in_background()  # the analysis the first pages show, loaded while the first visitor signs in
     return opened
-
-
-def _warm_up(opened: Collection) -> None:
-    """The analysis the first pages show, loaded while the first visitor signs in; a failure here is
-    logged and met again, with its message on the page, by the page that asks."""
-    try:
-        opened.warm_up()
-    except Exception:
-        log.exception("Preparing the analysis after the server started failed")
 
 
 def acting_collection(page: str, title: str) -> Collection:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import getpass
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,6 +90,7 @@ from core.users import User, UserDirectory
 _BACKFILL_BATCH = 500
 DETAIL_NEIGHBOURS = 10
 
+log = logging.getLogger(__name__)
 DAY_S = 86_400
 WARM_UP_TOP = 20  # the Anomalies page opens on the top 20
 VECTOR_PAGE = 2_000  # vectors read at a time (they arrive as Python floats): 10k peaked 120 MB higher at 100k
@@ -600,6 +602,19 @@ class Collection:
         self.duplicates()
         self.anomaly_rows(top=WARM_UP_TOP, selected_only=True)  # scores, reasons and flags; rows for a page only
         self.projection()
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """:meth:`warm_up` in a daemon thread, for a server that has just opened the collection. A
+        failure is logged; the page or request that needs the value meets it again, with its message."""
+        def run() -> None:
+            try:
+                self.warm_up()
+            except Exception:
+                log.exception("Preparing the analysis after the collection opened failed")
+
+        thread = threading.Thread(target=run, name="warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def _check_anomaly_request(self, method: str, threshold: float | None, top: int | None,
                                contamination: float | None) -> None:

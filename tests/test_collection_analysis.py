@@ -216,7 +216,7 @@ def test_warm_up_leaves_the_first_pages_nothing_to_read_or_compute(
     with Collection.open(Settings(data_dir=tmp_path / "data", model_pretrained="none"), embedder=embedder) as c:
         c.ingest_uploads([(f"p{i}.jpg", encode(photo(400 + i))) for i in range(25)])
     with Collection.open(Settings(data_dir=tmp_path / "data", model_pretrained="none"), embedder=embedder) as c:
-        c.warm_up()  # a fresh process, as after a server restart
+        c.warm_up_in_background().join()  # a fresh process, as a server starts it
         for name in ("build_graph", "update_graph", "duplicate_candidates", "duplicate_clusters",
                      "umap_projection", "anomaly_scores"):
             monkeypatch.setattr(analysis, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} ran after the warm-up"))
@@ -224,6 +224,17 @@ def test_warm_up_leaves_the_first_pages_nothing_to_read_or_compute(
         viewer = c.acting_as(Actor("v", Role.VIEWER))
         assert viewer.duplicates().pair_count >= 0 and len(viewer.anomalies().rows) == 25
         assert len(viewer.projection()) == 25
+
+
+def test_a_failed_warm_up_is_logged_and_leaves_the_collection_usable(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Collection.open(Settings(data_dir=tmp_path / "data", model_pretrained="none"), embedder=embedder) as c:
+        c.ingest_uploads([(f"p{i}.jpg", encode(photo(500 + i))) for i in range(3)])
+        monkeypatch.setattr(c, "duplicates", lambda *a, **k: (_ for _ in ()).throw(OSError("the disk went away")))
+        c.warm_up_in_background().join()
+        assert "Preparing the analysis" in caplog.text and "the disk went away" in caplog.text
+        assert len(c.anomaly_scores().scores) == 3  # nothing half-loaded stands in the way
 
 
 def test_byte_identical_files_are_listed_and_exported(
