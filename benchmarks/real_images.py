@@ -26,8 +26,9 @@ What is excluded:
 - byte-identical files, then any image near-identical to one already kept: their 32x32 grey renders
   of what they draw (cut to the opaque part and centred on a square, so one drawing shipped with
   different margins is one source; on white and on black, which carries the transparency)
-  correlate at 0.9 or more, also against the kept image mirrored left-right, upside down, or both. This check shares nothing with the duplicate
-  finder's signals (embeddings, pHash, sketches), so it cannot hide what the finder misses.
+  correlate at 0.9 or more, also against the kept image mirrored left-right, upside down, or both.
+  This check shares nothing with the duplicate finder's signals (embeddings, pHash, sketches), so
+  it cannot hide what the finder misses.
 
 The pool is cached per seed under `cache_dir`; a second call reads the cached manifest.
 """

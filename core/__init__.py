@@ -18,7 +18,7 @@ from core.analysis.duplicates import CROP_FLOOR, HAMMING_MAX, SIMILARITY_FLOOR
 from core.analysis.duplicates import RULES as DUPLICATE_RULES
 from core.analysis.duplicates import SIGNALS as DUPLICATE_SIGNALS
 from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, Flag
-from core.collection import Collection, CollectionStatus, RepairReport
+from core.collection import DEFAULT_ANOMALY_TOP, Collection, CollectionStatus, RepairReport
 from core.display import printable
 from core.embedding import ModelUnavailable
 from core.errors import (
@@ -81,6 +81,7 @@ __all__ = [
     "ANOMALY_COLUMNS",
     "CROP_FLOOR",
     "DEFAULT_ANOMALY_METHOD",
+    "DEFAULT_ANOMALY_TOP",
     "DEFAULT_Z",
     "DUPLICATE_COLUMNS",
     "DUPLICATE_RULES",

@@ -359,9 +359,10 @@ class CollectionAnalysis:
 
     def anomalies(self, *, method: str, k: int | None, threshold: float | None, top: int | None,
                   contamination: float | None, labels: Mapping[str, Label],
-                  z_threshold: float = DEFAULT_Z) -> AnomaliesView:
+                  z_threshold: float = DEFAULT_Z, selected_only: bool = False) -> AnomaliesView:
         scores, page = self.anomaly_rows(method=method, k=k, threshold=threshold, top=top,
-                                         contamination=contamination, labels=labels, z_threshold=z_threshold)
+                                         contamination=contamination, labels=labels, z_threshold=z_threshold,
+                                         selected_only=selected_only)
         return AnomaliesView(scores.method, scores.k, page.items)
 
     # the map --------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ DETAIL_NEIGHBOURS = 10
 
 log = logging.getLogger(__name__)
 DAY_S = 86_400
-WARM_UP_TOP = 20  # the Anomalies page opens on the top 20
+DEFAULT_ANOMALY_TOP = 20  # the selection the Anomalies page opens on, and the warm-up prepares
 VECTOR_PAGE = 2_000  # vectors read at a time (they arrive as Python floats): 10k peaked 120 MB higher at 100k
 OPTIMIZE_MIN_POINTS = 10_000  # below this, a full scan answers in a few milliseconds
 OPTIMIZE_GROWTH = 0.25  # re-index when the collection grew by this fraction since the last index
@@ -528,17 +528,20 @@ class Collection:
         top: int | None = None,
         contamination: float | None = None,
         z_threshold: float = DEFAULT_Z,
+        selected_only: bool = False,
         wait: bool = True,
     ) -> AnomaliesView:
         """Every image scored and ranked, most unusual first, with the analysts' labels, its reasons and
         its quality flags (robust z-score cut-off ``z_threshold``); at most one of ``threshold`` (raw
-        score), ``top`` (N) or ``contamination`` (percent) marks a selection."""
+        score), ``top`` (N) or ``contamination`` (percent) marks a selection. ``selected_only`` builds
+        the selected rows alone: 100,000 rows with their reasons take a page more than a second, and
+        :meth:`anomaly_scores` gives every score without them."""
         self._check_anomaly_request(method, threshold, top, contamination)
         z_threshold = check_threshold(z_threshold)
         with waiting(wait):
             return self.analysis.anomalies(method=method, k=k, threshold=threshold, top=top,
                                            contamination=contamination, labels=self._labels(),
-                                           z_threshold=z_threshold)
+                                           z_threshold=z_threshold, selected_only=selected_only)
 
     def anomaly_scores(self, *, method: str = DEFAULT_METHOD, k: int | None = None,
                        wait: bool = True) -> AnomalyScores:
@@ -600,7 +603,7 @@ class Collection:
         if len(self.snapshot().ids) < 2:
             return
         self.duplicates()
-        self.anomaly_rows(top=WARM_UP_TOP, selected_only=True)  # scores, reasons and flags; rows for a page only
+        self.anomalies(top=DEFAULT_ANOMALY_TOP, selected_only=True)  # as the Anomalies page opens
         self.projection()
 
     def warm_up_in_background(self) -> threading.Thread:

@@ -161,6 +161,7 @@ def test_every_method_scores_every_image(analysed: Collection, method: str) -> N
     arrays = analysed.anomaly_scores(method=method)  # the same scores as arrays, in the snapshot's order
     by_id = dict(zip(analysed.snapshot().ids, arrays.scores.tolist(), strict=True))
     assert [by_id[r.image.image_id] for r in view.rows] == scores and arrays.method == method
+    assert analysed.anomalies(method=method, contamination=10, selected_only=True).rows == tuple(view.selected)
 
 
 def test_projection_places_every_image(analysed: Collection) -> None:

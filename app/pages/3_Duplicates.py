@@ -171,9 +171,10 @@ def review(current: Collection) -> None:
     thresholds = thresholds_controls()
     view = current.duplicates(thresholds)
     if view.hamming_searched < HAMMING_MAX:
-        st.caption(f"At {view.images:,} images every pair within {max(view.hamming_searched, 0)} pHash bits is "
-                   "compared; pairs further apart are judged where an image's most similar sketches, its nearest "
-                   "neighbours or the crop search propose them.")
+        searched = (f"every pair within {view.hamming_searched} pHash bits is compared" if view.hamming_searched >= 0
+                    else "no pair is compared by pHash alone (too many images share a hash)")
+        st.caption(f"At {view.images:,} images {searched}; pHash pairs further apart are judged where an image's "
+                   "most similar sketches, its nearest neighbours or the crop search propose them.")
     if view.scale.histogram_edges:
         threshold_histogram(view.scale.histogram_edges, view.scale.histogram_counts, thresholds.similarity,
                             x_title="similarity to the nearest image (calibrated)", y_title="images",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import DEFAULT_ANOMALY_METHOD, METHODS, AnomaliesView, AnomalyRow, Collection, DomainError
+from core import DEFAULT_ANOMALY_METHOD, DEFAULT_ANOMALY_TOP, METHODS, AnomaliesView, Collection, DomainError
 from shared import acting_collection, csv_download, empty_collection, image_link
 from widgets.charts import values_histogram
 from widgets.detail import label_control
@@ -20,7 +20,6 @@ from widgets.grid import Tile, thumbnail_grid
 from widgets.map import render_map
 
 SELECT_BY = ("top N", "contamination (%)", "threshold (score)")
-ROWS_PER_CALL = 1000  # the facade's largest page
 VIEWS = ("Ranked gallery", "Map")
 
 current = acting_collection("anomalies", "Anomalies")
@@ -33,11 +32,11 @@ def controls(current: Collection) -> tuple[AnomaliesView, np.ndarray]:
     k = k_col.number_input("Neighbours (k)", min_value=1, max_value=100, value=None, placeholder="default",
                            help="Empty: the method's own default", key="anom-k")
     k = None if k is None else int(k)
-    scores = current.anomaly_scores(method=method, k=k)
-    values = scores.scores
+    values = current.anomaly_scores(method=method, k=k).scores
     by = by_col.selectbox("Select by", SELECT_BY, key="anom-by")
     if by == SELECT_BY[0]:
-        selection = {"top": int(value_col.number_input("N", min_value=1, value=20, key="anom-top"))}
+        selection = {"top": int(value_col.number_input("N", min_value=1, value=DEFAULT_ANOMALY_TOP,
+                                                       key="anom-top"))}
     elif by == SELECT_BY[1]:
         selection = {"contamination": value_col.slider("Percent of the collection", 0.1, 50.0, 2.0, 0.1,
                                                        key="anom-contamination")}
@@ -45,19 +44,7 @@ def controls(current: Collection) -> tuple[AnomaliesView, np.ndarray]:
         lowest, highest = float(values.min()), float(values.max())
         selection = {"threshold": value_col.slider("Score at least", lowest, max(highest, lowest + 1e-6),
                                                    highest - (highest - lowest) / 10, key="anom-threshold")}
-    return AnomaliesView(scores.method, scores.k, selected_rows(current, method, k, selection)), values
-
-
-def selected_rows(current: Collection, method: str, k: int | None, selection: dict) -> tuple[AnomalyRow, ...]:
-    """The selected rows, most unusual first, a page of the facade's at a time."""
-    rows: list[AnomalyRow] = []
-    offset: int | None = 0
-    while offset is not None:
-        page = current.anomaly_rows(method=method, k=k, selected_only=True, offset=offset, limit=ROWS_PER_CALL,
-                                    **selection)
-        rows += page.items
-        offset = page.next_offset
-    return tuple(rows)
+    return current.anomalies(method=method, k=k, selected_only=True, **selection), values
 
 
 def export_rows(view: AnomaliesView) -> list[dict]:

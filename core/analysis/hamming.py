@@ -188,6 +188,8 @@ def _multi_index_pairs(ph: np.ndarray, pm: np.ndarray,
     left, right = (keys // max(n, 1)).astype(np.int32), (keys % max(n, 1)).astype(np.int32)
     dist, mirrored = pair_distances(ph, pm, left, right)
     return left, right, dist, mirrored
+
+
 @intrinsic
 def popcount_u64(typingctx, x):  # pragma: no cover - compiled
     """LLVM's ctpop: one popcnt instruction (vectorised where the CPU has VPOPCNTQ)."""
