@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.analysis.details import DETAIL_SIDE
 from core.embedding import Embedder
 from core.image_properties import PROPERTY_NAMES
-from core.images import prepare_image
+from core.images import detail_picture, prepare_image
 from core.settings import Settings
 
-_CODE = ("core/images.py", "core/image_properties.py", "core/embedding.py")
+_CODE = ("core/images.py", "core/image_properties.py", "core/embedding.py", "core/analysis/details.py")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Features:
     width: np.ndarray
     height: np.ndarray
     properties: np.ndarray  # (n, len(PROPERTY_NAMES)) as ingest measures them
+    details: np.ndarray  # (n, DETAIL_SIDE, DETAIL_SIDE) uint8: the close-up pictures of the stored thumbnails
     hash_seconds: float
     embed_seconds: float
     source: str
@@ -55,7 +57,7 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         return Features(file_names, z["vectors"], *(list(z[k]) for k in _COLUMNS),
-                        [bytes(row) for row in z["sketch"]], z["width"], z["height"], z["properties"],
+                        [bytes(row) for row in z["sketch"]], z["width"], z["height"], z["properties"], z["details"],
                         float(z["hash_seconds"]),
                         float(z["embed_seconds"]), str(z["source"]))
     t0 = time.perf_counter()
@@ -73,10 +75,11 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     sketch = [p.sketch for p in prepared]
     width, height = np.array([p.width for p in prepared]), np.array([p.height for p in prepared])
     properties = np.array([[getattr(p.properties, k) for k in PROPERTY_NAMES] for p in prepared], dtype=np.float64)
+    details = np.stack([detail_picture(p.thumbnail, DETAIL_SIDE) for p in prepared])
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, vectors=vectors.astype(np.float32), **columns,
              sketch=np.frombuffer(b"".join(sketch), dtype=np.uint8).reshape(len(sketch), -1),
-             width=width, height=height, properties=properties, hash_seconds=hash_seconds,
+             width=width, height=height, properties=properties, details=details, hash_seconds=hash_seconds,
              embed_seconds=embed_seconds, source=source)
     return Features(file_names, vectors.astype(np.float32), *columns.values(), sketch, width, height, properties,
-                    hash_seconds, embed_seconds, source)
+                    details, hash_seconds, embed_seconds, source)

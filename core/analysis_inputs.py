@@ -9,16 +9,26 @@ and only the columns views show (names, sources, sizes, arrival, properties) are
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from core.analysis import ImageSignals
 from core.analysis.crops import PACKED_BYTES
+from core.analysis.details import DETAIL_SIDE
 from core.analysis.duplicates import DIGEST_HEX, hash_groups, hex_digests, sketch_arrays
 from core.analysis.hamming import hashes_from_hex
+from core.images import detail_picture
+from core.storage.blobs import BlobStore, thumbnail_key
 from core.storage.catalog import READY, READY_PAGE_ROWS, Catalog
+
+log = logging.getLogger(__name__)
+DETAIL_THUMBNAIL_MAX_BYTES = 4 * 2**20  # a thumbnail is a 256-pixel JPEG: anything larger was not written by ingest
 
 SIGNAL_COLUMNS = ("sha256", "pixel_sha256", "phash", "phash_mirror", "dhash", "sketch")  # not kept in the frame
 
@@ -84,3 +94,28 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
     grown = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+def detail_pictures(blobs: BlobStore, ids: Sequence[str], max_bytes: int = DETAIL_THUMBNAIL_MAX_BYTES,
+                    workers: int = 8) -> np.ndarray:
+    """(len(ids), DETAIL_SIDE, DETAIL_SIDE) uint8: each image's stored thumbnail as the grey picture
+    `core.analysis.details` compares; all zeros (flat: not compared) where the thumbnail is missing
+    or unreadable (`repair` restores it). Fetched by a few threads, since on S3 each is a round trip."""
+    def one(image_id: str) -> np.ndarray | None:
+        try:
+            return detail_picture(blobs.get(thumbnail_key(image_id), limit=max_bytes), DETAIL_SIDE)
+        except (KeyError, OSError, ValueError, Image.DecompressionBombError):
+            return None
+
+    out = np.zeros((len(ids), DETAIL_SIDE, DETAIL_SIDE), dtype=np.uint8)
+    missing = 0
+    with ThreadPoolExecutor(max(1, min(workers, len(ids)))) as pool:
+        for i, picture in enumerate(pool.map(one, ids)):
+            if picture is None:
+                missing += 1
+            else:
+                out[i] = picture
+    if missing:
+        log.warning("%d of %d thumbnails could not be read; their pairs are judged without a close look "
+                    "(run repair to restore them)", missing, len(ids))
+    return out

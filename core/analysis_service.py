@@ -41,6 +41,7 @@ from core.analysis import (
 )
 from core.analysis.anomalies import DEFAULT_METHOD, embedding_percentiles
 from core.analysis.crops import WINDOWS, window_hashes
+from core.analysis.details import DETAIL_SIDE
 from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
 from core.analysis.quality import (
     DEFAULT_Z,
@@ -66,6 +67,7 @@ from core.cache_codec import (
     LatestGraph,
 )
 from core.image_properties import PROPERTY_NAMES
+from core.images import detail_picture
 from core.observability import observe_analysis
 from core.paging import Page, page_of
 from core.reports import (
@@ -127,8 +129,9 @@ class CollectionAnalysis:
     """
 
     def __init__(self, cache: Cache, collection_id: str, snapshot: Callable[[], VectorSnapshot], k: int = DEFAULT_K,
-                 device: str = "cpu"):
+                 device: str = "cpu", pictures: Callable[[list[str]], np.ndarray] | None = None):
         self.cache = cache
+        self.pictures = pictures  # image ids -> their close-up pictures (`detail_pictures`); None: no close look
         self.collection_id = collection_id
         self.snapshot = snapshot
         self.k = k
@@ -217,11 +220,14 @@ class CollectionAnalysis:
         return self._cached(snap, "scale", compute, SCALE)
 
     def candidates(self, snap: VectorSnapshot) -> DuplicateCandidates:
+        pictures = self.pictures
+        details = None if pictures is None else (lambda rows: pictures([snap.ids[r] for r in rows]))
         return self._cached(
             snap,
             "candidates",
             lambda: analysis.duplicate_candidates(
-                self.graph(snap), snap.vectors, snap.signals, scale=self.scale(snap), device=self.device
+                self.graph(snap), snap.vectors, snap.signals, scale=self.scale(snap), device=self.device,
+                details=details,
             ),
             CANDIDATES,
         )
@@ -405,7 +411,7 @@ class CollectionAnalysis:
             windows = np.concatenate([windows, window_hashes(rows.signals.sketch[len(known):])])
             self._windows = (ids, windows)
         return ArrivalContext(ids, self._latest_scale(len(ids)), rows.signals.phash, rows.signals.phash_mirror, windows,
-                              functools.partial(catalog.get, ready_only=True))
+                              functools.partial(catalog.get, ready_only=True), self.pictures)
 
     def _latest_scale(self, n: int) -> SimilarityScale | None:
         scale = self._read(self._latest_key("scale"), SCALE)
@@ -456,10 +462,13 @@ class ArrivalContext:
     phash_mirror: np.ndarray
     windows: np.ndarray  # (n, W) crop-window hashes of the images
     records: Callable[[list[str]], list[ImageRecord]]  # visible rows of these ids
+    pictures: Callable[[list[str]], np.ndarray] | None = None  # close-up pictures of stored images, by id
 
     def judge(self, *, sha256: str, pixel_sha256: str, phash: str, phash_mirror: str, sketch: bytes,
-              neighbours: list[StoredImage], thresholds: DuplicateThresholds) -> ArrivalMatch:
-        """Verdict for one new image from its vector neighbours, stored pHash matches and crop candidates."""
+              neighbours: list[StoredImage], thresholds: DuplicateThresholds,
+              thumbnail: bytes | None = None) -> ArrivalMatch:
+        """Verdict for one new image from its vector neighbours, stored pHash matches and crop
+        candidates; with its ``thumbnail``, near duplicates its sketch confirms get a close look."""
         stored = {s.image_id: s for s in neighbours}
         rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
         crops = analysis.crop_candidates_for(sketch, phash, phash_mirror, self.phash, self.phash_mirror, self.windows)
@@ -473,7 +482,8 @@ class ArrivalContext:
             scale = SimilarityScale(reference_cosine=0.0, reference_rank=0, histogram_edges=(), histogram_counts=())
         check = analysis.check_arrival(sha256=sha256, pixel_sha256=pixel_sha256, phash=phash,
                                        phash_mirror=phash_mirror, sketch=sketch, stored=list(stored.values()), scale=scale,
-                                       thresholds=thresholds)
+                                       thresholds=thresholds, pictures=self.pictures,
+                                       picture=None if thumbnail is None else detail_picture(thumbnail, DETAIL_SIDE))
         cosine = next((s.cosine for s in neighbours if s.image_id == check.image_id), math.nan)
         return ArrivalMatch(
             verdict=check.verdict,

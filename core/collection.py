@@ -14,6 +14,7 @@ a :mod:`core.errors` domain error (see :mod:`core.facade_errors`).
 from __future__ import annotations
 
 import copy
+import functools
 import getpass
 import logging
 import threading
@@ -30,7 +31,7 @@ from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD, AnomalyScores
 from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, check_threshold
-from core.analysis_inputs import read_analysis_rows
+from core.analysis_inputs import detail_pictures, read_analysis_rows
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
@@ -170,7 +171,8 @@ class Collection:
         self.backends = backends
         self._users = UserDirectory(backends.catalog.users)
         analysis = CollectionAnalysis(
-            backends.cache, backends.catalog.collection_id(), self.snapshot, device=resolve_device(settings.device)
+            backends.cache, backends.catalog.collection_id(), self.snapshot, device=resolve_device(settings.device),
+            pictures=functools.partial(detail_pictures, backends.blobs),
         )
         self._shared = _Shared(embedder, analysis, Jobs(backends.cache, shared=settings.redis_url is not None))
         self._owns_stores = True  # views (acting_as) share the stores and never close them

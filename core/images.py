@@ -385,6 +385,16 @@ def _thumbnail_jpeg(work: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def detail_picture(thumbnail: bytes, side: int) -> np.ndarray:
+    """The stored thumbnail as (side, side) uint8 grey, squeezed as the sketch is: what
+    `core.analysis.details` compares. A JPEG is decoded at a reduced scale (its DCT does the first
+    halvings), so a 256-pixel thumbnail costs about a millisecond."""
+    with Image.open(io.BytesIO(thumbnail)) as image:
+        image.draft("L", (2 * side, 2 * side))
+        grey = image.convert("L")
+    return np.asarray(grey.resize((side, side), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
 def difference_image(left: bytes, right: bytes, *, max_side: int = DIFFERENCE_MAX_SIDE,
                      aspect_tolerance: float = DIFFERENCE_ASPECT_TOLERANCE) -> bytes | None:
     """A PNG of where two aligned pictures differ (black = equal, bright = different), both scaled

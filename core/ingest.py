@@ -616,7 +616,7 @@ class Ingestor:
             matches[image.sha256] = self.arrival.judge(
                 sha256=image.sha256, pixel_sha256=image.pixel_sha256, phash=image.phash,
                 phash_mirror=image.phash_mirror, sketch=image.sketch, neighbours=neighbours,
-                thresholds=self.thresholds,
+                thresholds=self.thresholds, thumbnail=image.thumbnail,
             )
         return matches
 

@@ -292,3 +292,32 @@ def test_cli_ingest_summary_names_arrivals_that_duplicate_stored_images(
     out = capsys.readouterr().out
     assert f"near duplicate of {_id_of(analysed, 'drawing11.png')}: {tmp_path / 'copy11.jpg'}" in out
     assert "fresh.png (" not in out
+
+
+def test_siblings_that_differ_in_one_place_are_told_apart_from_the_stored_thumbnails(
+    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    from core.storage.blobs import thumbnail_key
+    from tests.drawings import folder_icon
+
+    settings = Settings(data_dir=tmp_path / "data", model_pretrained="none")
+    icons = [("folder-music.png", folder_icon("note")), ("folder-gitlab.png", folder_icon("fox")),
+             ("folder-music-copy.png", ImageOps.scale(folder_icon("note"), 0.6))]
+    with Collection.open(settings, embedder=embedder) as collection:
+        collection.ingest_uploads([*((f"drawing{i:02d}.png", encode(drawing(i), "PNG")) for i in range(12)),
+                                   ("folder-music.png", encode(icons[0][1], "PNG"))])
+        report = collection.ingest_uploads([(name, encode(img, "PNG")) for name, img in icons[1:]])
+        arrivals = {Path(o.file).name: o.nearest for o in report.outcomes}
+        music = _id_of(collection, "folder-music.png")
+        assert (arrivals["folder-music-copy.png"].verdict, arrivals["folder-music-copy.png"].image_id) == ("near", music)
+        assert arrivals["folder-gitlab.png"].verdict == "none"  # the same close look on arrival
+        assert _cluster_of(collection.duplicates(), "folder-music.png") == {"folder-music.png", "folder-music-copy.png"}
+        lost = _id_of(collection, "folder-gitlab.png")
+        collection.backends.blobs.delete(thumbnail_key(lost))  # behind the facade's back
+    with Collection.open(settings, embedder=embedder) as collection:  # a new process: nothing cached
+        with caplog.at_level("WARNING"):
+            view = collection.duplicates()
+        # without its thumbnail the sibling is judged by the whole sketches alone, which take it in
+        assert _cluster_of(view, "folder-music.png") == {"folder-music.png", "folder-music-copy.png",
+                                                         "folder-gitlab.png"}
+        assert "1 of" in caplog.text and "thumbnails could not be read" in caplog.text

@@ -11,14 +11,16 @@ collection's cached `SimilarityScale` and the same thresholds as the duplicate v
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.analysis.crops import contained, containing, crop_matches, window_hashes
+from core.analysis.details import local_differences
 from core.analysis.duplicates import (
     DEFAULT_THRESHOLDS,
+    LOCAL_CHECK_FLOOR,
     DuplicateThresholds,
     judge_pairs,
     pair_strength,
@@ -88,8 +90,8 @@ def crop_candidates_for(sketch: bytes | None, phash: str, phash_mirror: str, sto
 def _crop_scores(sketch: bytes | None, own_hashes: np.ndarray, stored: Sequence[StoredImage],
                  stored_hashes: np.ndarray, stored_mirrors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Verified crop score of the new image (`own_hashes`: its pHash, then its mirrored pHash)
-    against each stored one, either way round, flipped or not (NaN: none), and each pair's pixel
-    score (`pixel_scores`, or the crop's where higher; NaN without sketches)."""
+    against each stored one, either way round, flipped or not (NaN: none), and each pair's whole
+    sketch correlation (`pixel_scores`; NaN without sketches)."""
     scores = np.full(len(stored), np.nan, dtype=np.float32)
     pixels, present = sketch_arrays([sketch, *(s.sketch for s in stored)])
     if not present[0]:
@@ -101,13 +103,18 @@ def _crop_scores(sketch: bytes | None, own_hashes: np.ndarray, stored: Sequence[
                          exhaustive_max_n=0)
     np.fmax.at(scores, np.maximum(found.outer, found.inner) - 1, found.score)
     agree = np.where(present[1:], pixel_scores(pixels, np.zeros_like(rows), rows), np.nan)
-    return scores, np.fmax(agree, scores).astype(np.float32)
+    return scores, agree.astype(np.float32)
 
 
 def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mirror: str, sketch: bytes | None,
                   stored: Sequence[StoredImage], scale: SimilarityScale,
-                  thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS) -> ArrivalCheck:
-    """Exact duplicate (same bytes, then same pixels), near duplicate (strongest match), or none."""
+                  thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS, picture: np.ndarray | None = None,
+                  pictures: Callable[[list[str]], np.ndarray] | None = None) -> ArrivalCheck:
+    """Exact duplicate (same bytes, then same pixels), near duplicate (strongest match), or none.
+
+    With the new image's close-up `picture` and `pictures` (stored image ids -> theirs), the stored
+    images its sketch confirms are looked at closely (`core.analysis.details`), as the duplicate
+    view does: only those, so an arrival with no near duplicate fetches nothing."""
     if not stored:
         return ArrivalCheck("none", None, math.nan, math.nan, None, False, None, ())
     new = hashes_from_hex([phash, phash_mirror])
@@ -120,8 +127,15 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     same_bytes = np.array([s.sha256 == sha256 for s in stored])
     same_pixels = np.array([bool(pixel_sha256) and s.pixel_sha256 == pixel_sha256 for s in stored])
     exact = same_bytes | same_pixels
-    crop, agree = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
+    crop, whole = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
+    agree = np.fmax(whole, crop)
     verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree)
+    look = np.flatnonzero(verdicts.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR) & ~(crop > whole))
+    if picture is not None and pictures is not None and len(look):
+        local = np.full(len(stored), np.nan, dtype=np.float32)
+        local[look] = local_differences(np.repeat(picture[None], len(look), axis=0),
+                                        pictures([stored[i].image_id for i in look]))
+        verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None, local)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():
         best = int(np.flatnonzero(verdicts.accepted)[np.argmax(strength[verdicts.accepted])])

@@ -50,6 +50,7 @@ from core.analysis.crops import (
     crop_matches,
     pack_sketches,
 )
+from core.analysis.details import DEFAULT_LOCAL_DIFFERENCE, DetailSource, local_differences
 from core.analysis.exact import check_vectors
 from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within, search_plan
 from core.analysis.heap import release_free_memory
@@ -68,6 +69,7 @@ DEFAULT_PIXELS_PER_BIT = 0.0075  # how much more pixel score each bit of pHash d
 DEFAULT_NEIGHBOUR_MARGIN = 0.02  # how far a pair's pixel score must clear each image's own typical neighbour
 NEIGHBOUR_RANK = 5  # an image's typical neighbour: its 5th best pixel score (beyond a copy group of 4)
 CALIBRATION_EXEMPT_BITS = 4  # pairs this close in pHash are the same picture: neither judged nor counted
+LOCAL_CHECK_FLOOR = 0.8  # pairs whose sketches correlate this well are compared for local differences
 DEFAULT_RULE = "either"
 DEFAULT_AGREE_SIMILARITY = 0.3
 DEFAULT_AGREE_HAMMING = 12
@@ -186,6 +188,7 @@ class DuplicateThresholds:
     pixels: float = DEFAULT_PIXELS
     pixels_per_bit: float = DEFAULT_PIXELS_PER_BIT
     neighbour_margin: float = DEFAULT_NEIGHBOUR_MARGIN
+    local_difference: float = DEFAULT_LOCAL_DIFFERENCE
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -201,6 +204,10 @@ class DuplicateThresholds:
         if not isinstance(self.neighbour_margin, (int, float, np.floating)) or not -1.0 <= self.neighbour_margin <= 1.0:
             raise InvalidRequest("neighbour_margin", f"{self.neighbour_margin!r} is not a number from -1 to 1 "
                                  "(-1 turns the per-image calibration off)")
+        if (not isinstance(self.local_difference, (int, float, np.floating)) or np.isnan(self.local_difference)
+                or self.local_difference <= 0):
+            raise InvalidRequest("local_difference", f"{self.local_difference!r} is not a number above 0 (the "
+                                 "most local difference a confirmed pair may show; a large one turns the check off)")
         if not isinstance(self.crop, (int, float, np.floating)) or not np.isfinite(self.crop):
             raise InvalidRequest("crop", f"{self.crop!r} is not a number (a correlation; above 1 turns crops off)")
         for name in ("hamming", "agree_hamming"):
@@ -234,6 +241,7 @@ class DuplicateCandidates:
     crop_score: np.ndarray  # (m,) float32: verified crop correlation, NaN where no crop was found
     pixel_score: np.ndarray  # (m,) float32: the pictures' agreement (`pixel_scores`, crops included; NaN: no sketch)
     neighbour_score: np.ndarray  # (m,) float32: the higher of its images' typical neighbours (`neighbour_scores`)
+    local_difference: np.ndarray  # (m,) float32: `core.analysis.details`; NaN where not compared
     scale: SimilarityScale
     similarity_floor: float
     hamming_max: int
@@ -303,7 +311,7 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
                          scale: SimilarityScale | None = None, similarity_floor: float = SIMILARITY_FLOOR,
                          hamming_max: int = HAMMING_MAX, hamming_searched: int | None = None,
                          crop_floor: float = CROP_FLOOR, crop_exhaustive_max_n: int = EXHAUSTIVE_MAX_N,
-                         device: str = "cpu") -> DuplicateCandidates:
+                         details: DetailSource | None = None, device: str = "cpu") -> DuplicateCandidates:
     """Gather and describe every candidate pair (the step to cache; thresholds come later).
 
     Every pair within `hamming_searched` pHash bits (default `hamming_max`) is searched for, as far
@@ -315,6 +323,11 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     brightened copy is among the pictures its sketch most resembles. Crops are searched among all
     pairs up to `crop_exhaustive_max_n` images; beyond that among the neighbour graph's edges and
     the pHash pairs.
+
+    `details` gives the grey pictures of image rows (`core.analysis.details`, from the stored
+    thumbnails); with it, every pair whose sketches correlate `LOCAL_CHECK_FLOOR` or more as a
+    whole (not through a crop window) is compared for local differences. Without it, or where a
+    picture is flat or missing, the local difference is NaN and the other checks decide.
     """
     x = check_vectors(vectors)
     n = len(x)
@@ -346,16 +359,34 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     release_free_memory()  # the crop search's and pair gathering's freed temporaries
     same_bytes = signals.bytes_group[left] == signals.bytes_group[right]
     same_pixels = signals.pixels_group[left] == signals.pixels_group[right]
-    pixels = np.fmax(np.where(signals.has_sketch[left] & signals.has_sketch[right],
-                              pixel_scores(signals.sketch, left, right), np.nan), crop_score)
+    whole = np.where(signals.has_sketch[left] & signals.has_sketch[right],
+                     pixel_scores(signals.sketch, left, right), np.nan)
+    pixels = np.fmax(whole, crop_score)
+    local = np.full(len(left), np.nan, dtype=np.float32)
+    if details is not None:
+        compared = np.flatnonzero(~(same_bytes | same_pixels) & (whole >= LOCAL_CHECK_FLOOR) & ~(crop_score > whole))
+        local[compared] = _local_differences(details, left[compared], right[compared])
     counted = ~(same_bytes | same_pixels) & (distance > CALIBRATION_EXEMPT_BITS) & ~np.isnan(pixels)
     typical = neighbour_scores(n, left[counted], right[counted], pixels[counted])
     return DuplicateCandidates(
         left=left, right=right, cosine=_row_dots(x, left, right), phash_distance=distance, mirrored=mirrored,
         same_bytes=same_bytes, same_pixels=same_pixels, crop_score=crop_score, pixel_score=pixels,
-        neighbour_score=np.maximum(typical[left], typical[right]),
+        neighbour_score=np.maximum(typical[left], typical[right]), local_difference=local,
         scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max),
         hamming_searched=plan.radius, crop_floor=float(crop_floor))
+
+
+def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarray,
+                       chunk: int = 8192) -> np.ndarray:
+    """`local_differences` of the pairs, each image's picture fetched once per chunk of pairs
+    (a cluster's representative is in many pairs)."""
+    out = np.empty(len(left), dtype=np.float32)
+    for c0 in range(0, len(left), chunk):
+        rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
+        pictures = details(rows)
+        a, b = np.split(where, 2)
+        out[c0:c0 + chunk] = local_differences(pictures[a], pictures[b])
+    return out
 
 
 def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndarray,
@@ -504,7 +535,8 @@ class PairVerdicts:
 
 
 def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, exact: np.ndarray,
-                t: DuplicateThresholds, pixels: np.ndarray, neighbour: np.ndarray | None = None) -> PairVerdicts:
+                t: DuplicateThresholds, pixels: np.ndarray, neighbour: np.ndarray | None = None,
+                local: np.ndarray | None = None) -> PairVerdicts:
     """Which pairs the thresholds accept, and by which signals (vectorised over pairs; crop NaN =
     none); a signal counts only where the pair's pixel score confirms it.
 
@@ -517,11 +549,17 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     Then, per image (`neighbour`, from `neighbour_scores`; None where unknown, as for a single
     arrival): the pair must score `neighbour_margin` above what either image scores with its
     typical neighbour, unless the hashes are within `CALIBRATION_EXEMPT_BITS` (the same picture).
+
+    And where the pictures were compared up close (`local`, NaN where not), the pair's local
+    difference must not exceed `local_difference`: siblings that agree as a whole and differ in
+    one place (an emblem, a letter) are not copies.
     """
     score = np.nan_to_num(pixels, nan=np.inf)  # NaN: no sketches to check, trust the signal
     calibrated = np.ones(len(score), dtype=bool) if neighbour is None else (
         (distance <= CALIBRATION_EXEMPT_BITS) | (score >= neighbour.astype(np.float64) + t.neighbour_margin))
     confirmed = (score >= t.pixels + t.pixels_per_bit * distance.astype(np.float64)) & calibrated
+    if local is not None:
+        confirmed &= ~(local > t.local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
     by_hash = (distance <= t.hamming) & confirmed
     by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & calibrated
@@ -568,7 +606,7 @@ def duplicate_pairs(candidates: DuplicateCandidates, thresholds: DuplicateThresh
 
 def _judge_candidates(c: DuplicateCandidates, t: DuplicateThresholds) -> PairVerdicts:
     return judge_pairs(c.similarity, c.phash_distance, c.crop_score, c.same_bytes | c.same_pixels, t, c.pixel_score,
-                       c.neighbour_score)
+                       c.neighbour_score, c.local_difference)
 
 
 def _pair(c: DuplicateCandidates, i: int, verdicts: PairVerdicts) -> DuplicatePair:

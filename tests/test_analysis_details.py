@@ -1,0 +1,88 @@
+"""The close look (`core.analysis.details`): copies pass, siblings that differ in one place do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.analysis import ImageSignals, duplicate_candidates, duplicate_clusters
+from core.analysis.details import DEFAULT_LOCAL_DIFFERENCE, DETAIL_SIDE, local_differences
+from core.analysis.duplicates import DuplicateThresholds, judge_pairs
+from core.analysis.neighbours import exact_graph
+from core.images import detail_picture, prepare_image
+from core.synthetic import save_as, transform
+from tests.drawings import folder_icon
+
+COPY_KINDS = ("resize", "jpeg", "brightness", "rotation", "watermark", "flip")
+
+
+def picture(img: Image.Image, fmt: str = "PNG") -> np.ndarray:
+    """What the analysis compares: ingest's own thumbnail, as a close-up picture."""
+    prepared = prepare_image(save_as(img, fmt, quality=40), max_bytes=10 << 20, max_pixels=10**8)
+    return detail_picture(prepared.thumbnail, DETAIL_SIDE)
+
+
+def test_copies_show_little_local_difference_and_a_sibling_shows_much() -> None:
+    rng = np.random.default_rng(0)
+    original = folder_icon("note")
+    copies = [picture(transform(original, kind, rng), "JPEG" if kind == "jpeg" else "PNG") for kind in COPY_KINDS]
+    base = picture(original)
+    copy_diff = local_differences(np.stack([base] * len(copies)), np.stack(copies))
+    sibling_diff = local_differences(base[None], picture(folder_icon("fox"))[None])
+    assert (copy_diff <= DEFAULT_LOCAL_DIFFERENCE).all(), dict(zip(COPY_KINDS, copy_diff.round(2), strict=True))
+    assert sibling_diff[0] > DEFAULT_LOCAL_DIFFERENCE
+    # the whole pictures still agree closely: only a look at one place tells them apart
+    whole = np.corrcoef(base.ravel().astype(float), picture(folder_icon("fox")).ravel().astype(float))[0, 1]
+    assert whole > 0.9
+
+
+def test_a_flat_picture_is_not_compared_and_bad_shapes_are_refused() -> None:
+    flat = np.full((1, DETAIL_SIDE, DETAIL_SIDE), 200, dtype=np.uint8)
+    drawn = picture(folder_icon("note"))[None]
+    assert np.isnan(local_differences(flat, drawn)).all() and np.isnan(local_differences(drawn, flat)).all()
+    with pytest.raises(ValueError, match="same shape"):
+        local_differences(drawn, drawn[:, :32, :32])
+
+
+def test_the_close_look_rejects_a_sibling_pair_the_sketches_confirm_and_keeps_the_copy() -> None:
+    rng = np.random.default_rng(1)
+    images = [folder_icon("note"), transform(folder_icon("note"), "watermark", rng), folder_icon("fox")]
+    prepared = [prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8) for img in images]
+    filler = [prepare_image(save_as(Image.effect_noise((64, 64), 40 + 5 * i).convert("RGB"), "PNG"),
+                            max_bytes=10 << 20, max_pixels=10**8) for i in range(8)]
+    everything = prepared + filler
+    signals = ImageSignals.from_columns(
+        sha256=[p.sha256 for p in everything], pixel_sha256=[p.pixel_sha256 for p in everything],
+        phash=[p.phash for p in everything], phash_mirror=[p.phash_mirror for p in everything],
+        width=[p.width for p in everything], height=[p.height for p in everything],
+        sketch=[p.sketch for p in everything])
+    x = np.random.default_rng(2).standard_normal((len(everything), 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pictures = np.stack([detail_picture(p.thumbnail, DETAIL_SIDE) for p in everything])
+    graph = exact_graph(x, 5)
+    asked: list[np.ndarray] = []
+
+    def details(rows: np.ndarray) -> np.ndarray:
+        asked.append(rows)
+        return pictures[rows]
+
+    looked = duplicate_candidates(graph, x, signals, details=details)
+    blind = duplicate_candidates(graph, x, signals)
+    clusters = {c.members for c in duplicate_clusters(looked, x, signals).clusters}
+    clusters_blind = {c.members for c in duplicate_clusters(blind, x, signals).clusters}
+    assert (0, 1, 2) in clusters_blind or (0, 2, 1) in clusters_blind  # whole sketches alone take the sibling in
+    assert clusters == {(0, 1)}  # the watermarked copy stays, the sibling with another emblem goes
+    assert asked and set(np.concatenate(asked)) <= {0, 1, 2}  # only pairs the sketches confirm are looked at
+    off = duplicate_clusters(looked, x, signals, DuplicateThresholds(local_difference=1e9))
+    assert {c.members for c in off.clusters} == clusters_blind
+
+
+def test_local_difference_is_judged_only_where_it_was_measured() -> None:
+    t = DuplicateThresholds()
+    args = (np.zeros(3), np.full(3, 6, np.uint8), np.full(3, np.nan), np.zeros(3, bool), t,
+            np.full(3, 0.99, np.float32), None)
+    verdicts = judge_pairs(*args, np.array([0.3, 2.0, np.nan], np.float32))
+    assert verdicts.accepted.tolist() == [True, False, True]
+    with pytest.raises(Exception, match="local_difference"):
+        DuplicateThresholds(local_difference=0.0)
