@@ -20,7 +20,7 @@ from core.image_properties import PROPERTY_NAMES
 from core.images import detail_picture, prepare_image
 from core.settings import Settings
 
-_CODE = ("core/images.py", "core/image_properties.py", "core/embedding.py", "core/analysis/details.py")
+_CODE = ("core/images.py", "core/image_properties.py", "core/embedding.py")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     root = Path(__file__).resolve().parents[1]
     for module in _CODE:
         digest.update((root / module).read_bytes())
+    digest.update(f"details {DETAIL_SIDE}".encode())
     for name in file_names:
         digest.update(name.encode())
         digest.update(hashlib.sha256((folder / name).read_bytes()).digest())

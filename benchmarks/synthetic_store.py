@@ -25,7 +25,8 @@ SOURCES = ("camera-a", "camera-b", "scanner", "web", "archive")
 def write_synthetic(collection: Collection, synthetic: SyntheticCollection, data_dir: Path, *,
                     picture: bytes | None = None, index: bool = True) -> None:
     """Store every row of `synthetic` as a ready image, its sketch included; with `picture`, also
-    as each image's thumbnail and original (pages show them; analysis never reads them). With
+    as each image's thumbnail and original (pages show them; the duplicate analysis reads the
+    thumbnails of the pairs whose sketches agree, and judges them without where missing). With
     `index`, the vector index is built as ingest would build it (search uses it; analysis reads
     every vector by a scan and never does)."""
     n = len(synthetic.vectors)

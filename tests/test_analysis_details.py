@@ -86,3 +86,4 @@ def test_local_difference_is_judged_only_where_it_was_measured() -> None:
     assert verdicts.accepted.tolist() == [True, False, True]
     with pytest.raises(Exception, match="local_difference"):
         DuplicateThresholds(local_difference=0.0)
+
