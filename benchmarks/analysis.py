@@ -112,13 +112,14 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
                      [c.members for c in report.clusters], truth, truth_no_crop, labels, gather_s + cluster_s,
                      gather_s + cluster_s + features.hash_seconds + features.embed_seconds)]
     unconfirmed = {"pixels": -1.0, "pixels_per_bit": 0.0, "neighbour_margin": -1.0}
+    no_look = {"local_difference": 1e9, "crop_local_difference": 1e9}
     variants = {"ours + embedding (similarity>=0.95)": DuplicateThresholds(similarity=0.95),
                 "ours, no per-image calibration (neighbour_margin=-1)": DuplicateThresholds(neighbour_margin=-1.0),
                 "ours, flat pixel bar (pixels_per_bit=0)": DuplicateThresholds(pixels_per_bit=0.0),
-                "ours, no close look (local_difference off)": DuplicateThresholds(local_difference=1e9),
-                "ours, no pixel confirmation": DuplicateThresholds(**unconfirmed, local_difference=1e9),
+                "ours, no close look (local differences off)": DuplicateThresholds(**no_look),
+                "ours, no pixel confirmation": DuplicateThresholds(**unconfirmed, **no_look),
                 "ours before (similarity>=0.95, pHash<=8, no confirmation)":
-                    DuplicateThresholds(similarity=0.95, hamming=8, **unconfirmed, local_difference=1e9),
+                    DuplicateThresholds(similarity=0.95, hamming=8, **unconfirmed, **no_look),
                 "ours without crops": DuplicateThresholds(crop=1.01)}
     for label, rule_t in variants.items():
         r = duplicate_clusters(candidates, x, signals, rule_t)

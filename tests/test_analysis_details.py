@@ -87,3 +87,47 @@ def test_local_difference_is_judged_only_where_it_was_measured() -> None:
     with pytest.raises(Exception, match="local_difference"):
         DuplicateThresholds(local_difference=0.0)
 
+
+def test_a_crop_window_renders_that_part_of_the_picture() -> None:
+    from core.analysis.details import window_pictures
+
+    y, x = np.mgrid[0:DETAIL_SIDE, 0:DETAIL_SIDE]
+    pattern = ((x * 3 + y * y // 16) % 256).astype(np.uint8)
+    quarter = np.asarray(Image.fromarray(pattern[32:, :32]).resize((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BILINEAR),
+                         dtype=float)
+    rendered = window_pictures(pattern[None], np.array([[0.5, 0.5, 0.0, 1.0]]))[0].astype(float)
+    assert np.corrcoef(rendered.ravel(), quarter.ravel())[0, 1] > 0.98  # x from the left, y from the bottom
+    whole = window_pictures(pattern[None], np.array([[1.0, 1.0, 0.5, 0.5]]))[0]
+    assert np.abs(whole.astype(int) - pattern).max() <= 1
+
+
+def test_a_crop_is_looked_at_in_its_window_and_judged_by_its_own_bar() -> None:
+    images = [folder_icon("note"), folder_icon("note").crop((10, 20, 240, 240))]
+    prepared = [prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8) for img in images]
+    filler = [prepare_image(save_as(Image.effect_noise((64, 64), 40 + 5 * i).convert("RGB"), "PNG"),
+                            max_bytes=10 << 20, max_pixels=10**8) for i in range(8)]
+    everything = prepared + filler
+    signals = ImageSignals.from_columns(
+        sha256=[p.sha256 for p in everything], pixel_sha256=[p.pixel_sha256 for p in everything],
+        phash=[p.phash for p in everything], phash_mirror=[p.phash_mirror for p in everything],
+        width=[p.width for p in everything], height=[p.height for p in everything],
+        sketch=[p.sketch for p in everything])
+    x = np.random.default_rng(3).standard_normal((len(everything), 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pictures = np.stack([detail_picture(p.thumbnail, DETAIL_SIDE) for p in everything])
+    looked = duplicate_candidates(exact_graph(x, 5), x, signals, details=pictures.__getitem__)
+    pair = int(np.flatnonzero((looked.left == 0) & (looked.right == 1))[0])
+    assert looked.crop_score[pair] >= looked.pixel_score[pair] - 1e-6  # the crop scored this pair
+    unaligned = local_differences(pictures[:1], pictures[1:2])[0]
+    assert looked.local_difference[pair] < 0.3 < DEFAULT_LOCAL_DIFFERENCE < unaligned  # the window aligns it
+    assert {c.members for c in duplicate_clusters(looked, x, signals).clusters} == {(0, 1)}
+
+
+def test_a_pair_a_crop_scored_has_its_own_bar() -> None:
+    t = DuplicateThresholds()
+    crop = np.array([0.96, 0.96, np.nan], np.float32)  # the first two were scored by a crop window
+    pixels = np.array([0.96, 0.96, 0.99], np.float32)
+    local = np.array([1.0, 1.5, 1.0], np.float32)
+    verdicts = judge_pairs(np.zeros(3), np.full(3, 20, np.uint8), crop, np.zeros(3, bool), t, pixels, None, local)
+    assert t.local_difference < 1.0 < t.crop_local_difference < 1.5
+    assert verdicts.by_crop.tolist() == [True, False, False] and verdicts.accepted.tolist() == [True, False, False]

@@ -36,6 +36,9 @@ CLUSTERS_PER_PAGE = 5
 EXAMPLES = 3
 RULE_HELP = ("either: a pair is a duplicate when the embedding or the pHash says so (and the other one "
              "roughly agrees); both: only when both say so.")
+CLOSE_LOOK_HELP = ("Pairs whose pictures agree as a whole are compared up close, from their thumbnails: "
+                   "how much they differ in the place they differ most. Lower keeps fewer pairs: icons that share "
+                   "a template but differ in one emblem or letter are not copies.")
 INSPECT_WIDTH = 420
 FOCUS_KEY = "dup-focus"  # the cluster "Next undecided" went to
 
@@ -45,13 +48,15 @@ may_decide = may(current, Action.DECIDE)
 
 def thresholds_controls() -> DuplicateThresholds:
     defaults = DuplicateThresholds()
-    sim, bits, pixels, crop, rule = st.columns(5)
+    sim, bits, pixels, close, crop, rule = st.columns(6)
     return DuplicateThresholds(
         similarity=sim.slider("Similarity (calibrated: 1 = identical)", SIMILARITY_FLOOR, 1.0, defaults.similarity,
                               0.005, key="dup-similarity"),
         hamming=bits.slider("pHash distance (bits)", 0, HAMMING_MAX, defaults.hamming, key="dup-hamming"),
         pixels=pixels.slider("Pixels agree (correlation that confirms a pair)", 0.5, 1.0, defaults.pixels, 0.01,
                              key="dup-pixels"),
+        local_difference=close.slider("Close look (most local difference)", 0.25, 3.0, defaults.local_difference,
+                                      0.05, key="dup-local", help=CLOSE_LOOK_HELP),
         crop=crop.slider("Crop correlation (above 1: crops off)", CROP_FLOOR, 1.01, defaults.crop, 0.01,
                          key="dup-crop"),
         rule=rule.selectbox("Rule", DUPLICATE_RULES, key="dup-rule", help=RULE_HELP),

@@ -50,7 +50,13 @@ from core.analysis.crops import (
     crop_matches,
     pack_sketches,
 )
-from core.analysis.details import DEFAULT_LOCAL_DIFFERENCE, DetailSource, local_differences
+from core.analysis.details import (
+    DEFAULT_CROP_LOCAL_DIFFERENCE,
+    DEFAULT_LOCAL_DIFFERENCE,
+    DetailSource,
+    local_differences,
+    window_pictures,
+)
 from core.analysis.exact import check_vectors
 from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within, search_plan
 from core.analysis.heap import release_free_memory
@@ -189,6 +195,7 @@ class DuplicateThresholds:
     pixels_per_bit: float = DEFAULT_PIXELS_PER_BIT
     neighbour_margin: float = DEFAULT_NEIGHBOUR_MARGIN
     local_difference: float = DEFAULT_LOCAL_DIFFERENCE
+    crop_local_difference: float = DEFAULT_CROP_LOCAL_DIFFERENCE
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -204,10 +211,11 @@ class DuplicateThresholds:
         if not isinstance(self.neighbour_margin, (int, float, np.floating)) or not -1.0 <= self.neighbour_margin <= 1.0:
             raise InvalidRequest("neighbour_margin", f"{self.neighbour_margin!r} is not a number from -1 to 1 "
                                  "(-1 turns the per-image calibration off)")
-        if (not isinstance(self.local_difference, (int, float, np.floating)) or np.isnan(self.local_difference)
-                or self.local_difference <= 0):
-            raise InvalidRequest("local_difference", f"{self.local_difference!r} is not a number above 0 (the "
-                                 "most local difference a confirmed pair may show; a large one turns the check off)")
+        for name in ("local_difference", "crop_local_difference"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating)) or np.isnan(value) or value <= 0:
+                raise InvalidRequest(name, f"{value!r} is not a number above 0 (the most local difference a "
+                                     "confirmed pair may show; a large one turns the check off)")
         if not isinstance(self.crop, (int, float, np.floating)) or not np.isfinite(self.crop):
             raise InvalidRequest("crop", f"{self.crop!r} is not a number (a correlation; above 1 turns crops off)")
         for name in ("hamming", "agree_hamming"):
@@ -241,7 +249,7 @@ class DuplicateCandidates:
     crop_score: np.ndarray  # (m,) float32: verified crop correlation, NaN where no crop was found
     pixel_score: np.ndarray  # (m,) float32: the pictures' agreement (`pixel_scores`, crops included; NaN: no sketch)
     neighbour_score: np.ndarray  # (m,) float32: the higher of its images' typical neighbours (`neighbour_scores`)
-    local_difference: np.ndarray  # (m,) float32: `core.analysis.details`; NaN where not compared
+    local_difference: np.ndarray  # (m,) float32: `core.analysis.details` (crop-won pairs: of the window); NaN: none
     scale: SimilarityScale
     similarity_floor: float
     hamming_max: int
@@ -326,8 +334,9 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
 
     `details` gives the grey pictures of image rows (`core.analysis.details`, from the stored
     thumbnails); with it, every pair whose sketches correlate `LOCAL_CHECK_FLOOR` or more as a
-    whole (not through a crop window) is compared for local differences. Without it, or where a
-    picture is flat or missing, the local difference is NaN and the other checks decide.
+    whole is compared for local differences, and every pair whose crop scores better than the
+    whole, in the crop's window. Without it, or where a picture is flat or missing, the local
+    difference is NaN and the other checks decide.
     """
     x = check_vectors(vectors)
     n = len(x)
@@ -347,13 +356,16 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     # beyond the exhaustive size: every graph edge and pHash pair, both ways round
     crops = crop_matches(signals.sketch, signals.phash, signals.phash_mirror, signals.has_sketch, pairs=(hl, hr),
                          partners=graph.indices, exhaustive_max_n=crop_exhaustive_max_n)
-    strong = crops.score >= crop_floor
+    strong = np.flatnonzero(crops.score >= crop_floor)
+    strong = strong[np.argsort(-crops.score[strong], kind="stable")]  # best order of a pair first
     crop_keys = _pair_keys(crops.outer[strong], crops.inner[strong], n)
     parts = [_graph_keys(graph, scale, similarity_floor), hash_keys, crop_keys,
              _star_keys(signals.bytes_group, n), _star_keys(signals.pixels_group, n)]
     keys = np.unique(np.concatenate(parts))
     crop_score = np.full(len(keys), np.nan, dtype=np.float32)
     np.fmax.at(crop_score, np.searchsorted(keys, crop_keys), crops.score[strong])  # best of both orders
+    crop_pairs, best_order = np.unique(crop_keys, return_index=True)
+    best_crop = strong[best_order]  # per crop pair (in key order), the crop that scored it
     left, right = (keys // max(n, 1)).astype(np.int32), (keys % max(n, 1)).astype(np.int32)
     distance, mirrored = pair_distances(signals.phash, signals.phash_mirror, left, right)
     release_free_memory()  # the crop search's and pair gathering's freed temporaries
@@ -364,8 +376,12 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     pixels = np.fmax(whole, crop_score)
     local = np.full(len(left), np.nan, dtype=np.float32)
     if details is not None:
-        compared = np.flatnonzero(~(same_bytes | same_pixels) & (whole >= LOCAL_CHECK_FLOOR) & ~(crop_score > whole))
+        differs = ~(same_bytes | same_pixels)
+        compared = np.flatnonzero(differs & (whole >= LOCAL_CHECK_FLOOR) & ~(crop_score > whole))
         local[compared] = _local_differences(details, left[compared], right[compared])
+        cropped = np.flatnonzero(differs & (crop_score > np.nan_to_num(whole, nan=-np.inf)))
+        crop = best_crop[np.searchsorted(crop_pairs, keys[cropped])]
+        local[cropped] = _local_differences(details, crops.outer[crop], crops.inner[crop], crops.window[crop])
     counted = ~(same_bytes | same_pixels) & (distance > CALIBRATION_EXEMPT_BITS) & ~np.isnan(pixels)
     typical = neighbour_scores(n, left[counted], right[counted], pixels[counted])
     return DuplicateCandidates(
@@ -376,16 +392,18 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         hamming_searched=plan.radius, crop_floor=float(crop_floor))
 
 
-def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarray,
+def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarray, windows: np.ndarray | None = None,
                        chunk: int = 8192) -> np.ndarray:
     """`local_differences` of the pairs, each image's picture fetched once per chunk of pairs
-    (a cluster's representative is in many pairs)."""
+    (a cluster's representative is in many pairs); with `windows` (`CropMatches.window`), `right`
+    is compared with that window of `left`."""
     out = np.empty(len(left), dtype=np.float32)
     for c0 in range(0, len(left), chunk):
         rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
         pictures = details(rows)
         a, b = np.split(where, 2)
-        out[c0:c0 + chunk] = local_differences(pictures[a], pictures[b])
+        first = pictures[a] if windows is None else window_pictures(pictures[a], windows[c0:c0 + chunk])
+        out[c0:c0 + chunk] = local_differences(first, pictures[b])
     return out
 
 
@@ -550,19 +568,25 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     arrival): the pair must score `neighbour_margin` above what either image scores with its
     typical neighbour, unless the hashes are within `CALIBRATION_EXEMPT_BITS` (the same picture).
 
-    And where the pictures were compared up close (`local`, NaN where not), the pair's local
-    difference must not exceed `local_difference`: siblings that agree as a whole and differ in
-    one place (an emblem, a letter) are not copies.
+    And where the pictures were compared up close (`local`, NaN where not), siblings that agree as
+    a whole and differ in one place (an emblem, a letter) are not copies: the pixel confirmation
+    needs the whole pictures' local difference within `local_difference`, and a crop the window's
+    within `crop_local_difference` (placed at sketch resolution, the window aligns more coarsely).
+    Where a crop scored the pair, only the window was looked at, so only the crop signal is judged
+    by it: a watermarked or rotated copy that a crop also matches keeps its pHash route.
     """
     score = np.nan_to_num(pixels, nan=np.inf)  # NaN: no sketches to check, trust the signal
     calibrated = np.ones(len(score), dtype=bool) if neighbour is None else (
         (distance <= CALIBRATION_EXEMPT_BITS) | (score >= neighbour.astype(np.float64) + t.neighbour_margin))
     confirmed = (score >= t.pixels + t.pixels_per_bit * distance.astype(np.float64)) & calibrated
+    close_crop = np.ones(len(score), dtype=bool)
     if local is not None:
-        confirmed &= ~(local > t.local_difference)
+        windowed = np.nan_to_num(crop, nan=-np.inf) >= score  # the crop scored the pair: its window was looked at
+        confirmed &= windowed | ~(local > t.local_difference)
+        close_crop = ~windowed | ~(local > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
     by_hash = (distance <= t.hamming) & confirmed
-    by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & calibrated
+    by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & calibrated & close_crop
     if t.rule == "both":
         return PairVerdicts(exact | (by_cosine & (by_hash | by_crop)), by_cosine, by_hash, by_crop,
                             np.zeros_like(by_hash))
