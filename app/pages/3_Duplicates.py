@@ -48,7 +48,8 @@ may_decide = may(current, Action.DECIDE)
 
 def thresholds_controls() -> DuplicateThresholds:
     defaults = DuplicateThresholds()
-    sim, bits, pixels, close, crop, rule = st.columns(6)
+    sim, bits, crop, rule = st.columns(4)
+    pixels, close, _ = st.columns([1, 1, 2])  # the confirmations: six controls in one row cut labels at 1024 px
     return DuplicateThresholds(
         similarity=sim.slider("Similarity (calibrated: 1 = identical)", SIMILARITY_FLOOR, 1.0, defaults.similarity,
                               0.005, key="dup-similarity"),
