@@ -483,7 +483,8 @@ class ArrivalContext:
         check = analysis.check_arrival(sha256=sha256, pixel_sha256=pixel_sha256, phash=phash,
                                        phash_mirror=phash_mirror, sketch=sketch, stored=list(stored.values()), scale=scale,
                                        thresholds=thresholds, pictures=self.pictures,
-                                       picture=None if thumbnail is None else detail_picture(thumbnail, DETAIL_SIDE))
+                                       picture=None if thumbnail is None else functools.partial(
+                                           detail_picture, thumbnail, DETAIL_SIDE))
         cosine = next((s.cosine for s in neighbours if s.image_id == check.image_id), math.nan)
         return ArrivalMatch(
             verdict=check.verdict,

@@ -23,6 +23,21 @@ def picture(img: Image.Image, fmt: str = "PNG") -> np.ndarray:
     return detail_picture(prepared.thumbnail, DETAIL_SIDE)
 
 
+def small_collection(images: list[Image.Image], seed: int) -> tuple[ImageSignals, np.ndarray, np.ndarray]:
+    """Signals, random unit embeddings and close-up pictures of `images` as ingest stores them, with
+    eight noise fillers after them (the embedding plays no part here)."""
+    filler = [Image.effect_noise((64, 64), 40 + 5 * i).convert("RGB") for i in range(8)]
+    prepared = [prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8) for img in images + filler]
+    signals = ImageSignals.from_columns(
+        sha256=[p.sha256 for p in prepared], pixel_sha256=[p.pixel_sha256 for p in prepared],
+        phash=[p.phash for p in prepared], phash_mirror=[p.phash_mirror for p in prepared],
+        width=[p.width for p in prepared], height=[p.height for p in prepared],
+        sketch=[p.sketch for p in prepared])
+    x = np.random.default_rng(seed).standard_normal((len(prepared), 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return signals, x, np.stack([detail_picture(p.thumbnail, DETAIL_SIDE) for p in prepared])
+
+
 def test_copies_show_little_local_difference_and_a_sibling_shows_much() -> None:
     rng = np.random.default_rng(0)
     original = folder_icon("note")
@@ -48,18 +63,7 @@ def test_a_flat_picture_is_not_compared_and_bad_shapes_are_refused() -> None:
 def test_the_close_look_rejects_a_sibling_pair_the_sketches_confirm_and_keeps_the_copy() -> None:
     rng = np.random.default_rng(1)
     images = [folder_icon("note"), transform(folder_icon("note"), "watermark", rng), folder_icon("fox")]
-    prepared = [prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8) for img in images]
-    filler = [prepare_image(save_as(Image.effect_noise((64, 64), 40 + 5 * i).convert("RGB"), "PNG"),
-                            max_bytes=10 << 20, max_pixels=10**8) for i in range(8)]
-    everything = prepared + filler
-    signals = ImageSignals.from_columns(
-        sha256=[p.sha256 for p in everything], pixel_sha256=[p.pixel_sha256 for p in everything],
-        phash=[p.phash for p in everything], phash_mirror=[p.phash_mirror for p in everything],
-        width=[p.width for p in everything], height=[p.height for p in everything],
-        sketch=[p.sketch for p in everything])
-    x = np.random.default_rng(2).standard_normal((len(everything), 16)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    pictures = np.stack([detail_picture(p.thumbnail, DETAIL_SIDE) for p in everything])
+    signals, x, pictures = small_collection(images, seed=2)
     graph = exact_graph(x, 5)
     asked: list[np.ndarray] = []
 
@@ -102,19 +106,7 @@ def test_a_crop_window_renders_that_part_of_the_picture() -> None:
 
 
 def test_a_crop_is_looked_at_in_its_window_and_judged_by_its_own_bar() -> None:
-    images = [folder_icon("note"), folder_icon("note").crop((10, 20, 240, 240))]
-    prepared = [prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8) for img in images]
-    filler = [prepare_image(save_as(Image.effect_noise((64, 64), 40 + 5 * i).convert("RGB"), "PNG"),
-                            max_bytes=10 << 20, max_pixels=10**8) for i in range(8)]
-    everything = prepared + filler
-    signals = ImageSignals.from_columns(
-        sha256=[p.sha256 for p in everything], pixel_sha256=[p.pixel_sha256 for p in everything],
-        phash=[p.phash for p in everything], phash_mirror=[p.phash_mirror for p in everything],
-        width=[p.width for p in everything], height=[p.height for p in everything],
-        sketch=[p.sketch for p in everything])
-    x = np.random.default_rng(3).standard_normal((len(everything), 16)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    pictures = np.stack([detail_picture(p.thumbnail, DETAIL_SIDE) for p in everything])
+    signals, x, pictures = small_collection([folder_icon("note"), folder_icon("note").crop((10, 20, 240, 240))], seed=3)
     looked = duplicate_candidates(exact_graph(x, 5), x, signals, details=pictures.__getitem__)
     pair = int(np.flatnonzero((looked.left == 0) & (looked.right == 1))[0])
     assert looked.crop_score[pair] >= looked.pixel_score[pair] - 1e-6  # the crop scored this pair

@@ -22,6 +22,7 @@ from core.analysis.duplicates import (
     DEFAULT_THRESHOLDS,
     LOCAL_CHECK_FLOOR,
     DuplicateThresholds,
+    crop_scored,
     judge_pairs,
     pair_strength,
     pixel_scores,
@@ -108,13 +109,14 @@ def _crop_scores(sketch: bytes | None, own_hashes: np.ndarray, stored: Sequence[
 
 def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mirror: str, sketch: bytes | None,
                   stored: Sequence[StoredImage], scale: SimilarityScale,
-                  thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS, picture: np.ndarray | None = None,
+                  thresholds: DuplicateThresholds = DEFAULT_THRESHOLDS,
+                  picture: Callable[[], np.ndarray] | None = None,
                   pictures: Callable[[list[str]], np.ndarray] | None = None) -> ArrivalCheck:
     """Exact duplicate (same bytes, then same pixels), near duplicate (strongest match), or none.
 
-    With the new image's close-up `picture` and `pictures` (stored image ids -> theirs), the stored
-    images its sketch confirms are looked at closely (`core.analysis.details`), as the duplicate
-    view does: only those, so an arrival with no near duplicate fetches nothing."""
+    With `picture` (makes the new image's close-up) and `pictures` (stored image ids -> theirs), the
+    stored images its sketch confirms are looked at closely (`core.analysis.details`), as the
+    duplicate view does: only those, so an arrival with no near duplicate decodes and fetches nothing."""
     if not stored:
         return ArrivalCheck("none", None, math.nan, math.nan, None, False, None, ())
     new = hashes_from_hex([phash, phash_mirror])
@@ -130,10 +132,10 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     crop, whole = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
     agree = np.fmax(whole, crop)
     verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree)
-    look = np.flatnonzero(verdicts.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR) & ~(crop > whole))
+    look = np.flatnonzero(verdicts.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR) & ~crop_scored(crop, whole))
     if picture is not None and pictures is not None and len(look):
         local = np.full(len(stored), np.nan, dtype=np.float32)
-        local[look] = local_differences(np.repeat(picture[None], len(look), axis=0),
+        local[look] = local_differences(np.repeat(picture()[None], len(look), axis=0),
                                         pictures([stored[i].image_id for i in look]))
         verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None, local)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels

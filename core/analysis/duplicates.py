@@ -377,11 +377,15 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     local = np.full(len(left), np.nan, dtype=np.float32)
     if details is not None:
         differs = ~(same_bytes | same_pixels)
-        compared = np.flatnonzero(differs & (whole >= LOCAL_CHECK_FLOOR) & ~(crop_score > whole))
-        local[compared] = _local_differences(details, left[compared], right[compared])
-        cropped = np.flatnonzero(differs & (crop_score > np.nan_to_num(whole, nan=-np.inf)))
+        windowed = crop_scored(crop_score, whole)
+        compared = np.flatnonzero(differs & (whole >= LOCAL_CHECK_FLOOR) & ~windowed)
+        cropped = np.flatnonzero(differs & windowed)
         crop = best_crop[np.searchsorted(crop_pairs, keys[cropped])]
-        local[cropped] = _local_differences(details, crops.outer[crop], crops.inner[crop], crops.window[crop])
+        windows = np.full((len(compared) + len(cropped), 4), np.nan, dtype=np.float32)
+        windows[len(compared):] = crops.window[crop]
+        looked = np.concatenate([compared, cropped])
+        local[looked] = _local_differences(details, np.concatenate([left[compared], crops.outer[crop]]),
+                                           np.concatenate([right[compared], crops.inner[crop]]), windows)
     counted = ~(same_bytes | same_pixels) & (distance > CALIBRATION_EXEMPT_BITS) & ~np.isnan(pixels)
     typical = neighbour_scores(n, left[counted], right[counted], pixels[counted])
     return DuplicateCandidates(
@@ -392,17 +396,26 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         hamming_searched=plan.radius, crop_floor=float(crop_floor))
 
 
-def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarray, windows: np.ndarray | None = None,
+def crop_scored(crop: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Per pair, whether its crop window scored it (it has a crop, scoring at least as well as the
+    whole sketches, or they were missing): its close look is then of the window, and judges the crop
+    signal only."""
+    return ~np.isnan(crop) & (np.nan_to_num(crop, nan=-np.inf) >= np.nan_to_num(whole, nan=-np.inf))
+
+
+def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarray, windows: np.ndarray,
                        chunk: int = 8192) -> np.ndarray:
     """`local_differences` of the pairs, each image's picture fetched once per chunk of pairs
-    (a cluster's representative is in many pairs); with `windows` (`CropMatches.window`), `right`
-    is compared with that window of `left`."""
+    (a cluster's representative is in many pairs); where a pair has a window (`CropMatches.window`;
+    NaN rows: none), `right` is compared with that window of `left`."""
     out = np.empty(len(left), dtype=np.float32)
     for c0 in range(0, len(left), chunk):
         rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
         pictures = details(rows)
         a, b = np.split(where, 2)
-        first = pictures[a] if windows is None else window_pictures(pictures[a], windows[c0:c0 + chunk])
+        first = pictures[a]
+        framed = np.flatnonzero(~np.isnan(windows[c0:c0 + chunk, 0]))
+        first[framed] = window_pictures(first[framed], windows[c0:c0 + chunk][framed])
         out[c0:c0 + chunk] = local_differences(first, pictures[b])
     return out
 
@@ -581,7 +594,7 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     confirmed = (score >= t.pixels + t.pixels_per_bit * distance.astype(np.float64)) & calibrated
     close_crop = np.ones(len(score), dtype=bool)
     if local is not None:
-        windowed = np.nan_to_num(crop, nan=-np.inf) >= score  # the crop scored the pair: its window was looked at
+        windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
         confirmed &= windowed | ~(local > t.local_difference)
         close_crop = ~windowed | ~(local > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
