@@ -111,15 +111,24 @@ def test_a_crop_is_looked_at_in_its_window_and_judged_by_its_own_bar() -> None:
     pair = int(np.flatnonzero((looked.left == 0) & (looked.right == 1))[0])
     assert looked.crop_score[pair] >= looked.pixel_score[pair] - 1e-6  # the crop scored this pair
     unaligned = local_differences(pictures[:1], pictures[1:2])[0]
-    assert looked.local_difference[pair] < 0.3 < DEFAULT_LOCAL_DIFFERENCE < unaligned  # the window aligns it
+    assert looked.crop_local_difference[pair] < 0.3 < DEFAULT_LOCAL_DIFFERENCE < unaligned  # the window aligns it
+    assert np.isnan(looked.local_difference[pair]) or looked.local_difference[pair] == pytest.approx(unaligned, abs=1e-4)
     assert {c.members for c in duplicate_clusters(looked, x, signals).clusters} == {(0, 1)}
 
 
-def test_a_pair_a_crop_scored_has_its_own_bar() -> None:
+def test_the_crop_signal_is_judged_by_its_window_and_the_other_signals_by_the_whole_pictures() -> None:
     t = DuplicateThresholds()
-    crop = np.array([0.96, 0.96, np.nan], np.float32)  # the first two were scored by a crop window
-    pixels = np.array([0.96, 0.96, 0.99], np.float32)
-    local = np.array([1.0, 1.5, 1.0], np.float32)
-    verdicts = judge_pairs(np.zeros(3), np.full(3, 20, np.uint8), crop, np.zeros(3, bool), t, pixels, None, local)
+    # scored by the crop window: window looks 1.0, 1.5, 1.0; a slight crop the whole sketches score
+    # better; a pair no crop scored
+    crop = np.array([0.96, 0.96, 0.96, 0.94, np.nan], np.float32)
+    pixels = np.array([0.96, 0.96, 0.96, 0.99, 0.99], np.float32)
+    whole = np.array([np.nan, np.nan, 2.0, 1.5, 1.0], np.float32)
+    window = np.array([1.0, 1.5, 1.0, np.nan, np.nan], np.float32)
+    distance = np.array([20, 20, 6, 6, 6], np.uint8)
+    verdicts = judge_pairs(np.zeros(5), distance, crop, np.zeros(5, bool), t, pixels, None, whole, window)
     assert t.local_difference < 1.0 < t.crop_local_difference < 1.5
-    assert verdicts.by_crop.tolist() == [True, False, False] and verdicts.accepted.tolist() == [True, False, False]
+    assert verdicts.by_crop.tolist() == [True, False, True, False, False]
+    assert not verdicts.by_hash.any()  # the pHash routes: the whole pictures differ locally, the window aside
+    assert verdicts.accepted.tolist() == [True, False, True, False, False]
+    without_window = judge_pairs(np.zeros(5), distance, crop, np.zeros(5, bool), t, pixels, None, whole)
+    assert without_window.by_crop.tolist() == [True, True, True, False, False]  # not looked at: the crop decides

@@ -22,7 +22,6 @@ from core.analysis.duplicates import (
     DEFAULT_THRESHOLDS,
     LOCAL_CHECK_FLOOR,
     DuplicateThresholds,
-    crop_scored,
     judge_pairs,
     pair_strength,
     pixel_scores,
@@ -132,7 +131,7 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     crop, whole = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
     agree = np.fmax(whole, crop)
     verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree)
-    look = np.flatnonzero(verdicts.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR) & ~crop_scored(crop, whole))
+    look = np.flatnonzero(verdicts.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR))
     if picture is not None and pictures is not None and len(look):
         local = np.full(len(stored), np.nan, dtype=np.float32)
         local[look] = local_differences(np.repeat(picture()[None], len(look), axis=0),

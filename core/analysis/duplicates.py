@@ -70,7 +70,7 @@ DIGEST_HEX = 64  # hex digits of a SHA-256 digest
 SIGNALS = ("same_bytes", "same_pixels", "phash", "crop", "cosine", "phash+cosine")
 DEFAULT_SIMILARITY = 1.0
 DEFAULT_HAMMING = 16
-DEFAULT_PIXELS = 0.85  # least pixel score (sketch or crop-window correlation) that confirms a pair
+DEFAULT_PIXELS = 0.84  # least pixel score (sketch or crop-window correlation) that confirms a pair
 DEFAULT_PIXELS_PER_BIT = 0.005  # how much more pixel score each bit of pHash distance asks for
 DEFAULT_NEIGHBOUR_MARGIN = 0.02  # how far a pair's pixel score must clear each image's own typical neighbour
 NEIGHBOUR_RANK = 5  # an image's typical neighbour: its 5th best pixel score (beyond a copy group of 4)
@@ -249,7 +249,8 @@ class DuplicateCandidates:
     crop_score: np.ndarray  # (m,) float32: verified crop correlation, NaN where no crop was found
     pixel_score: np.ndarray  # (m,) float32: the pictures' agreement (`pixel_scores`, crops included; NaN: no sketch)
     neighbour_score: np.ndarray  # (m,) float32: the higher of its images' typical neighbours (`neighbour_scores`)
-    local_difference: np.ndarray  # (m,) float32: `core.analysis.details` (crop-won pairs: of the window); NaN: none
+    local_difference: np.ndarray  # (m,) float32: `core.analysis.details` of the whole pictures; NaN: not looked at
+    crop_local_difference: np.ndarray  # (m,) float32: the same of the crop's window, where a crop scored the pair
     scale: SimilarityScale
     similarity_floor: float
     hamming_max: int
@@ -374,32 +375,32 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     whole = np.where(signals.has_sketch[left] & signals.has_sketch[right],
                      pixel_scores(signals.sketch, left, right), np.nan)
     pixels = np.fmax(whole, crop_score)
-    local = np.full(len(left), np.nan, dtype=np.float32)
+    local, crop_local = (np.full(len(left), np.nan, dtype=np.float32) for _ in range(2))
     if details is not None:
         differs = ~(same_bytes | same_pixels)
-        windowed = crop_scored(crop_score, whole)
-        compared = np.flatnonzero(differs & (whole >= LOCAL_CHECK_FLOOR) & ~windowed)
-        cropped = np.flatnonzero(differs & windowed)
+        compared = np.flatnonzero(differs & (whole >= LOCAL_CHECK_FLOOR))
+        cropped = np.flatnonzero(differs & crop_scored(crop_score, whole))
         crop = best_crop[np.searchsorted(crop_pairs, keys[cropped])]
         windows = np.full((len(compared) + len(cropped), 4), np.nan, dtype=np.float32)
         windows[len(compared):] = crops.window[crop]
-        looked = np.concatenate([compared, cropped])
-        local[looked] = _local_differences(details, np.concatenate([left[compared], crops.outer[crop]]),
-                                           np.concatenate([right[compared], crops.inner[crop]]), windows)
+        looks = _local_differences(details, np.concatenate([left[compared], crops.outer[crop]]),
+                                   np.concatenate([right[compared], crops.inner[crop]]), windows)
+        local[compared], crop_local[cropped] = np.split(looks, [len(compared)])
     counted = ~(same_bytes | same_pixels) & (distance > CALIBRATION_EXEMPT_BITS) & ~np.isnan(pixels)
     typical = neighbour_scores(n, left[counted], right[counted], pixels[counted])
     return DuplicateCandidates(
         left=left, right=right, cosine=_row_dots(x, left, right), phash_distance=distance, mirrored=mirrored,
         same_bytes=same_bytes, same_pixels=same_pixels, crop_score=crop_score, pixel_score=pixels,
         neighbour_score=np.maximum(typical[left], typical[right]), local_difference=local,
+        crop_local_difference=crop_local,
         scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max),
         hamming_searched=plan.radius, crop_floor=float(crop_floor))
 
 
 def crop_scored(crop: np.ndarray, whole: np.ndarray) -> np.ndarray:
     """Per pair, whether its crop window scored it (it has a crop, scoring at least as well as the
-    whole sketches, or they were missing): its close look is then of the window, and judges the crop
-    signal only."""
+    whole sketches, or they were missing): the crop signal is then judged by a close look at the
+    window, else by the look at the whole pictures."""
     return ~np.isnan(crop) & (np.nan_to_num(crop, nan=-np.inf) >= np.nan_to_num(whole, nan=-np.inf))
 
 
@@ -567,7 +568,7 @@ class PairVerdicts:
 
 def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, exact: np.ndarray,
                 t: DuplicateThresholds, pixels: np.ndarray, neighbour: np.ndarray | None = None,
-                local: np.ndarray | None = None) -> PairVerdicts:
+                local: np.ndarray | None = None, crop_local: np.ndarray | None = None) -> PairVerdicts:
     """Which pairs the thresholds accept, and by which signals (vectorised over pairs; crop NaN =
     none); a signal counts only where the pair's pixel score confirms it.
 
@@ -581,22 +582,24 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     arrival): the pair must score `neighbour_margin` above what either image scores with its
     typical neighbour, unless the hashes are within `CALIBRATION_EXEMPT_BITS` (the same picture).
 
-    And where the pictures were compared up close (`local`, NaN where not), siblings that agree as
-    a whole and differ in one place (an emblem, a letter) are not copies: the pixel confirmation
-    needs the whole pictures' local difference within `local_difference`, and a crop the window's
-    within `crop_local_difference` (placed at sketch resolution, the window aligns more coarsely).
-    Where a crop scored the pair, only the window was looked at, so only the crop signal is judged
-    by it: a watermarked or rotated copy that a crop also matches keeps its pHash route.
+    And where the pictures were compared up close (NaN where not), siblings that agree as a whole
+    and differ in one place (an emblem, a letter) are not copies: the pixel confirmation needs the
+    whole pictures' local difference (`local`) within `local_difference`, and the crop signal needs
+    the crop window's (`crop_local`, where the crop scored the pair; else the whole pictures') within
+    `crop_local_difference`. That bar is looser: a window placed at sketch resolution aligns more
+    coarsely, and a crop that the whole sketches score better is a slight one, which the whole
+    pictures show a little shifted.
     """
     score = np.nan_to_num(pixels, nan=np.inf)  # NaN: no sketches to check, trust the signal
     calibrated = np.ones(len(score), dtype=bool) if neighbour is None else (
         (distance <= CALIBRATION_EXEMPT_BITS) | (score >= neighbour.astype(np.float64) + t.neighbour_margin))
     confirmed = (score >= t.pixels + t.pixels_per_bit * distance.astype(np.float64)) & calibrated
-    close_crop = np.ones(len(score), dtype=bool)
-    if local is not None:
-        windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
-        confirmed &= windowed | ~(local > t.local_difference)
-        close_crop = ~windowed | ~(local > t.crop_local_difference)
+    not_looked = np.full(len(score), np.nan)
+    whole_look = not_looked if local is None else local
+    window_look = not_looked if crop_local is None else crop_local
+    confirmed &= ~(whole_look > t.local_difference)
+    windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
+    close_crop = ~(np.where(windowed, window_look, whole_look) > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
     by_hash = (distance <= t.hamming) & confirmed
     by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & calibrated & close_crop
@@ -643,7 +646,7 @@ def duplicate_pairs(candidates: DuplicateCandidates, thresholds: DuplicateThresh
 
 def _judge_candidates(c: DuplicateCandidates, t: DuplicateThresholds) -> PairVerdicts:
     return judge_pairs(c.similarity, c.phash_distance, c.crop_score, c.same_bytes | c.same_pixels, t, c.pixel_score,
-                       c.neighbour_score, c.local_difference)
+                       c.neighbour_score, c.local_difference, c.crop_local_difference)
 
 
 def _pair(c: DuplicateCandidates, i: int, verdicts: PairVerdicts) -> DuplicatePair:
