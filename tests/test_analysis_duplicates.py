@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -198,6 +199,35 @@ def test_three_unrelated_images_with_two_borderline_links_do_not_chain() -> None
     cluster = report.clusters[0]
     assert (cluster.weakest_link.left, cluster.weakest_link.right) == (a, b)
     assert cluster.signals_to_representative[1] == ("phash",) and len(cluster.links) == 1
+
+
+def with_pixel_scores(candidates, scores: dict[tuple[int, int], float], other: float = 0.5):
+    """The candidates with the given pixel scores for those pairs and `other` for every other pair."""
+    pixel = np.full(len(candidates), other, dtype=np.float32)
+    for (a, b), score in scores.items():
+        pixel[(candidates.left == min(a, b)) & (candidates.right == max(a, b))] = score
+    return replace(candidates, pixel_score=pixel)
+
+
+def test_an_image_goes_with_the_copy_it_matches_best_not_a_look_alike_representative() -> None:
+    c = Collection()
+    h = 0x0F0F_0F0F_0F0F_0F0F
+    a = c.add(c.rng.standard_normal(D), ph=h, size=(400, 400))
+    a_copy = c.add(c.rng.standard_normal(D), ph=h ^ 0b1)
+    sibling = c.add(c.rng.standard_normal(D), ph=h ^ (0b111 << 8))  # 3 bits from a: a look-alike
+    sibling_copy = c.add(c.rng.standard_normal(D), ph=h ^ (0b111 << 8) ^ (0b1 << 40))
+    x, signals, candidates, _ = c.build()
+    scores = {(a, a_copy): 0.99, (a, sibling): 0.95, (sibling, sibling_copy): 0.99}
+    report = duplicate_clusters(with_pixel_scores(candidates, scores), x, signals)
+    assert {(p.left, p.right) for p in duplicate_pairs(with_pixel_scores(candidates, scores))} == set(scores)
+    assert sorted(cl.members for cl in report.clusters) == [(a, a_copy), (sibling, sibling_copy)]
+    # without a copy of its own, the look-alike stays with the representative it is linked to
+    alone = duplicate_clusters(with_pixel_scores(candidates, {**scores, (sibling, sibling_copy): 0.5}), x, signals)
+    assert [set(cl.members) for cl in alone.clusters] == [{a, a_copy, sibling}]
+    # matching another member of the star better than the representative keeps it in the star
+    inside = {**scores, (sibling, sibling_copy): 0.5, (a_copy, sibling): 0.99}
+    assert [set(cl.members) for cl in duplicate_clusters(with_pixel_scores(candidates, inside), x, signals).clusters] \
+        == [{a, a_copy, sibling}]
 
 
 def test_each_pair_names_the_signal_that_matched() -> None:

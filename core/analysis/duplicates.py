@@ -25,7 +25,7 @@ all propose unrelated drawings that share a layout.
 The default similarity is 1 (the embedding alone proposes nothing): embedding similarity is
 "looks alike", a different question from "the same picture", and on real icons with random
 weights 34 of 43 embedding-only links were wrong. Clusters cannot chain: every member is linked
-directly to its representative (`duplicate_clusters`). Defaults chosen on the union of the
+directly to its representative, and matches nothing outside its cluster better (`duplicate_clusters`). Defaults chosen on the union of the
 synthetic and the real-image benchmarks (`benchmarks/analysis.py`).
 """
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from core.analysis.crops import (
@@ -663,8 +663,12 @@ def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, sig
     Single-link components chain: on real line art one wrong link joined a 60-image cluster of
     unrelated drawings. Here each connected component is split into stars: its representative
     (the member with the most pixels, then the earliest created, then the lowest row) takes every
-    member it is directly linked to, and the rest of the component is split the same way. Members
-    follow by cosine to the representative, highest first.
+    member it is directly linked to, except a member that matches an image outside the star
+    better than it matches the representative (`_alike`): that one goes with its own group. So
+    two sibling icons wrongly linked stay apart when each has a copy of its own, and their copies
+    stay with them (on the real-image benchmarks 20-33% fewer false pairs, recall up 0.3-1.2%).
+    The rest of the component is split the same way. Members follow by cosine to the
+    representative, highest first.
     """
     _check_range(candidates, thresholds)
     x = check_vectors(vectors)
@@ -681,19 +685,36 @@ def duplicate_clusters(candidates: DuplicateCandidates, vectors: np.ndarray, sig
     by_label = np.argsort(label, kind="stable")
     starts = np.searchsorted(label[by_label], np.arange(n_parts + 1))
     pair_strength_of = dict(zip(rows.tolist(), strength.tolist(), strict=True))
+    alike = _alike(candidates)
     clusters = []
     for part in np.flatnonzero(np.diff(starts) >= 2):
         rest = set(by_label[starts[part]:starts[part + 1]].tolist())
         while len(rest) >= 2:
             rep = min(rest, key=lambda m: (-signals.pixels[m], signals.created[m], m))
-            lo, hi = adjacency.indptr[rep], adjacency.indptr[rep + 1]
-            linked = {int(j): int(d) - 1 for j, d in zip(adjacency.indices[lo:hi], adjacency.data[lo:hi], strict=True)
-                      if j in rest}
+            linked = _links(adjacency, rep, rest)
+            outside = rest - {rep, *linked}
+            linked = {m: row for m, row in linked.items()
+                      if not any(alike[other] > alike[row] for other in _links(adjacency, m, outside).values())}
             rest -= {rep, *linked}
             if linked:
                 clusters.append(_cluster(rep, linked, x, signals, candidates, verdicts, pair_strength_of))
     clusters.sort(key=lambda c: (-len(c.members), c.representative))
     return DuplicateReport(tuple(clusters), thresholds, candidates.scale, len(rows), candidates.hamming_searched)
+
+
+def _links(adjacency: csr_matrix, image: int, among: set[int]) -> dict[int, int]:
+    """The images of `among` that `image` has an accepted pair with, each with that pair's
+    candidate row (`adjacency` holds row + 1)."""
+    lo, hi = adjacency.indptr[image], adjacency.indptr[image + 1]
+    return {int(j): int(d) - 1 for j, d in zip(adjacency.indices[lo:hi], adjacency.data[lo:hi], strict=True)
+            if j in among}
+
+
+def _alike(c: DuplicateCandidates) -> np.ndarray:
+    """How alike each candidate pair's pictures are, to choose between an image's links: the pixel
+    score, highest for the same bytes or pixels and where no sketch was compared (as the judge,
+    which then trusts the signal)."""
+    return np.where(c.same_bytes | c.same_pixels, np.inf, np.nan_to_num(c.pixel_score, nan=np.inf))
 
 
 def _cluster(rep: int, linked: dict[int, int], x: np.ndarray, signals: ImageSignals, c: DuplicateCandidates,
