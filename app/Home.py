@@ -15,11 +15,13 @@ STORE_COUNTS_MAX_AGE_S = 300  # counting blobs lists the store; a visit reuses a
 
 current = acting_collection("home", "Visual anomaly dashboard")
 status = current.status(blob_counts_max_age_s=STORE_COUNTS_MAX_AGE_S)
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Images", status.images)
-cols[1].metric("Vectors", status.vectors)
-cols[2].metric("Originals", status.blobs)
-cols[3].metric("Pending", status.pending)
+cols[1].metric("Removed", status.removed, help="Soft-deleted: hidden everywhere, restorable, still stored (vectors "
+               "and originals count them) until purged.")
+cols[2].metric("Vectors", status.vectors)
+cols[3].metric("Originals", status.blobs)
+cols[4].metric("Pending", status.pending)
 if not status.cache_healthy:
     st.warning(f"The cache ({status.backends['cache']}) cannot be reached: everything works, but slower.")
 if not status.consistent:

@@ -312,6 +312,8 @@ def test_a_duplicate_decision_made_on_the_page_persists_and_undo_reverts_the_lat
     with opened(seeded) as collection:
         assert collection.removed_images() == [other]
     assert other_name not in [t.value for t in again.text]
+    home = run_page("home")  # the removed image is counted apart, so the stores' counts add up
+    assert metric(home, "Removed") == 1 and metric(home, "Images") + 1 == metric(home, "Vectors")
 
 
 def test_a_keep_rule_preview_lists_exactly_what_apply_then_writes(seeded: Path) -> None:
