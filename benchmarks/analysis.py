@@ -160,8 +160,8 @@ def _dup_row(name: str, groups: list, truth: set, truth_no_crop: set, labels, an
     predicted = pairs_from_groups(groups)
     p, r, f1 = precision_recall_f1(predicted, truth)
     largest = max(groups, key=len, default=())
-    true_size = max((sum(lab.base == labels[m].base for lab in labels) for m in largest), default=0)
     group_size = Counter(lab.base for lab in labels)
+    true_size = max((group_size[labels[m].base] for m in largest), default=0)
     oversized = sum(len(g) > max(group_size[labels[m].base] for m in g) for g in groups)
     no_crop = {q for q in predicted if q in truth_no_crop or q not in truth}
     _, _, f1_nc = precision_recall_f1(no_crop, truth_no_crop)

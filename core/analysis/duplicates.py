@@ -25,8 +25,9 @@ all propose unrelated drawings that share a layout.
 The default similarity is 1 (the embedding alone proposes nothing): embedding similarity is
 "looks alike", a different question from "the same picture", and on real icons with random
 weights 34 of 43 embedding-only links were wrong. Clusters cannot chain: every member is linked
-directly to its representative, and matches nothing outside its cluster better (`duplicate_clusters`). Defaults chosen on the union of the
-synthetic and the real-image benchmarks (`benchmarks/analysis.py`).
+directly to its representative, and matches nothing outside its cluster better
+(`duplicate_clusters`). Defaults chosen on the union of the synthetic and the real-image
+benchmarks (`benchmarks/analysis.py`).
 """
 
 from __future__ import annotations
@@ -335,8 +336,8 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
 
     `details` gives the grey pictures of image rows (`core.analysis.details`, from the stored
     thumbnails); with it, every pair whose sketches correlate `LOCAL_CHECK_FLOOR` or more as a
-    whole is compared for local differences, and every pair whose crop scores better than the
-    whole, in the crop's window. Without it, or where a picture is flat or missing, the local
+    whole is compared for local differences, and every pair whose crop scores at least as well as
+    the whole (`crop_scored`), in the crop's window too. Without it, or where a picture is flat or missing, the local
     difference is NaN and the other checks decide.
     """
     x = check_vectors(vectors)

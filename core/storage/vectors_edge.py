@@ -4,8 +4,9 @@ Qdrant Edge is Qdrant's engine in-process (HNSW, payload indexes, filters, a wri
 only one process may open a shard folder at a time. The app and a ``visual-anomaly ingest`` in a
 shell both want it, so the shard is held on a *lease*: a process opens it when it needs it, keeps it
 open while it keeps using it, and closes it (after a flush) once it has been idle for
-``IDLE_RELEASE_S`` or as soon as another process signals that it is waiting. A waiter blocks for at most ``lock_timeout_s``
-and then gets a :class:`StoreBusy` that says who holds the shard. Both processes keep working.
+``IDLE_RELEASE_S`` or as soon as another process signals that it is waiting. A waiter blocks for
+at most ``lock_timeout_s`` and then gets a :class:`StoreBusy` that says who holds the shard. Both
+processes keep working.
 
 A shard folder this user cannot write (a read-only collection) is copied to a temporary folder on
 first use and read from there, since Qdrant Edge cannot open a shard read-only; the copy costs time
