@@ -1,7 +1,7 @@
 """Benchmark of the analysis engine: labelled quality on real images, and scaling to 1M vectors.
 
     python benchmarks/analysis.py                       # every part, scaling at 10k and 100k
-    python benchmarks/analysis.py --parts anomalies     # both anomaly benchmarks, cleanvision beside
+    python benchmarks/analysis.py --parts anomalies     # the anomaly benchmarks, cleanvision beside
     python benchmarks/analysis.py --parts scaling --sizes 10000,100000,1000000
     python benchmarks/analysis.py --parts scaling --sizes 1000000 --method approximate
     python benchmarks/analysis.py --parts quality --workdir /tmp/va-bench

@@ -39,7 +39,7 @@ from core.analysis import (
     SimilarityScale,
     StoredImage,
 )
-from core.analysis.anomalies import DEFAULT_METHOD, embedding_percentiles
+from core.analysis.anomalies import DEFAULT_METHOD, combination_p_values, embedding_percentiles
 from core.analysis.crops import WINDOWS, window_hashes
 from core.analysis.details import DETAIL_SIDE
 from core.analysis.neighbours import DEFAULT_K, EXACT_MAX_N
@@ -307,7 +307,8 @@ class CollectionAnalysis:
                 return tuple(() for _ in snap.ids)
             graph = self.graph(snap)
             near, far = embedding_percentiles(graph, graph.k if k is None else k, snap.signals.pixels_group)
-            return image_reasons(near, far, flags, robust_z(self.properties(snap)))
+            properties = self.properties(snap)
+            return image_reasons(near, far, flags, robust_z(properties), combination_p_values(properties))
 
         return self._cached(snap, f"reasons:k{k}:z{z_threshold!r}", compute, None)
 

@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.analysis.anomalies import METHODS, USES_PROPERTIES, anomaly_scores, select_anomalies
 from core.analysis.neighbours import exact_graph
+from core.analysis.quality import property_combination_scores, property_outlier_scores, quality_flags
 from core.errors import InvalidRequest
 from core.image_properties import PROPERTY_NAMES, ImageProperties
 
@@ -94,6 +95,42 @@ def test_fused_ranks_foreign_pictures_and_odd_files_above_the_normal_images() ->
     assert set(odd_files) <= set(fused.ranking()[:10])
     assert np.median(embedding.percentiles[odd_files]) < 90  # blind to the files
     assert np.median(by_properties.percentiles[planted & (np.arange(len(x)) < 400 + 15)]) < 90  # blind to the batch
+
+
+def with_odd_combination(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` icons whose brightness and contrast go together (a lighter icon has less contrast, as
+    line art does), then one as light as the lightest with the contrast of the darkest: each value
+    within the collection's range, the pair unlike any other image's. Rows of `PROPERTY_NAMES`."""
+    typical = np.array([getattr(ICON, name) for name in PROPERTY_NAMES], dtype=np.float64)
+    rows = typical * rng.uniform(0.9, 1.1, (n + 1, len(PROPERTY_NAMES)))
+    light = rng.uniform(0.6, 0.95, n + 1)
+    light[-1] = 0.93
+    rows[:, PROPERTY_NAMES.index("brightness")] = light
+    rows[:, PROPERTY_NAMES.index("contrast")] = 0.6 - 0.5 * light + rng.normal(0.0, 0.005, n + 1)
+    rows[-1, PROPERTY_NAMES.index("contrast")] = 0.6 - 0.5 * 0.62
+    return rows
+
+
+def test_an_image_ordinary_in_each_property_but_not_in_their_combination_ranks_high() -> None:
+    rng = np.random.default_rng(8)
+    properties = with_odd_combination(300, rng)
+    odd = len(properties) - 1
+    combination = property_combination_scores(properties)
+    assert int(np.argmax(combination)) == odd
+    assert not quality_flags(properties).flagged[odd].any()  # no property is unusual alone ...
+    outlier = property_outlier_scores(properties)
+    assert (outlier > outlier[odd]).sum() >= 3  # ... nor far out in all of them together
+    x, _ = normal_collection(len(properties), seed=9)
+    graph = exact_graph(unit(x), 30)
+    fused = anomaly_scores(unit(x), graph, properties=properties)
+    without = anomaly_scores(unit(x), graph, method="embedding", properties=properties)
+    assert fused.percentiles[odd] >= 95 > without.percentiles[odd]
+    unmeasured = properties.copy()
+    unmeasured[odd] = np.nan
+    assert property_combination_scores(unmeasured)[odd] == 0.0
+    independent = with_planted_properties(400, rng)  # no two properties go together: no new evidence
+    combined, outlier = property_combination_scores(independent), property_outlier_scores(independent)
+    assert np.corrcoef(combined, outlier)[0, 1] > 0.95 and np.allclose(combined.mean(), outlier.mean(), rtol=0.1)
 
 
 @pytest.mark.parametrize("method", sorted(USES_PROPERTIES))

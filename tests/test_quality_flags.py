@@ -126,12 +126,15 @@ def test_reasons_name_the_flags_and_the_embedding_evidence(collection: tuple[np.
     n = len(names)
     near, far = np.full(n, 50.0), np.full(n, 50.0)
     near[0], far[1] = 99.0, 99.0
-    reasons = image_reasons(near, far, quality_flags(properties), np.zeros((n, len(PROPERTY_NAMES))))
+    combination = np.full(n, 0.5)  # p-values
+    combination[3] = 0.01
+    reasons = image_reasons(near, far, quality_flags(properties), np.zeros((n, len(PROPERTY_NAMES))), combination)
     assert reasons[0] == ("far from its neighbours",)
     assert reasons[1] == ("part of a small foreign group",)
     assert "odd aspect" in reasons[names.index("odd_aspect")]
     assert "blank" in reasons[names.index("blank")]
     assert reasons[2] == ()
+    assert reasons[3] == ("unusual combination of properties",)  # no property unusual alone
 
 
 def drawing(seed: int, *, panel: tuple[int, int, int] | None = None) -> Image.Image:

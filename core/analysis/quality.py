@@ -22,7 +22,9 @@ under-exposed picture is dark all over, where a drawing in a dark theme still ha
 and a collection of line art holds enough of those to widen the spread of the mean.
 
 The same z-scores over every property, two-sided, make the property outlier score that the
-"fused" anomaly ranking combines with the embedding (:func:`property_outlier_scores`).
+"fused" anomaly ranking combines with the embedding (:func:`property_outlier_scores`), and their
+joint spread makes the property combination score (:func:`property_combination_scores`): an
+image each of whose properties is ordinary can still be measured unlike any other.
 Images without properties (stored before they existed, until ``repair``) are never flagged and
 score as typical.
 """
@@ -33,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from core.errors import InvalidRequest
 from core.image_properties import PROPERTY_NAMES, PROPERTY_SIDE
@@ -47,6 +50,8 @@ TAIL_TO_SIGMA = 1.6449  # a normal distribution's 5th percentile lies this many 
 _LOW, _HIGH, _EITHER = -1, 1, 0
 _OPAQUE_FLOOR = 1.0 / PROPERTY_SIDE**2  # the opaque share of a fully transparent image, on the log scale
 _HALF_LEVEL = 0.5 / 255.0  # how near 0 or 1 a mean luma of 8-bit pixels can be told from the bound
+COMBINATION_CORE = 0.95  # the share of images, least unusual first, whose z-scores say which combinations are usual
+COMBINATION_RIDGE = 0.01  # added to their correlation's diagonal: two properties that always agree stay invertible
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -216,3 +221,35 @@ def property_outlier_scores(properties: np.ndarray) -> np.ndarray:
     among icons: opaque, colourful, detailed) above one a little off in a single way."""
     z = np.minimum(np.abs(robust_z(properties)), Z_CAP)
     return np.sqrt((z**2).sum(axis=1))
+
+
+def property_combination_scores(properties: np.ndarray) -> np.ndarray:
+    """How unusual the combination of each image's properties is: the length of its capped robust
+    z-scores in the metric of their correlation over the collection's core (the `COMBINATION_CORE`
+    share of images with the lowest :func:`property_outlier_scores`), sqrt(z' R^-1 z); 0 for an
+    unmeasured image.
+
+    Properties go together (a photo is opaque, colourful and detailed at once; a lighter icon has
+    less contrast), so an image can be ordinary in each and still unlike any other: on the
+    real-icon benchmark an over-exposed icon measured within range on every property alone, and
+    only the combination told it apart. The z-scores keep their own scale (each property's robust
+    spread, with its floor) and only the correlation is read from the core: with independent
+    properties the score is the property outlier score itself, so images that are alike do not
+    become unusual by whitening their noise; and the core, not every image, sets the correlation,
+    so the outliers do not loosen the pattern they are measured against."""
+    x = np.asarray(properties, dtype=np.float64)
+    z = np.clip(robust_z(x), -Z_CAP, Z_CAP)
+    measured = ~np.isnan(x).any(axis=1)
+    out = np.zeros(len(z))
+    if measured.sum() < 3:
+        return out
+    zm = z[measured]
+    spread = (zm**2).sum(axis=1)
+    core = zm[spread <= np.quantile(spread, COMBINATION_CORE)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = np.nan_to_num(np.corrcoef(core, rowvar=False))  # a property constant over the core: 0
+    np.fill_diagonal(correlation, 1.0)
+    correlation = (correlation + COMBINATION_RIDGE * np.eye(z.shape[1])) / (1.0 + COMBINATION_RIDGE)
+    white = solve_triangular(np.linalg.cholesky(correlation), zm.T, lower=True)
+    out[measured] = np.sqrt((white**2).sum(axis=0))
+    return out
