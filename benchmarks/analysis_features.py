@@ -1,13 +1,15 @@
 """Hashes, sketches and embeddings for the benchmark folder, through the project's own ingest code.
 
-`core.images.prepare_image` and `core.embedding.Embedder` (random weights, precision chosen at
-run time) compute what ingest would store. Results are cached as .npz in `cache_dir`, keyed by the
-folder's content and the ingest code.
+`core.images.prepare_image` and `core.embedding.Embedder` (random weights; the precision and
+runtime the environment asks for, `auto` choosing at run time as ingest does) compute what ingest
+would store. Results are cached as .npz in `cache_dir`, keyed by the folder's content, the ingest
+code and the requested precision and runtime.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     for module in _CODE:
         digest.update((root / module).read_bytes())
     digest.update(f"details {DETAIL_SIDE}".encode())
+    for name in ("PRECISION", "RUNTIME"):
+        digest.update(f"{name}={os.environ.get(name, 'auto')}".encode())
     for name in file_names:
         digest.update(name.encode())
         digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
@@ -65,7 +69,7 @@ def compute_features(folder: Path, file_names: list[str], cache_dir: Path, batch
     prepared = [prepare_image((folder / name).read_bytes(), max_bytes=50 << 20, max_pixels=50_000_000)
                 for name in file_names]
     hash_seconds = time.perf_counter() - t0
-    embedder = Embedder(Settings.from_env({"MODEL_PRETRAINED": "none"}))
+    embedder = Embedder(Settings.from_env({**os.environ, "MODEL_PRETRAINED": "none"}))
     t0 = time.perf_counter()
     images = [p.model_image for p in prepared]
     vectors = np.concatenate([embedder.embed_images(images[i:i + batch]) for i in range(0, len(images), batch)])
