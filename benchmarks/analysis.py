@@ -109,7 +109,8 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
     t = report.thresholds
     rows = [_dup_row(f"ours (default: pHash<={t.hamming} or crop>={t.crop}, confirmed by pixels>={t.pixels}"
                      f" + {t.pixels_per_bit} per pHash bit, by {t.neighbour_margin} over each image's "
-                     f"typical neighbour and by a local difference <= {t.local_difference}, a crop's <= "
+                     f"typical neighbour and by a local difference <= {t.local_difference} - "
+                     f"{t.local_difference_per_bit} per pHash bit, a crop's <= "
                      f"{t.crop_local_difference}; similarity>={t.similarity})",
                      [c.members for c in report.clusters], truth, truth_no_crop, labels, gather_s + cluster_s,
                      gather_s + cluster_s + features.hash_seconds + features.embed_seconds)]

@@ -126,9 +126,27 @@ def test_the_crop_signal_is_judged_by_its_window_and_the_other_signals_by_the_wh
     window = np.array([1.0, 1.5, 1.0, np.nan, np.nan], np.float32)
     distance = np.array([20, 20, 6, 6, 6], np.uint8)
     verdicts = judge_pairs(np.zeros(5), distance, crop, np.zeros(5, bool), t, pixels, None, whole, window)
-    assert t.local_difference < 1.0 < t.crop_local_difference < 1.5
+    assert t.local_difference - 6 * t.local_difference_per_bit < 1.0 < t.crop_local_difference < 1.5
     assert verdicts.by_crop.tolist() == [True, False, True, False, False]
     assert not verdicts.by_hash.any()  # the pHash routes: the whole pictures differ locally, the window aside
     assert verdicts.accepted.tolist() == [True, False, True, False, False]
     without_window = judge_pairs(np.zeros(5), distance, crop, np.zeros(5, bool), t, pixels, None, whole)
     assert without_window.by_crop.tolist() == [True, True, True, False, False]  # not looked at: the crop decides
+
+
+def test_the_further_apart_the_hashes_the_closer_the_look_must_agree() -> None:
+    """The same local difference confirms a pair whose hashes nearly agree and not one whose hashes
+    are 14 bits apart, where siblings sharing a template sit; without the close look both pass."""
+    t = DuplicateThresholds()
+    distance = np.array([4, 14], np.uint8)
+    pixels = np.array([0.99, 0.99], np.float32)
+    look = np.full(2, 0.6, np.float32)
+    assert t.local_difference - 14 * t.local_difference_per_bit < 0.6 < t.local_difference - 4 * t.local_difference_per_bit
+    none = np.full(2, np.nan, np.float32)
+    judged = judge_pairs(np.zeros(2), distance, none, np.zeros(2, bool), t, pixels, None, look)
+    assert judged.by_hash.tolist() == [True, False]
+    assert judge_pairs(np.zeros(2), distance, none, np.zeros(2, bool), t, pixels, None, none).by_hash.all()
+    flat = DuplicateThresholds(local_difference_per_bit=0.0)
+    assert judge_pairs(np.zeros(2), distance, none, np.zeros(2, bool), flat, pixels, None, look).by_hash.all()
+    with pytest.raises(Exception, match="local_difference_per_bit"):
+        DuplicateThresholds(local_difference_per_bit=-0.01)

@@ -38,7 +38,8 @@ RULE_HELP = ("either: a pair is a duplicate when the embedding or the pHash says
              "roughly agrees); both: only when both say so.")
 CLOSE_LOOK_HELP = ("Pairs whose pictures agree as a whole are compared up close, from their thumbnails: "
                    "how much they differ in the place they differ most. Lower keeps fewer pairs: icons that share "
-                   "a template but differ in one emblem or letter are not copies.")
+                   "a template but differ in one emblem or letter are not copies. This is the most allowed where "
+                   "the pHashes agree; each bit they are apart allows {per_bit} less.")
 INSPECT_WIDTH = 420
 FOCUS_KEY = "dup-focus"  # the cluster "Next undecided" went to
 
@@ -57,7 +58,8 @@ def thresholds_controls() -> DuplicateThresholds:
         pixels=pixels.slider("Pixels agree (correlation that confirms a pair)", 0.5, 1.0, defaults.pixels, 0.01,
                              key="dup-pixels"),
         local_difference=close.slider("Close look (most local difference)", 0.25, 3.0, defaults.local_difference,
-                                      0.05, key="dup-local", help=CLOSE_LOOK_HELP),
+                                      0.05, key="dup-local",
+                                      help=CLOSE_LOOK_HELP.format(per_bit=defaults.local_difference_per_bit)),
         crop=crop.slider("Crop correlation (above 1: crops off)", CROP_FLOOR, 1.01, defaults.crop, 0.01,
                          key="dup-crop"),
         rule=rule.selectbox("Rule", DUPLICATE_RULES, key="dup-rule", help=RULE_HELP),

@@ -54,6 +54,7 @@ from core.analysis.crops import (
 from core.analysis.details import (
     DEFAULT_CROP_LOCAL_DIFFERENCE,
     DEFAULT_LOCAL_DIFFERENCE,
+    DEFAULT_LOCAL_DIFFERENCE_PER_BIT,
     DetailSource,
     local_differences,
     window_pictures,
@@ -196,6 +197,7 @@ class DuplicateThresholds:
     pixels_per_bit: float = DEFAULT_PIXELS_PER_BIT
     neighbour_margin: float = DEFAULT_NEIGHBOUR_MARGIN
     local_difference: float = DEFAULT_LOCAL_DIFFERENCE
+    local_difference_per_bit: float = DEFAULT_LOCAL_DIFFERENCE_PER_BIT
     crop_local_difference: float = DEFAULT_CROP_LOCAL_DIFFERENCE
 
     def __post_init__(self) -> None:
@@ -209,6 +211,10 @@ class DuplicateThresholds:
             raise InvalidRequest("pixels", f"{self.pixels!r} is not a correlation from -1 to 1")
         if not isinstance(self.pixels_per_bit, (int, float, np.floating)) or not 0.0 <= self.pixels_per_bit <= 0.1:
             raise InvalidRequest("pixels_per_bit", f"{self.pixels_per_bit!r} is not a number from 0 to 0.1")
+        if (not isinstance(self.local_difference_per_bit, (int, float, np.floating))
+                or not 0.0 <= self.local_difference_per_bit <= 0.2):
+            raise InvalidRequest("local_difference_per_bit", f"{self.local_difference_per_bit!r} is not a number "
+                                 "from 0 to 0.2")
         if not isinstance(self.neighbour_margin, (int, float, np.floating)) or not -1.0 <= self.neighbour_margin <= 1.0:
             raise InvalidRequest("neighbour_margin", f"{self.neighbour_margin!r} is not a number from -1 to 1 "
                                  "(-1 turns the per-image calibration off)")
@@ -585,7 +591,9 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
 
     And where the pictures were compared up close (NaN where not), siblings that agree as a whole
     and differ in one place (an emblem, a letter) are not copies: the pixel confirmation needs the
-    whole pictures' local difference (`local`) within `local_difference`, and the crop signal needs
+    whole pictures' local difference (`local`) within `local_difference` less
+    `local_difference_per_bit` per bit of pHash distance (the further apart the hashes, the less
+    they vouch for the pair, and the closer the look must agree), and the crop signal needs
     the crop window's (`crop_local`, where the crop scored the pair; else the whole pictures') within
     `crop_local_difference`. That bar is looser: a window placed at sketch resolution aligns more
     coarsely, and a crop that the whole sketches score better is a slight one, which the whole
@@ -598,7 +606,7 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     not_looked = np.full(len(score), np.nan)
     whole_look = not_looked if local is None else local
     window_look = not_looked if crop_local is None else crop_local
-    confirmed &= ~(whole_look > t.local_difference)
+    confirmed &= ~(whole_look > t.local_difference - t.local_difference_per_bit * distance.astype(np.float64))
     windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
     close_crop = ~(np.where(windowed, window_look, whole_look) > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
