@@ -7,8 +7,9 @@ Methods (`METHODS`), each giving a raw score where higher means more unusual:
   method. Each score becomes an empirical p-value within the collection (the share of images
   scoring at least as high; for the properties never below the chi-square tail of their score,
   see `property_p_values`, which the combination shares), and the fused score is -2 (w_e ln
-  p_embedding + w_p ln p_properties + w_c ln p_combination) with `FUSED_WEIGHTS` (1, 2, 1). An image extreme in any signal ranks high, one
-  extreme in several highest; no signal's scale matters, only its order. Embedding distance
+  p_embedding + w_p ln p_properties + w_c ln p_combination) with `FUSED_WEIGHTS` (1, 2, 1). An
+  image extreme in any signal ranks high, one extreme in several highest; no signal's scale
+  matters, only its order. Embedding distance
   alone cannot see a blank page, a strip or a fully transparent file (a white page after
   compositing looks like line art), and properties alone cannot see a picture of the wrong
   subject. With equal weights an image extreme in its properties only (a tiny copy of a normal
@@ -56,7 +57,7 @@ DEFAULT_METHOD = "fused"
 USES_GRAPH = frozenset({"fused", "embedding", "knn", "combined", "lof"})
 USES_PROPERTIES = frozenset({"fused", "properties"})
 LOCAL_K = 5  # the local score inside "embedding": a loner's distance to its few nearest images
-FUSED_WEIGHTS = (1.0, 2.0, 1.0)  # Fisher weights of the embedding, property and combination p-values in "fused"
+FUSED_WEIGHTS = (1.0, 2.0, 1.0)  # Fisher weights in "fused": embedding, property, combination p-values
 SHRINKAGE = 1e-3
 
 
@@ -138,9 +139,9 @@ def p_values(scores: np.ndarray) -> np.ndarray:
 
 def property_p_values(scores: np.ndarray) -> np.ndarray:
     """p-values of property outlier (or combination) scores: the empirical one, but never below
-    the chi-square tail of the score squared (one degree of freedom per property). Without that floor the rank
-    of an unremarkable score is noise (in a collection of alike files the least typical one still
-    gets p = 1/n) and would dilute the embedding's evidence."""
+    the chi-square tail of the score squared (one degree of freedom per property). Without that
+    floor the rank of an unremarkable score is noise (in a collection of alike files the least
+    typical one still gets p = 1/n) and would dilute the embedding's evidence."""
     return np.maximum(p_values(scores), chi2.sf(np.asarray(scores, dtype=np.float64) ** 2, len(PROPERTY_NAMES)))
 
 

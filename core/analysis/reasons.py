@@ -1,6 +1,6 @@
 """Why an image ranks as unusual, in words an analyst can check on the picture.
 
-From the two signals the "fused" ranking combines (:mod:`core.analysis.anomalies`): the embedding
+From the signals the "fused" ranking combines (:mod:`core.analysis.anomalies`): the embedding
 says whether an image is far from its few nearest images ("far from its neighbours") or close to a
 few but far from the collection beyond them ("part of a small foreign group"); the properties say
 which quality flags it raised (:mod:`core.analysis.quality`), or, with none raised, which property
@@ -29,8 +29,9 @@ def image_reasons(near_percentile: np.ndarray, far_percentile: np.ndarray, flags
     ``near_percentile``/``far_percentile``: the percentile of the distance to the nearest few and
     to the k-th neighbour; ``property_z``: signed robust z-scores (n, len(PROPERTY_NAMES));
     ``combination_p``: the p-value of the property combination score, as "fused" reads it
-    (:func:`core.analysis.anomalies.combination_p_values`); a reason from 1 - REASON_PERCENTILE / 100
-    down, which a collection of alike images, whose scores sit at the chi-square bulk, never reaches.
+    (:func:`core.analysis.anomalies.combination_p_values`); a reason from 1 - REASON_PERCENTILE /
+    100 down, which a collection of alike images, whose scores sit at the chi-square bulk, never
+    reaches.
     """
     out = []
     for row in range(len(near_percentile)):
