@@ -60,7 +60,7 @@ def graph_device() -> str:
 
 # quality ----------------------------------------------------------------------------------------
 
-REAL_SEEDS = (0, 1, 2)  # draws of the real-image benchmark: defaults must hold on each
+REAL_SEEDS = (0, 1, 2)  # real-image draws (duplicates and anomalies): defaults must hold on each
 
 
 def quality(workdir: Path, real_seeds: tuple[int, ...] = REAL_SEEDS) -> None:
@@ -307,7 +307,7 @@ def main() -> None:
     if "quality" in parts:
         quality(args.workdir)
     if "anomalies" in parts:
-        anomaly_benchmarks(args.workdir, table, graph_device())
+        anomaly_benchmarks(args.workdir, table, graph_device(), REAL_SEEDS)
     if "scaling" in parts:
         scaling(args.workdir, [int(s) for s in args.sizes.split(",") if s.strip()], args.method)
     return None

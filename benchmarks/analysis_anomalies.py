@@ -24,10 +24,8 @@ METHOD_ROWS = (("fused", None), ("embedding", None), ("properties", None), ("com
 CLEANVISION_ISSUES = ("dark", "light", "odd_aspect_ratio", "low_information", "blurry", "grayscale", "odd_size")
 
 
-REAL_SEEDS = (0, 1, 2)  # draws of the real-icon benchmark (icons and planted copies): defaults must hold on each
-
-
-def anomaly_benchmarks(workdir: Path, table, device: str) -> None:
+def anomaly_benchmarks(workdir: Path, table, device: str, real_seeds: tuple[int, ...]) -> None:
+    """The synthetic folder, then each draw of `real_seeds` of real icons with planted anomalies."""
     from benchmarks.dataset_anomalies import build_anomaly_folder
     from benchmarks.dataset_images import build_folder
 
@@ -35,7 +33,7 @@ def anomaly_benchmarks(workdir: Path, table, device: str) -> None:
     _one(workdir, "synthetic (clip art and photo tiles; a microscopy group and loners)", workdir / "folder",
          [lab.file_name for lab in synthetic],
          np.array(["normal" if lab.kind in ("clipart", "photo") else lab.kind for lab in synthetic]), table, device)
-    for seed in REAL_SEEDS:
+    for seed in real_seeds:
         folder = workdir / ("real-anomalies" if seed == 0 else f"real-anomalies-seed{seed}")
         real = build_anomaly_folder(folder, workdir / "real-pool", seed=seed)
         _one(workdir, f"real icons with planted anomalies, draw {seed}", folder, [lab.file_name for lab in real],

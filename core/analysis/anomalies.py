@@ -9,10 +9,9 @@ Methods (`METHODS`), each giving a raw score where higher means more unusual:
   see `property_p_values`, which the combination shares), and the fused score is -2 (w_e ln
   p_embedding + w_p ln p_properties + w_c ln p_combination) with `FUSED_WEIGHTS` (1, 2, 1). An
   image extreme in any signal ranks high, one extreme in several highest; no signal's scale
-  matters, only its order. Embedding distance
-  alone cannot see a blank page, a strip or a fully transparent file (a white page after
-  compositing looks like line art), and properties alone cannot see a picture of the wrong
-  subject. With equal weights an image extreme in its properties only (a tiny copy of a normal
+  matters, only its order. Embedding distance alone cannot see a blank page, a strip or a fully
+  transparent file (a white page after compositing looks like line art), and properties alone
+  cannot see a picture of the wrong subject. With equal weights an image extreme in its properties only (a tiny copy of a normal
   icon) falls behind images mildly unusual in both; the properties' weight 2 was chosen on the
   union of the benchmarks in `benchmarks/analysis.py` (synthetic, and real icons with planted
   anomalies). The combination catches an image each of whose properties is ordinary but whose

@@ -23,8 +23,8 @@ a few bits apart already say "the same picture", while hashes 12-16 bits apart s
 there the true copies of the real-image draws looked at most 0.26-0.30 for nine in ten, the
 siblings left 0.3-0.75. Against the flat 0.75 the real draws' precision rose 0.961/0.951/0.966
 to 0.972/0.956/0.968, recall within 0.001, and the synthetic set's recall rose 0.956 to 0.963
-(watermarked copies, which the flat bar lost at few bits, came back). Chosen with the pixel bar by the worst margin to the
-targets over the union of the benchmarks, then the second worst.
+(watermarked copies, which the flat bar lost at few bits, came back). Chosen with the pixel bar
+by the worst margin to the targets over the union of the benchmarks, then the second worst.
 A pair that a crop scored is also looked at in the crop's window (`window_pictures`); that window
 was placed at sketch resolution and aligns more coarsely, so the crop signal has its own bar
 (`DEFAULT_CROP_LOCAL_DIFFERENCE`, 1.25), applied to the window's look, or to the whole pictures'

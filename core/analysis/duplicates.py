@@ -343,8 +343,8 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     `details` gives the grey pictures of image rows (`core.analysis.details`, from the stored
     thumbnails); with it, every pair whose sketches correlate `LOCAL_CHECK_FLOOR` or more as a
     whole is compared for local differences, and every pair whose crop scores at least as well as
-    the whole (`crop_scored`), in the crop's window too. Without it, or where a picture is flat or missing, the local
-    difference is NaN and the other checks decide.
+    the whole (`crop_scored`), in the crop's window too. Without it, or where a picture is flat or
+    missing, the local difference is NaN and the other checks decide.
     """
     x = check_vectors(vectors)
     n = len(x)
@@ -599,14 +599,15 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     coarsely, and a crop that the whole sketches score better is a slight one, which the whole
     pictures show a little shifted.
     """
-    score = np.nan_to_num(pixels, nan=np.inf)  # NaN: no sketches to check, trust the signal
+    score = _trusted(pixels)
+    bits = distance.astype(np.float64)
     calibrated = np.ones(len(score), dtype=bool) if neighbour is None else (
         (distance <= CALIBRATION_EXEMPT_BITS) | (score >= neighbour.astype(np.float64) + t.neighbour_margin))
-    confirmed = (score >= t.pixels + t.pixels_per_bit * distance.astype(np.float64)) & calibrated
+    confirmed = (score >= t.pixels + t.pixels_per_bit * bits) & calibrated
     not_looked = np.full(len(score), np.nan)
     whole_look = not_looked if local is None else local
     window_look = not_looked if crop_local is None else crop_local
-    confirmed &= ~(whole_look > t.local_difference - t.local_difference_per_bit * distance.astype(np.float64))
+    confirmed &= ~(whole_look > t.local_difference - t.local_difference_per_bit * bits)
     windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
     close_crop = ~(np.where(windowed, window_look, whole_look) > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
@@ -618,6 +619,12 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     agreement = ((similarity >= t.agree_similarity) & (distance <= t.agree_hamming) & confirmed
                  & ~by_cosine & ~by_hash & ~by_crop)
     return PairVerdicts(exact | by_cosine | by_hash | by_crop | agreement, by_cosine, by_hash, by_crop, agreement)
+
+
+def _trusted(pixels: np.ndarray) -> np.ndarray:
+    """Pixel scores as the judge reads them: NaN (no sketches to check) passes any bar, so the
+    signal that proposed the pair is trusted."""
+    return np.nan_to_num(pixels, nan=np.inf)
 
 
 def pair_strength(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, exact: np.ndarray,
@@ -721,9 +728,8 @@ def _links(adjacency: csr_matrix, image: int, among: set[int]) -> dict[int, int]
 
 def _alike(c: DuplicateCandidates) -> np.ndarray:
     """How alike each candidate pair's pictures are, to choose between an image's links: the pixel
-    score, highest for the same bytes or pixels and where no sketch was compared (as the judge,
-    which then trusts the signal)."""
-    return np.where(c.same_bytes | c.same_pixels, np.inf, np.nan_to_num(c.pixel_score, nan=np.inf))
+    score as the judge reads it (`_trusted`), highest for the same bytes or pixels."""
+    return np.where(c.same_bytes | c.same_pixels, np.inf, _trusted(c.pixel_score))
 
 
 def _cluster(rep: int, linked: dict[int, int], x: np.ndarray, signals: ImageSignals, c: DuplicateCandidates,
