@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,17 +116,19 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
                      [c.members for c in report.clusters], truth, truth_no_crop, labels, gather_s + cluster_s,
                      gather_s + cluster_s + features.hash_seconds + features.embed_seconds)]
     unconfirmed = {"pixels": -1.0, "pixels_per_bit": 0.0, "neighbour_margin": -1.0}
-    no_look = {"local_difference": 1e9, "crop_local_difference": 1e9}
-    variants = {"ours + embedding (similarity>=0.95)": DuplicateThresholds(similarity=0.95),
-                "ours, no per-image calibration (neighbour_margin=-1)": DuplicateThresholds(neighbour_margin=-1.0),
-                "ours, flat pixel bar (pixels_per_bit=0)": DuplicateThresholds(pixels_per_bit=0.0),
-                "ours, no close look (local differences off)": DuplicateThresholds(**no_look),
-                "ours, no pixel confirmation": DuplicateThresholds(**unconfirmed, **no_look),
+    nothing = np.full(len(candidates.left), np.nan, dtype=np.float32)  # as if no picture was looked at
+    unlooked = replace(candidates, local_difference=nothing, crop_local_difference=nothing)
+    variants = {"ours + embedding (similarity>=0.95)": (candidates, DuplicateThresholds(similarity=0.95)),
+                "ours, no per-image calibration (neighbour_margin=-1)":
+                    (candidates, DuplicateThresholds(neighbour_margin=-1.0)),
+                "ours, flat pixel bar (pixels_per_bit=0)": (candidates, DuplicateThresholds(pixels_per_bit=0.0)),
+                "ours, no close look (local differences off)": (unlooked, DuplicateThresholds()),
+                "ours, no pixel confirmation": (unlooked, DuplicateThresholds(**unconfirmed)),
                 "ours before (similarity>=0.95, pHash<=8, no confirmation)":
-                    DuplicateThresholds(similarity=0.95, hamming=8, **unconfirmed, **no_look),
-                "ours without crops": DuplicateThresholds(crop=1.01)}
-    for label, rule_t in variants.items():
-        r = duplicate_clusters(candidates, x, signals, rule_t)
+                    (unlooked, DuplicateThresholds(similarity=0.95, hamming=8, **unconfirmed)),
+                "ours without crops": (candidates, DuplicateThresholds(crop=1.01))}
+    for label, (judged, rule_t) in variants.items():
+        r = duplicate_clusters(judged, x, signals, rule_t)
         rows.append(_dup_row(label, [c.members for c in r.clusters], truth, truth_no_crop, labels, None, None))
     searched = million_image_radius()
     for radius in (searched, -1):

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 
-from core.analysis.arrival import StoredImage, check_arrival, hash_matches
+from core.analysis.arrival import ArrivalCheck, StoredImage, check_arrival, hash_matches
+from core.analysis.details import DETAIL_SIDE
 from core.analysis.duplicates import DuplicateThresholds
 from core.analysis.hamming import hashes_from_hex
 from core.analysis.similarity import SimilarityScale
+from core.images import PreparedImage, detail_picture, prepare_image
+from core.synthetic import save_as
+from tests.drawings import folder_icon
 
 COSINE = DuplicateThresholds(similarity=0.95)  # the embedding signal on (it is off by default)
 SCALE = SimilarityScale(reference_cosine=0.8, reference_rank=10, histogram_edges=(), histogram_counts=())
@@ -71,3 +76,36 @@ def test_hash_matches_searches_every_stored_hash_mirrors_included() -> None:
     positions, distances = hash_matches(f"{query:016x}", "0000000000000000", phashes, mirrors, 4)
     assert positions.tolist() == [20, 500] and distances.tolist() == [1, 3]
     assert hashes_from_hex([f"{query:016x}"])[0] == query
+
+
+def test_an_arrival_twenty_pHash_bits_away_is_near_by_sketch_only_once_looked_at_closely() -> None:
+    """The `sketch` signal needs a close look, so the arrival check asks for the pictures of the
+    stored images it would accept were the look to agree: a copy then joins, a sibling does not."""
+    def prepared(img: Image.Image) -> PreparedImage:
+        return prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8)
+
+    new = prepared(folder_icon("note"))
+    lost = (1 << 20) - 1  # the stored hashes 20 bits from the arrival's, as brightened transparent line art loses them
+    stored_ones = {"copy": prepared(folder_icon("note").resize((160, 160), Image.Resampling.LANCZOS)),
+                   "sibling": prepared(folder_icon("fox"))}
+    no_crops = DuplicateThresholds(crop=1.0)  # the windows would match the true hashes
+    asked: list[list[str]] = []
+
+    def pictures(ids: list[str]) -> np.ndarray:
+        asked.append(ids)
+        return np.stack([detail_picture(stored_ones[i].thumbnail, DETAIL_SIDE) for i in ids])
+
+    def check(name: str, look: bool) -> ArrivalCheck:
+        s = stored_ones[name]
+        far = StoredImage(name, 0.99, s.sha256, s.pixel_sha256, f"{int(new.phash, 16) ^ lost:016x}",
+                          f"{int(new.phash_mirror, 16) ^ lost:016x}", s.sketch)
+        return check_arrival(sha256=new.sha256, pixel_sha256=new.pixel_sha256, phash=new.phash,
+                             phash_mirror=new.phash_mirror, sketch=new.sketch, stored=[far], scale=SCALE,
+                             thresholds=no_crops, picture=(lambda: detail_picture(new.thumbnail, DETAIL_SIDE))
+                             if look else None, pictures=pictures if look else None)
+
+    assert check("copy", look=False).verdict == "none"
+    near = check("copy", look=True)
+    assert (near.verdict, near.image_id, near.phash_distance, near.signals) == ("near", "copy", 20, ("sketch",))
+    assert check("sibling", look=True).verdict == "none"
+    assert asked == [["copy"], ["sibling"]]

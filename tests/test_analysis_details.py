@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -150,3 +152,46 @@ def test_the_further_apart_the_hashes_the_closer_the_look_must_agree() -> None:
     assert judge_pairs(np.zeros(2), distance, none, np.zeros(2, bool), flat, pixels, None, look).by_hash.all()
     with pytest.raises(Exception, match="local_difference_per_bit"):
         DuplicateThresholds(local_difference_per_bit=-0.01)
+
+
+def test_beyond_any_phash_threshold_only_a_close_look_that_agrees_makes_a_duplicate() -> None:
+    """A brightened transparent icon can lose 20 pHash bits and keep its sketch and details: the
+    `sketch` signal takes it, but only where the pictures were looked at and agree within the bar
+    for that distance, the sketches clear theirs, and never inside the pHash slider's own range."""
+    t = DuplicateThresholds(hamming=8)
+    distance = np.array([20, 20, 20, 20, 12], np.uint8)
+    pixels = np.array([0.99, 0.99, 0.99, 0.9, 0.99], np.float32)
+    look = np.array([0.2, 0.5, np.nan, 0.2, 0.1], np.float32)
+    bar = t.local_difference - 20 * t.local_difference_per_bit
+    assert 0.2 < bar < 0.5 and t.pixels + 20 * t.pixels_per_bit > 0.9
+    verdicts = judge_pairs(np.zeros(5), distance, np.full(5, np.nan), np.zeros(5, bool), t, pixels, None, look)
+    assert verdicts.by_sketch.tolist() == [True, False, False, False, False]
+    assert verdicts.accepted.tolist() == [True, False, False, False, False]  # 12 bits: the slider's 8 decides
+    assert verdicts.signals(0, False, False) == ("sketch",)
+    both = DuplicateThresholds(rule="both", similarity=0.5, hamming=8)
+    assert judge_pairs(np.ones(5), distance, np.full(5, np.nan), np.zeros(5, bool), both, pixels, None,
+                       look).accepted.tolist() == [True, False, False, False, False]
+
+
+def test_a_copy_whose_hash_lost_twenty_bits_joins_its_original_by_sketch_and_a_sibling_does_not() -> None:
+    """Through candidates and clusters: the copy's and the sibling's stored pHashes are set 20 bits
+    from the original's (as brightening transparent line art does), beyond any pHash threshold.
+    The copy's pictures agree up close and it joins by `sketch`; the sibling's differ in the emblem
+    and it stays out; without the close look neither joins."""
+    images = [folder_icon("note"), folder_icon("note").resize((160, 160), Image.Resampling.LANCZOS), folder_icon("fox")]
+    signals, x, pictures = small_collection(images, seed=2)
+    x[1:3] = x[0] + 0.05 * x[1:3]  # the embedding proposes both pairs
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    far = replace(signals, phash=signals.phash.copy(), phash_mirror=signals.phash_mirror.copy())
+    for i, lost in ((1, np.uint64((1 << 20) - 1)), (2, np.uint64(((1 << 20) - 1) << 20))):  # and 40 bits apart
+        far.phash[i], far.phash_mirror[i] = signals.phash[0] ^ lost, signals.phash_mirror[0] ^ lost
+    graph = exact_graph(x, 5)
+    looked = duplicate_candidates(graph, x, far, details=pictures.__getitem__)
+    pairs = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(looked.left, looked.right, strict=True))}
+    assert looked.phash_distance[pairs[(0, 1)]] == looked.phash_distance[pairs[(0, 2)]] == 20
+    assert looked.pixel_score[pairs[(0, 2)]] > DuplicateThresholds().pixels + 20 * DuplicateThresholds().pixels_per_bit
+    no_crops = DuplicateThresholds(crop=1.0)  # the windows still match the original's true hash
+    report = duplicate_clusters(looked, x, far, no_crops)
+    assert [(c.members, c.signals_to_representative) for c in report.clusters] == [((0, 1), ((), ("sketch",)))]
+    assert "sketch" in duplicate_clusters(looked, x, far).clusters[0].signals_to_representative[1]
+    assert duplicate_clusters(duplicate_candidates(graph, x, far), x, far, no_crops).clusters == ()

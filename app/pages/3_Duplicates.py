@@ -195,7 +195,12 @@ def review(current: Collection) -> None:
         example_pairs("Just outside (not duplicates)", outside, "dup-outside")
     if may_decide:
         decision_tools(view, thresholds)
-    signals = st.multiselect("Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals")
+    signals = st.multiselect(
+        "Only clusters matched by", DUPLICATE_SIGNALS, key="dup-signals",
+        help="same_bytes / same_pixels: exact copies. phash: hashes within the pHash bits. sketch: hashes "
+             f"further apart than {HAMMING_MAX} bits (a brightened transparent icon), the pictures alike up close. "
+             "crop: one is a window of the other. cosine: the embedding finds them alike. phash+cosine: both "
+             "moderately. Every signal but the exact ones is confirmed by the pictures.")
     # three controls to a row and short metric labels: nothing is cut off at 1024 px wide
     only_col, next_col, export_col = st.columns([1, 1, 1.6], vertical_alignment="center")
     only_open = only_col.toggle("Undecided only", key="dup-undecided-only")

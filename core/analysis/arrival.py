@@ -114,8 +114,9 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     """Exact duplicate (same bytes, then same pixels), near duplicate (strongest match), or none.
 
     With `picture` (makes the new image's close-up) and `pictures` (stored image ids -> theirs), the
-    stored images its sketch confirms are looked at closely (`core.analysis.details`), as the
-    duplicate view does: only those, so an arrival with no near duplicate decodes and fetches nothing."""
+    stored images its sketch confirms (or would, were the close look to agree: the `sketch` signal
+    needs one) are looked at closely (`core.analysis.details`), as the duplicate view does: only
+    those, so an arrival with no near duplicate decodes and fetches nothing."""
     if not stored:
         return ArrivalCheck("none", None, math.nan, math.nan, None, False, None, ())
     new = hashes_from_hex([phash, phash_mirror])
@@ -131,12 +132,15 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     crop, whole = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
     agree = np.fmax(whole, crop)
     verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree)
-    look = np.flatnonzero(verdicts.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR))
-    if picture is not None and pictures is not None and len(look):
-        local = np.full(len(stored), np.nan, dtype=np.float32)
-        local[look] = local_differences(np.repeat(picture()[None], len(look), axis=0),
-                                        pictures([stored[i].image_id for i in look]))
-        verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None, local)
+    if picture is not None and pictures is not None:
+        hopeful = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None,
+                              np.zeros(len(stored), dtype=np.float32))  # as if every close look agreed
+        look = np.flatnonzero(hopeful.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR))
+        if len(look):
+            local = np.full(len(stored), np.nan, dtype=np.float32)
+            local[look] = local_differences(np.repeat(picture()[None], len(look), axis=0),
+                                            pictures([stored[i].image_id for i in look]))
+            verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None, local)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():
         best = int(np.flatnonzero(verdicts.accepted)[np.argmax(strength[verdicts.accepted])])

@@ -20,8 +20,10 @@ all propose unrelated drawings that share a layout.
 - rule "either" (default): similarity >= `similarity`, or pHash distance <= `hamming`, or one
   image is a crop of the other (crop score >= `crop`), or both embedding and pHash
   moderately strong together (similarity >= `agree_similarity` and distance <=
-  `agree_hamming`).
-- rule "both": similarity >= `similarity` and a pixel signal (pHash distance <= `hamming`, or a crop).
+  `agree_hamming`), or hashes further apart than any pHash threshold with pictures that agree
+  up close (the `sketch` signal).
+- rule "both": similarity >= `similarity` and a pixel signal (pHash distance <= `hamming`, the
+  `sketch` signal, or a crop).
 The default similarity is 1 (the embedding alone proposes nothing): embedding similarity is
 "looks alike", a different question from "the same picture", and on real icons with random
 weights 34 of 43 embedding-only links were wrong. Clusters cannot chain: every member is linked
@@ -69,7 +71,7 @@ from core.images import SKETCH_SIDE
 
 RULES = ("either", "both")
 DIGEST_HEX = 64  # hex digits of a SHA-256 digest
-SIGNALS = ("same_bytes", "same_pixels", "phash", "crop", "cosine", "phash+cosine")
+SIGNALS = ("same_bytes", "same_pixels", "phash", "sketch", "crop", "cosine", "phash+cosine")
 DEFAULT_SIMILARITY = 1.0
 DEFAULT_HAMMING = 16
 DEFAULT_PIXELS = 0.84  # least pixel score (sketch or crop-window correlation) that confirms a pair
@@ -565,11 +567,13 @@ class PairVerdicts:
     accepted: np.ndarray
     by_cosine: np.ndarray
     by_hash: np.ndarray
+    by_sketch: np.ndarray  # hashes further apart than any pHash threshold, the pictures alike up close
     by_crop: np.ndarray
     by_agreement: np.ndarray  # accepted by the agreement band only
 
     def signals(self, i: int, same_bytes: bool, same_pixels: bool) -> tuple[str, ...]:
-        hits = (same_bytes, same_pixels, self.by_hash[i], self.by_crop[i], self.by_cosine[i], self.by_agreement[i])
+        hits = (same_bytes, same_pixels, self.by_hash[i], self.by_sketch[i], self.by_crop[i], self.by_cosine[i],
+                self.by_agreement[i])
         return tuple(name for name, hit in zip(SIGNALS, hits, strict=True) if hit)
 
 
@@ -598,6 +602,11 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     `crop_local_difference`. That bar is looser: a window placed at sketch resolution aligns more
     coarsely, and a crop that the whole sketches score better is a slight one, which the whole
     pictures show a little shifted.
+
+    Beyond `HAMMING_MAX` bits, where no pHash threshold reaches, a pair confirmed that way whose
+    pictures were looked at up close and agree within that bar is a `by_sketch` duplicate: a
+    brightened transparent icon loses up to 22 pHash bits, not its sketch or its details. The bar
+    there (0.37 or less at the defaults) is one few unrelated pairs clear.
     """
     score = _trusted(pixels)
     bits = distance.astype(np.float64)
@@ -607,18 +616,21 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     not_looked = np.full(len(score), np.nan)
     whole_look = not_looked if local is None else local
     window_look = not_looked if crop_local is None else crop_local
-    confirmed &= ~(whole_look > t.local_difference - t.local_difference_per_bit * bits)
+    look_bar = t.local_difference - t.local_difference_per_bit * bits
+    confirmed &= ~(whole_look > look_bar)
     windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
     close_crop = ~(np.where(windowed, window_look, whole_look) > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
     by_hash = (distance <= t.hamming) & confirmed
+    by_sketch = (distance > HAMMING_MAX) & confirmed & (whole_look <= look_bar)  # NaN: not looked at
     by_crop = (np.nan_to_num(crop, nan=-np.inf) >= t.crop) & calibrated & close_crop
     if t.rule == "both":
-        return PairVerdicts(exact | (by_cosine & (by_hash | by_crop)), by_cosine, by_hash, by_crop,
-                            np.zeros_like(by_hash))
+        return PairVerdicts(exact | (by_cosine & (by_hash | by_sketch | by_crop)), by_cosine, by_hash, by_sketch,
+                            by_crop, np.zeros_like(by_hash))
     agreement = ((similarity >= t.agree_similarity) & (distance <= t.agree_hamming) & confirmed
                  & ~by_cosine & ~by_hash & ~by_crop)
-    return PairVerdicts(exact | by_cosine | by_hash | by_crop | agreement, by_cosine, by_hash, by_crop, agreement)
+    return PairVerdicts(exact | by_cosine | by_hash | by_sketch | by_crop | agreement, by_cosine, by_hash,
+                        by_sketch, by_crop, agreement)
 
 
 def _trusted(pixels: np.ndarray) -> np.ndarray:
