@@ -24,7 +24,7 @@ import numpy as np
 
 from core.analysis import AnomalyScores, DuplicateCandidates, NeighbourGraph, Projection, SimilarityScale
 
-FORMAT = "v5"
+FORMAT = "v6"
 _MAGIC = b"VAC3"
 _HEADER = struct.Struct("<I")
 

@@ -120,15 +120,15 @@ def test_a_crop_is_looked_at_in_its_window_and_judged_by_its_own_bar() -> None:
 
 def test_the_crop_signal_is_judged_by_its_window_and_the_other_signals_by_the_whole_pictures() -> None:
     t = DuplicateThresholds()
-    # scored by the crop window: window looks 1.0, 1.5, 1.0; a slight crop the whole sketches score
+    # scored by the crop window: window looks 0.3, 0.8, 0.3; a slight crop the whole sketches score
     # better; a pair no crop scored
     crop = np.array([0.96, 0.96, 0.96, 0.94, np.nan], np.float32)
     pixels = np.array([0.96, 0.96, 0.96, 0.99, 0.99], np.float32)
     whole = np.array([np.nan, np.nan, 2.0, 1.5, 1.0], np.float32)
-    window = np.array([1.0, 1.5, 1.0, np.nan, np.nan], np.float32)
+    window = np.array([0.3, 0.8, 0.3, np.nan, np.nan], np.float32)
     distance = np.array([20, 20, 6, 6, 6], np.uint8)
     verdicts = judge_pairs(np.zeros(5), distance, crop, np.zeros(5, bool), t, pixels, None, whole, window)
-    assert t.local_difference - 6 * t.local_difference_per_bit < 1.0 < t.crop_local_difference < 1.5
+    assert t.local_difference - 6 * t.local_difference_per_bit < 1.0 and 0.3 < t.crop_local_difference < 0.8
     assert verdicts.by_crop.tolist() == [True, False, True, False, False]
     assert not verdicts.by_hash.any()  # the pHash routes: the whole pictures differ locally, the window aside
     assert verdicts.accepted.tolist() == [True, False, True, False, False]
@@ -195,3 +195,22 @@ def test_a_copy_whose_hash_lost_twenty_bits_joins_its_original_by_sketch_and_a_s
     assert [(c.members, c.signals_to_representative) for c in report.clusters] == [((0, 1), ((), ("sketch",)))]
     assert "sketch" in duplicate_clusters(looked, x, far).clusters[0].signals_to_representative[1]
     assert duplicate_clusters(duplicate_candidates(graph, x, far), x, far, no_crops).clusters == ()
+
+
+def test_a_crop_window_placed_at_sketch_resolution_is_refined_before_the_close_look() -> None:
+    """A window half a sketch pixel off (two of the close look's pixels) or 6% too large shows a
+    local difference a sibling would; refined it finds the crop again, flipped or not, and a
+    window already right stays put."""
+    from core.analysis.details import refine_windows, window_pictures
+
+    outer = picture(folder_icon("note"))[None]
+    true = np.array([[0.8, 0.8, 0.25, 0.75]], np.float32)
+    inner = window_pictures(outer, true)
+    moved = np.array([[0.8, 0.8, 0.25 + 2 / 64 / 0.2, 0.75 - 1 / 64 / 0.2]], np.float32)  # 2 px right, 1 up
+    grown = np.array([[0.8 * 1.06, 0.8 * 1.06, 0.25, 0.75]], np.float32)
+    for off in (moved, grown):
+        for crop in (inner, inner[:, :, ::-1].copy()):
+            placed = local_differences(window_pictures(outer, off), crop)[0]
+            refined = local_differences(window_pictures(outer, refine_windows(outer, crop, off)), crop)[0]
+            assert refined < DuplicateThresholds().crop_local_difference < placed
+    assert np.allclose(refine_windows(outer, inner, true), true, atol=1e-6)

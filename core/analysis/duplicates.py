@@ -59,6 +59,7 @@ from core.analysis.details import (
     DEFAULT_LOCAL_DIFFERENCE_PER_BIT,
     DetailSource,
     local_differences,
+    refine_windows,
     window_pictures,
 )
 from core.analysis.exact import check_vectors
@@ -425,7 +426,8 @@ def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarra
         a, b = np.split(where, 2)
         first = pictures[a]
         framed = np.flatnonzero(~np.isnan(windows[c0:c0 + chunk, 0]))
-        first[framed] = window_pictures(first[framed], windows[c0:c0 + chunk][framed])
+        refined = refine_windows(first[framed], pictures[b][framed], windows[c0:c0 + chunk][framed])
+        first[framed] = window_pictures(first[framed], refined)
         out[c0:c0 + chunk] = local_differences(first, pictures[b])
     return out
 
@@ -599,9 +601,9 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     `local_difference_per_bit` per bit of pHash distance (the further apart the hashes, the less
     they vouch for the pair, and the closer the look must agree), and the crop signal needs
     the crop window's (`crop_local`, where the crop scored the pair; else the whole pictures') within
-    `crop_local_difference`. That bar is looser: a window placed at sketch resolution aligns more
-    coarsely, and a crop that the whole sketches score better is a slight one, which the whole
-    pictures show a little shifted.
+    `crop_local_difference`, a flat bar: the window is refined at the close look's resolution
+    (`refine_windows`) before it is looked at, and a crop that the whole sketches score better is a
+    slight one, which the whole pictures show a little shifted.
 
     Beyond `HAMMING_MAX` bits, where no pHash threshold reaches, a pair confirmed that way whose
     pictures were looked at up close and agree within that bar is a `by_sketch` duplicate: a
