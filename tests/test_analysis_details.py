@@ -214,3 +214,16 @@ def test_a_crop_window_placed_at_sketch_resolution_is_refined_before_the_close_l
             refined = local_differences(window_pictures(outer, refine_windows(outer, crop, off)), crop)[0]
             assert refined < DuplicateThresholds().crop_local_difference < placed
     assert np.allclose(refine_windows(outer, inner, true), true, atol=1e-6)
+
+
+def test_a_pair_the_whole_pictures_were_not_compared_for_is_confirmed_by_its_crop_windows_look() -> None:
+    """Whole sketches below the close-look floor, a crop window scoring 0.96: the pHash signal
+    leans on that window, so its look decides (before, such a pair passed unlooked)."""
+    t = DuplicateThresholds()
+    distance = np.full(2, 14, np.uint8)
+    crop = pixels = np.full(2, 0.96, np.float32)
+    window = np.array([0.2, 0.9], np.float32)
+    assert t.local_difference - 14 * t.local_difference_per_bit < 0.9
+    verdicts = judge_pairs(np.zeros(2), distance, crop, np.zeros(2, bool), t, pixels, None,
+                           np.full(2, np.nan, np.float32), window)
+    assert verdicts.by_hash.tolist() == [True, False]

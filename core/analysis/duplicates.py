@@ -599,9 +599,10 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     and differ in one place (an emblem, a letter) are not copies: the pixel confirmation needs the
     whole pictures' local difference (`local`) within `local_difference` less
     `local_difference_per_bit` per bit of pHash distance (the further apart the hashes, the less
-    they vouch for the pair, and the closer the look must agree), and the crop signal needs
-    the crop window's (`crop_local`, where the crop scored the pair; else the whole pictures') within
-    `crop_local_difference`, a flat bar: the window is refined at the close look's resolution
+    they vouch for the pair, and the closer the look must agree; where the whole pictures were
+    not compared and a crop window's score confirmed the pair, that window's look), and the crop
+    signal needs the crop window's (`crop_local`, where the crop scored the pair; else the whole
+    pictures') within `crop_local_difference`, a flat bar: the window is refined at the close look's resolution
     (`refine_windows`) before it is looked at, and a crop that the whole sketches score better is a
     slight one, which the whole pictures show a little shifted.
 
@@ -619,8 +620,9 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     whole_look = not_looked if local is None else local
     window_look = not_looked if crop_local is None else crop_local
     look_bar = t.local_difference - t.local_difference_per_bit * bits
-    confirmed &= ~(whole_look > look_bar)
     windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
+    confirming_look = np.where(windowed & np.isnan(whole_look), window_look, whole_look)
+    confirmed &= ~(confirming_look > look_bar)
     close_crop = ~(np.where(windowed, window_look, whole_look) > t.crop_local_difference)
     by_cosine = (similarity >= t.similarity) & confirmed
     by_hash = (distance <= t.hamming) & confirmed
