@@ -10,6 +10,7 @@ collection's cached `SimilarityScale` and the same thresholds as the duplicate v
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,16 +132,16 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
     exact = same_bytes | same_pixels
     crop, whole = _crop_scores(sketch, new, stored, stored_hashes, stored_mirrors)
     agree = np.fmax(whole, crop)
-    verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree)
+    judge = functools.partial(judge_pairs, comparable, distance, crop, exact, thresholds, agree, None)
+    verdicts = judge()
     if picture is not None and pictures is not None:
-        hopeful = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None,
-                              np.zeros(len(stored), dtype=np.float32))  # as if every close look agreed
+        hopeful = judge(np.zeros(len(stored), dtype=np.float32))  # as if every close look agreed
         look = np.flatnonzero(hopeful.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR))
         if len(look):
             local = np.full(len(stored), np.nan, dtype=np.float32)
             local[look] = local_differences(np.repeat(picture()[None], len(look), axis=0),
                                             pictures([stored[i].image_id for i in look]))
-            verdicts = judge_pairs(comparable, distance, crop, exact, thresholds, agree, None, local)
+            verdicts = judge(local)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():
         best = int(np.flatnonzero(verdicts.accepted)[np.argmax(strength[verdicts.accepted])])

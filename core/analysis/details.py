@@ -27,14 +27,17 @@ to 0.972/0.956/0.968, recall within 0.001, and the synthetic set's recall rose 0
 by the worst margin to the targets over the union of the benchmarks, then the second worst.
 A pair that a crop scored is also looked at in the crop's window (`window_pictures`). That
 window was placed at sketch resolution, a quarter of this one, so it is first refined here
-(`refine_windows`: moved by up to a pixel, grown or shrunk by up to 6%, whichever correlates
+(`refine_windows`: grown or shrunk by up to 6%, moved by up to two pixels, whichever correlates
 best); the crop signal has its own flat bar (`DEFAULT_CROP_LOCAL_DIFFERENCE`, 0.55), applied to
 the window's look, or to the whole pictures' where the whole sketches scored better than the crop
 (a slight crop). Unrefined, the bar had to be 1.25 and look-alike icons that a crop window matched
 cleared it (6 of the 16 clusters larger than their group on one real draw); refined, the worst
 margin to the targets over the four benchmarks went from +0.004 to +0.012. The pHash and embedding
-signals are always judged by the whole pictures' look: a look-alike that a crop window also
-matched got past it when only the window was looked at (4-9 false pairs in 100 on the real draws).
+signals are judged by the whole pictures' look wherever the whole pictures were compared: a
+look-alike that a crop window also matched got past it when only the window was looked at (4-9
+false pairs in 100 on the real draws). Only where they were not (whole sketches below
+`duplicates.LOCAL_CHECK_FLOOR`) and the crop window's score confirmed the pair does that
+window's look decide.
 """
 
 from __future__ import annotations
@@ -118,9 +121,9 @@ def refine_windows(outer: np.ndarray, inner: np.ndarray, windows: np.ndarray) ->
     (`WINDOW_RESCALES`), then moved a pixel each way (`WINDOW_SHIFTS`) in `SHIFT_ROUNDS` rounds,
     whichever window of `outer` correlates best with `inner`, as stored or mirrored (both softened
     as `local_differences` softens them, then halved; the windows are rendered from the softened
-    picture, 21 of them a pair). Judged unrefined, a true crop's window showed local differences up to 1.2 and
-    needed a bar no tighter than 1.25, which look-alike icons cleared; refined, 0.55 holds (see
-    `judge_pairs`)."""
+    picture, 21 of them a pair). Judged unrefined, a true crop's window showed local differences
+    up to 1.2 and needed a bar no tighter than 1.25, which look-alike icons cleared; refined, 0.55
+    holds (see `judge_pairs`)."""
     windows = np.asarray(windows, dtype=np.float32).reshape(-1, 4)
     if not len(windows):
         return windows

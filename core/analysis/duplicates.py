@@ -424,11 +424,11 @@ def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarra
         rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
         pictures = details(rows)
         a, b = np.split(where, 2)
-        first = pictures[a]
+        first, second = pictures[a], pictures[b]
         framed = np.flatnonzero(~np.isnan(windows[c0:c0 + chunk, 0]))
-        refined = refine_windows(first[framed], pictures[b][framed], windows[c0:c0 + chunk][framed])
+        refined = refine_windows(first[framed], second[framed], windows[c0:c0 + chunk][framed])
         first[framed] = window_pictures(first[framed], refined)
-        out[c0:c0 + chunk] = local_differences(first, pictures[b])
+        out[c0:c0 + chunk] = local_differences(first, second)
     return out
 
 
@@ -602,9 +602,9 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     they vouch for the pair, and the closer the look must agree; where the whole pictures were
     not compared and a crop window's score confirmed the pair, that window's look), and the crop
     signal needs the crop window's (`crop_local`, where the crop scored the pair; else the whole
-    pictures') within `crop_local_difference`, a flat bar: the window is refined at the close look's resolution
-    (`refine_windows`) before it is looked at, and a crop that the whole sketches score better is a
-    slight one, which the whole pictures show a little shifted.
+    pictures') within `crop_local_difference`, a flat bar: the window is refined at the close
+    look's resolution (`refine_windows`) before it is looked at, and a crop that the whole sketches
+    score better is a slight one, which the whole pictures show a little shifted.
 
     Beyond `HAMMING_MAX` bits, where no pHash threshold reaches, a pair confirmed that way whose
     pictures were looked at up close and agree within that bar is a `by_sketch` duplicate: a
