@@ -30,6 +30,12 @@ from core.storage.catalog import READY, READY_PAGE_ROWS, Catalog
 log = logging.getLogger(__name__)
 DETAIL_THUMBNAIL_MAX_BYTES = 4 * 2**20  # a thumbnail is a 256-pixel JPEG: anything larger was not written by ingest
 
+# From this many visible images the snapshot keeps its vectors in float16: a million take 1 GB
+# instead of 2, which decides whether the analysis fits in 4 GB. Products still run in float32
+# (`core.analysis.exact.as_float32`), but each cosine may move by up to about 1e-4, so smaller
+# collections, which memory never binds, keep float32 and exact cosines.
+HALF_PRECISION_MIN_IMAGES = 200_000
+
 SIGNAL_COLUMNS = ("sha256", "pixel_sha256", "phash", "phash_mirror", "dhash", "sketch")  # not kept in the frame
 
 
@@ -88,6 +94,11 @@ class _SignalColumns:
         return ImageSignals(bytes_group=hash_groups(a["sha256"]), pixels_group=hash_groups(a["pixel_sha256"]),
                             phash=a["phash"], phash_mirror=a["phash_mirror"], pixels=a["pixels"],
                             created=a["created"], sketch=a["sketch"], has_sketch=a["has_sketch"])
+
+
+def vector_dtype(images: int) -> type[np.floating]:
+    """The dtype the snapshot holds ``images`` vectors in (see `HALF_PRECISION_MIN_IMAGES`)."""
+    return np.float16 if images >= HALF_PRECISION_MIN_IMAGES else np.float32
 
 
 def _grown(array: np.ndarray, rows: int) -> np.ndarray:

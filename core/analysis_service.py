@@ -104,7 +104,7 @@ class VectorSnapshot:
     version: int
     frame: pd.DataFrame  # catalog rows, ordered by arrival, without their hashes and sketches
     signals: ImageSignals  # entry i is frame row i: hashes, sizes and packed sketches
-    vectors: np.ndarray  # (n, dim) float32, L2-normalised, row i is frame row i
+    vectors: np.ndarray  # (n, dim) L2-normalised, row i is frame row i; float16 from analysis_inputs.HALF_PRECISION_MIN_IMAGES images
 
     # Converted from the frame once per snapshot: every threshold view reads them for each of its
     # clusters, and a conversion costs as much as a view's whole clustering at 10k images.

@@ -30,8 +30,9 @@ from core import validation
 from core.access import Action, Actor, Role, require
 from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD, AnomalyScores
+from core.analysis.heap import release_free_memory
 from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, check_threshold
-from core.analysis_inputs import detail_pictures, read_analysis_rows
+from core.analysis_inputs import detail_pictures, read_analysis_rows, vector_dtype
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
@@ -463,21 +464,22 @@ class Collection:
             if old is None:
                 vectors = self._all_vectors(ids)
                 self.backends.vectors.rest()
+                release_free_memory()  # what the shard's reading and the catalog's pages left on the heap
             else:
                 position = {image_id: row for row, image_id in enumerate(old.ids)}
                 new = [i for i in ids if i not in position]
                 fetched = dict(zip(new, self.backends.vectors.fetch(new), strict=True)) if new else {}
-                vectors = np.zeros((len(ids), dim), np.float32)
+                vectors = np.zeros((len(ids), dim), vector_dtype(len(ids)))
                 for row, image_id in enumerate(ids):
                     vectors[row] = old.vectors[position[image_id]] if image_id in position else fetched[image_id]
             shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors)
             return shared.snapshot
 
     def _all_vectors(self, ids: list[str]) -> np.ndarray:
-        """The vectors of ``ids``, in that order, written a page at a time into one array: never a
-        second copy of the collection's vectors (200 MB at 100k images), nor a dict of them."""
+        """The vectors of ``ids``, in that order, written a page at a time into one array (in
+        `vector_dtype`): never a second copy of the collection's vectors, nor a dict of them."""
         row_of = {image_id: row for row, image_id in enumerate(ids)}
-        vectors = np.zeros((len(ids), self.backends.vectors.dim), np.float32)
+        vectors = np.zeros((len(ids), self.backends.vectors.dim), vector_dtype(len(ids)))
         found = np.zeros(len(ids), dtype=bool)
         for batch_ids, batch in self.backends.vectors.iter_all(batch=VECTOR_PAGE):
             rows = np.array([row_of.get(image_id, -1) for image_id in batch_ids])  # -1: not visible

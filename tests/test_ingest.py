@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from core import analysis_inputs
 from core.access import Actor, Role
 from core.cli import main as cli_main
 from core.collection import Collection
+from core.embedding import Embedder
 from core.settings import Settings
 from core.storage.vectors import VectorFilter
 from core.synthetic import encode, photo
@@ -294,6 +296,32 @@ def test_snapshot_matches_catalog_and_refreshes_only_new_vectors(
     second = collection.snapshot()
     assert len(second.ids) == 6 and second.ids[:5] == first.ids
     assert [len(f) for f in fetched] == [1]  # only the new image's vector was fetched
+
+
+def test_a_large_collection_holds_half_precision_vectors_with_the_same_results(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From HALF_PRECISION_MIN_IMAGES images the snapshot holds float16 vectors (1 GB instead of 2 at
+    a million); what an analyst sees, the clusters and the anomaly ranking, stays float32's."""
+    uploads = [(f"p{i}.jpg", encode(photo(i))) for i in range(30)]
+    uploads += [(f"p{i}-copy.jpg", encode(photo(i), quality=40)) for i in range(0, 30, 5)]
+    seen = {}
+    for half_from in (10**9, 1):
+        monkeypatch.setattr(analysis_inputs, "HALF_PRECISION_MIN_IMAGES", half_from)
+        settings = Settings(data_dir=tmp_path / str(half_from), model_pretrained="none", precision="fp32")
+        with Collection.open(settings, embedder=embedder) as opened:
+            opened.ingest_uploads(uploads[:-1])
+            first = opened.snapshot()
+            opened.ingest_uploads(uploads[-1:])  # the incremental refresh keeps the dtype
+            snap = opened.snapshot()
+            stored = opened.backends.vectors.fetch(snap.ids)
+            clusters = {frozenset(m.image.file_name for m in g.members) for g in opened.duplicates().groups}
+            ranking = [r.image.file_name for r in opened.anomalies().rows]
+            seen[half_from] = (first.vectors.dtype, snap.vectors.dtype, clusters, ranking)
+        assert np.abs(snap.vectors.astype(np.float32) - stored).max() < 1e-3
+    assert seen[10**9][:2] == (np.float32, np.float32) and seen[1][:2] == (np.float16, np.float16)
+    assert len(seen[1][2]) == 6 and seen[1][2] == seen[10**9][2]
+    assert seen[1][3][:10] == seen[10**9][3][:10]
 
 
 def test_repeats_across_batches_keep_the_first_occurrence_in_input_order(collection: Collection) -> None:

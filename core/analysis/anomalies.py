@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2, rankdata
 
-from core.analysis.exact import check_vectors
+from core.analysis.exact import as_float32, check_vectors
 from core.analysis.neighbours import NeighbourGraph
 from core.analysis.quality import property_combination_scores, property_outlier_scores
 from core.errors import InvalidRequest
@@ -228,7 +228,7 @@ def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 
     basis = eigvec.astype(np.float32)
     shift = (mean @ eigvec).astype(np.float32)
     for s in range(0, n, block):
-        proj = vectors[s:s + block] @ basis - shift
+        proj = as_float32(vectors[s:s + block]) @ basis - shift
         out[s:s + block] = (proj.astype(np.float64) ** 2) @ weight
     return out
 
@@ -253,6 +253,7 @@ def _lof(graph: NeighbourGraph, k: int) -> np.ndarray:
 def _isolation_forest(x: np.ndarray, seed: int) -> np.ndarray:
     from sklearn.ensemble import IsolationForest
 
+    x = as_float32(x)
     forest = IsolationForest(n_estimators=100, random_state=seed).fit(x)
     return -forest.score_samples(x)
 

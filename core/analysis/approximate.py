@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numba
+import numba.extending
 import numpy as np
 import torch
 
@@ -106,7 +107,7 @@ def _build_inverted_file(x: np.ndarray, rng: np.random.Generator, device: str,
     nlist = int(np.clip(round(2 * math.sqrt(n)), 16, 4096))
     xt = device_vectors(x, device)
     on = xt.device
-    train = xt[torch.from_numpy(np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))).to(on)]
+    train = xt[torch.from_numpy(np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))).to(on)].float()
     centroids = train[torch.from_numpy(rng.choice(len(train), size=nlist, replace=False)).to(on)].clone()
     with torch.inference_mode():
         for _ in range(iterations):
@@ -128,7 +129,7 @@ def _build_inverted_file(x: np.ndarray, rng: np.random.Generator, device: str,
         offsets = np.empty(n, dtype=np.float32)
         step = max(1, BLOCK_ELEMENTS // (8 * d))
         for s in range(0, n, step):
-            rows = xt[torch.from_numpy(order[s:s + step]).to(on)]
+            rows = xt[torch.from_numpy(order[s:s + step]).to(on)].float()
             centred = rows - mean
             scale = centred.abs().amax(dim=1).clamp_min(1e-12) / 127.0
             codes[s:s + step] = torch.round(centred / scale[:, None]).to(torch.int8).cpu().numpy()
@@ -142,7 +143,7 @@ def _closest(x: torch.Tensor, centroids: torch.Tensor, top: int) -> np.ndarray:
     out = np.empty((len(x), top), dtype=np.int16)
     rows = max(1, block_elements(x.device) // len(centroids))
     for i in range(0, len(x), rows):
-        out[i:i + rows] = torch.topk(x[i:i + rows] @ centroids.T, top, dim=1).indices.cpu().numpy()
+        out[i:i + rows] = torch.topk(x[i:i + rows].float() @ centroids.T, top, dim=1).indices.cpu().numpy()
     return out
 
 
@@ -280,9 +281,31 @@ def _refine_round(codes, scales, offsets, forward, rev_ptr, rev_idx, idx, sim): 
     return changed.sum()
 
 
+# float16 vectors (a large collection's snapshot) are read through this table of every half's value
+_HALF_VALUES = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def _entry(x, values, r, u):  # pragma: no cover - replaced by the overload below when compiled
+    raise NotImplementedError
+
+
+@numba.extending.overload(_entry, inline="always")
+def _entry_overload(x, values, r, u):  # pragma: no cover - compiled
+    """x[r, u] as float32: half precision arrives as its bits (numba has no float16)."""
+    if x.dtype == numba.types.uint16:
+        return lambda x, values, r, u: values[x[r, u]]
+    return lambda x, values, r, u: x[r, u]
+
+
+def _rescore(x: np.ndarray, order: np.ndarray, idx_perm: np.ndarray, out_idx: np.ndarray,
+             out_sim: np.ndarray) -> None:
+    """Exact similarities for the kept neighbours, in original row order, best first; float16
+    vectors are multiplied in float32."""
+    _rescore_kernel(x.view(np.uint16) if x.dtype == np.float16 else x, _HALF_VALUES, order, idx_perm, out_idx, out_sim)
+
+
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _rescore(x, order, idx_perm, out_idx, out_sim):  # pragma: no cover - compiled
-    """Exact float32 similarities for the kept neighbours, in original row order, best first."""
+def _rescore_kernel(x, values, order, idx_perm, out_idx, out_sim):  # pragma: no cover - compiled
     n, k = idx_perm.shape
     for p in numba.prange(n):
         r = order[p]
@@ -296,5 +319,5 @@ def _rescore(x, order, idx_perm, out_idx, out_sim):  # pragma: no cover - compil
             j = order[q]
             acc = np.float32(0.0)
             for u in range(x.shape[1]):
-                acc += x[r, u] * x[j, u]
+                acc += _entry(x, values, r, u) * _entry(x, values, j, u)
             _insert(out_idx, out_sim, r, j, acc)

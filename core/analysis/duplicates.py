@@ -62,7 +62,7 @@ from core.analysis.details import (
     refine_windows,
     window_pictures,
 )
-from core.analysis.exact import check_vectors
+from core.analysis.exact import as_float32, check_vectors
 from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within, search_plan
 from core.analysis.heap import release_free_memory
 from core.analysis.neighbours import NeighbourGraph, build_graph
@@ -455,13 +455,14 @@ def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndar
 
 
 def sketch_neighbour_pairs(sketches: np.ndarray, has_sketch: np.ndarray, k: int = SKETCH_K, *,
-                           device: str = "cpu", block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                           device: str = "cpu", block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """(left, right) int32: each image with the `k` images whose sketches correlate best with its own.
 
     Where the pHash search cannot cover every pair within `HAMMING_MAX`, these propose the copies it
     would have found: a rotated, brightened or watermarked copy has the same sketch give or take
     noise, whatever its hash. Compared at 8 x 8 colour (the sketch's preparation, then pooled),
-    so a million images take 0.8 GB. Images without a sketch, or with a flat one, get a random
+    held in float16 (a million images take 0.4 GB), prepared `block` sketches at a time (each of
+    the preparation's copies holds 3 KB an image). Images without a sketch, or with a flat one, get a random
     direction: neighbours whose pixel scores then reject them.
     """
     s = check_sketches(sketches)
@@ -470,7 +471,7 @@ def sketch_neighbour_pairs(sketches: np.ndarray, has_sketch: np.ndarray, k: int 
     if k < 1:
         return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
     side = SKETCH_SIDE // SKETCH_POOL
-    vectors = np.empty((n, 3 * side * side), dtype=np.float32)
+    vectors = np.empty((n, 3 * side * side), dtype=np.float16)  # they only propose: pixel scores judge
     with torch.inference_mode():
         for b0 in range(0, n, block):
             pooled = torch.nn.functional.avg_pool2d(_prepared(s[b0:b0 + block]), SKETCH_POOL)
@@ -543,7 +544,7 @@ def _row_dots(x: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 8
     """Cosine of each pair; rows are gathered a chunk at a time (two 16 MB copies at 512-d)."""
     out = np.empty(len(left), dtype=np.float32)
     for s in range(0, len(left), chunk):
-        out[s:s + chunk] = np.einsum("ij,ij->i", x[left[s:s + chunk]], x[right[s:s + chunk]])
+        out[s:s + chunk] = np.einsum("ij,ij->i", as_float32(x[left[s:s + chunk]]), as_float32(x[right[s:s + chunk]]))
     return out
 
 
@@ -752,7 +753,7 @@ def _cluster(rep: int, linked: dict[int, int], x: np.ndarray, signals: ImageSign
              verdicts: PairVerdicts, strength: dict[int, float]) -> DuplicateCluster:
     """One star: `linked` maps each member to its accepted candidate pair with the representative."""
     members = np.array([rep, *linked], dtype=np.int64)
-    cos = x[members] @ x[rep]
+    cos = as_float32(x[members]) @ as_float32(x[rep])
     distance, _ = pair_distances(signals.phash, signals.phash_mirror, np.full(len(members), rep), members)
     order = sorted(range(len(members)), key=lambda i: (i != 0, -cos[i], int(distance[i]), members[i]))
     members, cos, distance = members[order], cos[order], distance[order]

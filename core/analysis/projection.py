@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.analysis.exact import check_vectors, search
+from core.analysis.exact import as_float32, check_vectors, search
 from core.analysis.neighbours import NeighbourGraph, exact_graph
 
 FIT_MAX = 50_000
@@ -43,15 +43,16 @@ def umap_projection(vectors: np.ndarray, graph: NeighbourGraph, *, n_neighbors: 
         coords[:, 0] = np.arange(n)
         return Projection(coords, np.arange(n))
     if n <= fit_max:
-        return Projection(_fit(x, graph, n_neighbors, min_dist, seed), np.arange(n))
+        return Projection(_fit(as_float32(x), graph, n_neighbors, min_dist, seed), np.arange(n))
     rng = np.random.default_rng(seed)
     fitted = np.sort(rng.choice(n, size=fit_max, replace=False))
     coords = np.full((n, 2), np.nan, dtype=np.float32)
-    coords[fitted] = _fit(x[fitted], exact_graph(x[fitted], n_neighbors), n_neighbors, min_dist, seed)
+    sample = as_float32(x[fitted])
+    coords[fitted] = _fit(sample, exact_graph(sample, n_neighbors), n_neighbors, min_dist, seed)
     _place_by_neighbours(coords, graph)
     missing = np.flatnonzero(np.isnan(coords[:, 0]))
     if len(missing):
-        idx, sim = search(x[missing], x[fitted], n_neighbors)
+        idx, sim = search(x[missing], sample, n_neighbors)
         coords[missing] = _weighted_mean(coords[fitted], idx, sim)
     return Projection(coords, fitted)
 

@@ -35,6 +35,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from core.storage.errors import StorageError, StoreBusy
+from core.storage.mapped_pages import drop_mapped_pages
 from core.storage.vectors import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
@@ -302,9 +303,13 @@ class EdgeVectorStore(VectorStore):
         return vectors_in_order(ids, by_id, self.dim)
 
     def iter_all(self, batch: int = 10_000) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every point, a page at a time; the shard's mapped pages are handed back after each page
+        (`drop_mapped_pages`), so a full read never holds the vector file beside its copy."""
         def page(offset: object | None) -> tuple[list, object | None]:
             request = qe.ScrollRequest(offset=offset, limit=batch, with_payload=False, with_vector=True)
-            return self._run(lambda shard: shard.scroll(request))
+            found = self._run(lambda shard: shard.scroll(request))
+            drop_mapped_pages(self._copy if self._copy is not None else self._shard_dir)
+            return found
 
         return scroll_pages(page, VECTOR_NAME)
 
