@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import getpass
+import itertools
 import logging
 import threading
 import time
@@ -458,11 +459,15 @@ class Collection:
             old = shared.snapshot
             if old is not None and old.version == version:
                 return old
+            # a first read scrolls every vector; its first page comes before the catalog's rows take
+            # memory, since an Edge shard maps in its whole vector file while it loads (2.7 GB at 1M)
+            pages = self.backends.vectors.iter_all(batch=VECTOR_PAGE) if old is None else iter(())
+            first = next(pages, None)
             rows = read_analysis_rows(self.backends.catalog)
             ids = rows.frame["id"].tolist()
             dim = self.backends.vectors.dim
             if old is None:
-                vectors = self._all_vectors(ids)
+                vectors = self._all_vectors(ids, itertools.chain([first] if first else [], pages))
                 self.backends.vectors.rest()
                 release_free_memory()  # what the shard's reading and the catalog's pages left on the heap
             else:
@@ -475,21 +480,28 @@ class Collection:
             shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors)
             return shared.snapshot
 
-    def _all_vectors(self, ids: list[str]) -> np.ndarray:
-        """The vectors of ``ids``, in that order, written a page at a time into one array (in
-        `vector_dtype`): never a second copy of the collection's vectors, nor a dict of them."""
+    def _all_vectors(self, ids: list[str], pages: Iterable[tuple[list[str], np.ndarray]]) -> np.ndarray:
+        """The vectors of ``ids``, in that order, from the store's ``pages`` (a full scroll), written
+        a page at a time into one array (in `vector_dtype`): never a second copy of the collection's
+        vectors, nor a dict of them. Images the scroll had passed when they became visible (an
+        ingest finishing meanwhile) are fetched afterwards."""
         row_of = {image_id: row for row, image_id in enumerate(ids)}
         vectors = np.zeros((len(ids), self.backends.vectors.dim), vector_dtype(len(ids)))
         found = np.zeros(len(ids), dtype=bool)
-        for batch_ids, batch in self.backends.vectors.iter_all(batch=VECTOR_PAGE):
+        for batch_ids, batch in pages:
             rows = np.array([row_of.get(image_id, -1) for image_id in batch_ids])  # -1: not visible
             visible = rows >= 0
             vectors[rows[visible]] = batch[visible]
             found[rows[visible]] = True
-        if not found.all():
-            raise StorageError(f"{int((~found).sum())} visible images (the first {ids[int(np.argmin(found))]}) have "
-                               f"no vector in {self.backends.vectors.describe()}: the catalog and the vector store "
-                               "do not belong together (check DATA_DIR and the vector store settings)")
+        missing = np.flatnonzero(~found)
+        if len(missing):
+            try:
+                vectors[missing] = self.backends.vectors.fetch([ids[row] for row in missing])
+            except KeyError as exc:
+                raise StorageError(
+                    f"visible images (the first {exc.args[0]}) have no vector in "
+                    f"{self.backends.vectors.describe()}: the catalog and the vector store do not belong together "
+                    "(check DATA_DIR and the vector store settings)") from exc
         return vectors
 
     # analysis -----------------------------------------------------------------------------------

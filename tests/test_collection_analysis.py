@@ -221,7 +221,7 @@ def test_warm_up_leaves_the_first_pages_nothing_to_read_or_compute(
         for name in ("build_graph", "update_graph", "duplicate_candidates", "duplicate_clusters",
                      "umap_projection", "anomaly_scores"):
             monkeypatch.setattr(analysis, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} ran after the warm-up"))
-        monkeypatch.setattr(c, "_all_vectors", lambda ids: pytest.fail("the vectors were read after the warm-up"))
+        monkeypatch.setattr(c, "_all_vectors", lambda ids, pages: pytest.fail("the vectors were read after the warm-up"))
         viewer = c.acting_as(Actor("v", Role.VIEWER))
         assert viewer.duplicates().pair_count >= 0 and len(viewer.anomalies().rows) == 25
         assert len(viewer.projection()) == 25

@@ -21,6 +21,7 @@ from core.access import Actor, Role
 from core.cli import main as cli_main
 from core.collection import Collection
 from core.embedding import Embedder
+from core.errors import Unavailable
 from core.settings import Settings
 from core.storage.vectors import VectorFilter
 from core.synthetic import encode, photo
@@ -296,6 +297,32 @@ def test_snapshot_matches_catalog_and_refreshes_only_new_vectors(
     second = collection.snapshot()
     assert len(second.ids) == 6 and second.ids[:5] == first.ids
     assert [len(f) for f in fetched] == [1]  # only the new image's vector was fetched
+
+
+def test_a_first_snapshot_fetches_what_the_scroll_missed_and_names_a_vector_that_is_gone(
+    collection: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first snapshot starts scrolling the vector store before it reads the catalog, so an image
+    that became visible behind the scroll is fetched by id; one the store does not have at all is a
+    storage error naming it, not a zero vector."""
+    collection.ingest_uploads([(f"a{i}.jpg", encode(photo(i))) for i in range(4)])
+    ids = collection.backends.catalog.ready_frame()["id"].tolist()
+    stored = collection.backends.vectors.fetch(ids)
+    real_iter_all = collection.backends.vectors.iter_all
+
+    def behind(batch: int = 10_000):  # the scroll never yields the first image
+        for page_ids, page in real_iter_all(batch=batch):
+            keep = [i != ids[0] for i in page_ids]
+            yield [i for i in page_ids if i != ids[0]], page[keep]
+
+    monkeypatch.setattr(collection.backends.vectors, "iter_all", behind)
+    snap = collection.snapshot()
+    assert np.allclose(snap.vectors[snap.ids.index(ids[0])], stored[0])
+
+    collection.backends.vectors.delete([ids[1]])  # behind the facade's back: the catalog still shows it
+    collection._shared.snapshot = None
+    with pytest.raises(Unavailable, match=ids[1]):
+        collection.snapshot()
 
 
 def test_a_large_collection_holds_half_precision_vectors_with_the_same_results(

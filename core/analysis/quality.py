@@ -219,8 +219,10 @@ def property_outlier_scores(properties: np.ndarray) -> np.ndarray:
     such as the zero sharpness of a flat image, does not swamp the rest); 0 for an unmeasured image.
     The sum, rather than the largest, counts an image unusual in several ways (a foreign photo
     among icons: opaque, colourful, detailed) above one a little off in a single way."""
-    z = np.minimum(np.abs(robust_z(properties)), Z_CAP)
-    return np.sqrt((z**2).sum(axis=1))
+    z = robust_z(properties)  # worked on in place: at a million images each copy is 120 MB
+    np.abs(z, out=z)
+    np.minimum(z, Z_CAP, out=z)
+    return np.sqrt(np.einsum("ij,ij->i", z, z))
 
 
 def property_combination_scores(properties: np.ndarray) -> np.ndarray:
@@ -238,18 +240,21 @@ def property_combination_scores(properties: np.ndarray) -> np.ndarray:
     become unusual by whitening their noise; and the core, not every image, sets the correlation,
     so the outliers do not loosen the pattern they are measured against."""
     x = np.asarray(properties, dtype=np.float64)
-    z = np.clip(robust_z(x), -Z_CAP, Z_CAP)
+    z = robust_z(x)
+    np.clip(z, -Z_CAP, Z_CAP, out=z)
     measured = ~np.isnan(x).any(axis=1)
     out = np.zeros(len(z))
     if measured.sum() < 3:
         return out
-    zm = z[measured]
-    spread = (zm**2).sum(axis=1)
+    zm = z if measured.all() else z[measured]
+    del z
+    spread = np.einsum("ij,ij->i", zm, zm)
     core = zm[spread <= np.quantile(spread, COMBINATION_CORE)]
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = np.nan_to_num(np.corrcoef(core, rowvar=False))  # a property constant over the core: 0
     np.fill_diagonal(correlation, 1.0)
-    correlation = (correlation + COMBINATION_RIDGE * np.eye(z.shape[1])) / (1.0 + COMBINATION_RIDGE)
+    correlation = (correlation + COMBINATION_RIDGE * np.eye(zm.shape[1])) / (1.0 + COMBINATION_RIDGE)
+    del core
     white = solve_triangular(np.linalg.cholesky(correlation), zm.T, lower=True)
-    out[measured] = np.sqrt((white**2).sum(axis=0))
+    out[measured] = np.sqrt(np.einsum("ij,ij->j", white, white))
     return out
