@@ -137,6 +137,7 @@ class CollectionAnalysis:
         self.k = k
         self.device = device  # where the neighbour graph is computed: "cpu" or "cuda"
         self._values = ComputedOnce()
+        self._latest_graph: LatestGraph | None = None  # kept here, not encoded, where the cache is in-process
         self._views = ComputedOnce(max_values=MAX_THRESHOLD_VIEWS)
         self._windows_lock = threading.Lock()
         self._windows: tuple[list[str], np.ndarray] = ([], np.zeros((0, len(WINDOWS)), dtype=np.uint64))
@@ -172,13 +173,15 @@ class CollectionAnalysis:
         values rebuilt from the catalog more cheaply than sent through the cache (the image signals
         carry 384 bytes of packed sketch an image)."""
 
+        shared = codec is not None and not self.cache.in_process  # an in-process cache would hold a copy
+
         def load_or_compute() -> T:
             key = self._key(snap.version, name)
-            value = self._read(key, codec, len(snap.ids)) if codec is not None else None
+            value = self._read(key, codec, len(snap.ids)) if shared else None
             if value is None:
                 with observe_analysis(name.split(":")[0], version=snap.version):
                     value = compute()
-                if codec is not None:
+                if shared:
                     self.cache.set(key, codec.encode(value), ttl_s=CACHE_TTL_S)
             return value
 
@@ -197,7 +200,7 @@ class CollectionAnalysis:
     def _build_graph(self, snap: VectorSnapshot) -> NeighbourGraph:
         """Update the latest graph when this version only added images after it; else build anew."""
         latest_key = self._latest_key(f"graph:k{self.k}")
-        latest = self._read(latest_key, LATEST_GRAPH)
+        latest = self._latest_graph if self.cache.in_process else self._read(latest_key, LATEST_GRAPH)
         ids = snap.ids
         graph: NeighbourGraph | None = None
         if (latest is not None and 0 < latest.count <= len(ids) and latest.graph.n == latest.count
@@ -207,8 +210,11 @@ class CollectionAnalysis:
                 graph = analysis.update_graph(graph, snap.vectors, device=self.device)
         if graph is None:
             graph = analysis.build_graph(snap.vectors, k=min(self.k, max(1, len(ids) - 1)), device=self.device)
-        self.cache.set(latest_key, LATEST_GRAPH.encode(LatestGraph(len(ids), _ids_digest(ids), graph)),
-                       ttl_s=CACHE_TTL_S)
+        latest = LatestGraph(len(ids), _ids_digest(ids), graph)
+        if self.cache.in_process:
+            self._latest_graph = latest
+        else:
+            self.cache.set(latest_key, LATEST_GRAPH.encode(latest), ttl_s=CACHE_TTL_S)
         return graph
 
     def scale(self, snap: VectorSnapshot) -> SimilarityScale:

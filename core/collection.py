@@ -33,7 +33,7 @@ from core.analysis import METHODS, DuplicateThresholds
 from core.analysis.anomalies import DEFAULT_METHOD, AnomalyScores
 from core.analysis.heap import release_free_memory
 from core.analysis.quality import DEFAULT_Z, FLAG_NAMES, check_threshold
-from core.analysis_inputs import detail_pictures, read_analysis_rows, vector_dtype
+from core.analysis_inputs import AnalysisRows, detail_pictures, read_analysis_rows, vector_dtype
 from core.analysis_memo import waiting
 from core.analysis_service import CollectionAnalysis, VectorSnapshot
 from core.auth_secret import resolve_auth_secret
@@ -459,26 +459,34 @@ class Collection:
             old = shared.snapshot
             if old is not None and old.version == version:
                 return old
-            # a first read scrolls every vector; its first page comes before the catalog's rows take
-            # memory, since an Edge shard maps in its whole vector file while it loads (2.7 GB at 1M)
-            pages = self.backends.vectors.iter_all(batch=VECTOR_PAGE) if old is None else iter(())
-            first = next(pages, None)
-            rows = read_analysis_rows(self.backends.catalog)
-            ids = rows.frame["id"].tolist()
-            dim = self.backends.vectors.dim
             if old is None:
-                vectors = self._all_vectors(ids, itertools.chain([first] if first else [], pages))
-                self.backends.vectors.rest()
-                release_free_memory()  # what the shard's reading and the catalog's pages left on the heap
+                rows, vectors = self._first_read()
             else:
+                rows = read_analysis_rows(self.backends.catalog)
+                ids = rows.frame["id"].tolist()
                 position = {image_id: row for row, image_id in enumerate(old.ids)}
                 new = [i for i in ids if i not in position]
                 fetched = dict(zip(new, self.backends.vectors.fetch(new), strict=True)) if new else {}
-                vectors = np.zeros((len(ids), dim), vector_dtype(len(ids)))
+                vectors = np.zeros((len(ids), self.backends.vectors.dim), vector_dtype(len(ids)))
                 for row, image_id in enumerate(ids):
                     vectors[row] = old.vectors[position[image_id]] if image_id in position else fetched[image_id]
             shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors)
             return shared.snapshot
+
+    def _first_read(self) -> tuple[AnalysisRows, np.ndarray]:
+        """The catalog's rows and every vector, for a first snapshot. The first page of vectors is
+        scrolled before the catalog is read: an Edge shard maps in its whole vector file while it
+        loads (2.7 GB at a million images, handed back after each page), so it loads while little
+        else is in memory, and is kept loaded until the scroll ends."""
+        store = self.backends.vectors
+        with store.kept_open():
+            pages = store.iter_all(batch=VECTOR_PAGE)
+            first = next(pages, None)
+            rows = read_analysis_rows(self.backends.catalog)
+            vectors = self._all_vectors(rows.frame["id"].tolist(), itertools.chain([first] if first else [], pages))
+        store.rest()
+        release_free_memory()  # what the shard's reading and the catalog's pages left on the heap
+        return rows, vectors
 
     def _all_vectors(self, ids: list[str], pages: Iterable[tuple[list[str], np.ndarray]]) -> np.ndarray:
         """The vectors of ``ids``, in that order, from the store's ``pages`` (a full scroll), written

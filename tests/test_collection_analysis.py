@@ -132,6 +132,10 @@ def test_adding_images_updates_the_graph_instead_of_rebuilding(
     analysed.ingest_uploads([("late.png", encode(drawing(500), "PNG"))])
     view = analysed.duplicates()
     assert updates == [view.images]
+    # the embedded cache is in this process: the graph the analysis holds is not copied into it
+    cache, service = analysed.backends.cache, analysed.analysis
+    assert cache.in_process and cache.get(service._key(analysed.version(), "graph:k30")) is None
+    assert cache.get(service._latest_key("graph:k30")) is None
 
 
 def test_planted_foreign_group_ranks_on_top_and_labels_come_back(analysed: Collection) -> None:

@@ -127,3 +127,22 @@ def test_the_first_full_read_of_the_vectors_hands_the_shard_back(collection: Col
     assert _held(collection.backends.vectors.path)
     assert len(collection.snapshot().ids) == 3
     assert not _held(collection.backends.vectors.path)
+
+
+def test_a_kept_open_store_outlasts_its_idle_delay_yet_yields_to_a_waiting_process(tmp_path: Path) -> None:
+    """A first snapshot reads the catalog (47 s at a million images) between its first page of
+    vectors and the rest: idle that long, the shard was handed back and loaded again, mapping in its
+    whole vector file a second time while the catalog's rows were in memory."""
+    store = EdgeVectorStore(tmp_path / "v", 8, idle_release_s=0.2)
+    ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(5)]
+    store.upsert(ids, _unit(5), [{} for _ in ids])
+    with store.kept_open():
+        time.sleep(0.6)
+        assert _held(tmp_path / "v")  # idle three times its delay, still loaded
+        holder = _holder_process(tmp_path / "v", hold_s=0.1)  # waits for it, and gets it
+        holder.wait(timeout=10)
+        assert holder.returncode == 0 and not _held(tmp_path / "v")
+        assert store.count() == 5  # loaded again when asked
+    time.sleep(0.6)
+    assert not _held(tmp_path / "v")  # out of kept_open, idle time counts again
+    store.close()

@@ -8,6 +8,9 @@ from abc import ABC, abstractmethod
 
 class Cache(ABC):
     name: str
+    # True where the cache lives in this process: there a value the analysis already holds would
+    # be a second copy of it (a million images' neighbour graph is 240 MB), so it keeps those itself
+    in_process: bool = False
 
     @abstractmethod
     def get(self, key: str) -> bytes | None:

@@ -11,6 +11,7 @@ from core.storage.cache import Cache
 
 class MemoryCache(Cache):
     name = "memory"
+    in_process = True
 
     def __init__(self, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,6 +118,13 @@ class VectorStore(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    @contextmanager
+    def kept_open(self) -> Iterator[None]:
+        """Keep what this process holds open while the caller works elsewhere between two calls
+        (a first snapshot reads the catalog between its first page of vectors and the rest); a
+        store that holds nothing here has nothing to keep."""
+        yield
 
     def rest(self) -> None:
         """Nothing is asked of the store for a while (a full read just ended): hand back what this

@@ -104,6 +104,7 @@ class EdgeVectorStore(VectorStore):
         self._lock_file: IO[str] | None = None
         self._last_used = 0.0
         self._busy = 0
+        self._kept = 0  # callers inside kept_open(): idle time does not count, a waiting process still does
         self._closed = False
         self._watcher: threading.Thread | None = None
 
@@ -216,7 +217,7 @@ class EdgeVectorStore(VectorStore):
                 if self._busy:
                     continue
                 idle = time.monotonic() - self._last_used
-                if idle >= self.idle_release_s or (idle >= 0.01 and self._someone_waits()):
+                if (idle >= self.idle_release_s and not self._kept) or (idle >= 0.01 and self._someone_waits()):
                     self._release()
                     return
 
@@ -327,6 +328,19 @@ class EdgeVectorStore(VectorStore):
 
     def describe(self) -> str:
         return f"Qdrant Edge shard at {self._shard_dir}"
+
+    @contextmanager
+    def kept_open(self) -> Iterator[None]:
+        """The shard stays loaded however long the caller is idle (reloading it maps its whole
+        vector file in again: 2.7 GB at a million images); another process waiting still gets it."""
+        with self._mutex:
+            self._kept += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._kept -= 1
+                self._last_used = time.monotonic()
 
     def rest(self) -> None:
         """Hand the shard back now, not after the idle delay: a full scan leaves every page of it
