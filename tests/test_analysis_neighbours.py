@@ -86,6 +86,23 @@ def test_approximate_graph_agrees_with_exact() -> None:
     assert np.allclose(graph.similarities[same], truth.similarities[same], atol=1e-5)  # rescored exactly
 
 
+def test_half_precision_vectors_give_the_graph_of_their_values() -> None:
+    """A large collection's snapshot holds float16: the approximate graph (its rescoring reads the
+    halves through a table) and the exact one multiply them in float32, so both equal the float32
+    graph of the same rounded values, and stay close to the unrounded graph."""
+    x = clustered(6000, seed=3, clusters=60)
+    half = x.astype(np.float16)
+    rounded = half.astype(np.float32)
+    truth = exact_graph(rounded, 10)
+    assert np.array_equal(exact_graph(half, 10).indices, truth.indices)
+    graph = approximate_graph(half, 10, sample=300)
+    assert graph.method.startswith("ivf") and graph_recall(graph, rounded, sample=500, seed=7) >= 0.95
+    same = (graph.indices == truth.indices) & (truth.indices >= 0)
+    assert same.mean() > 0.9
+    assert np.allclose(graph.similarities[same], truth.similarities[same], atol=1e-5)
+    assert np.abs(truth.similarities - exact_graph(x, 10).similarities).max() < 1e-3
+
+
 def test_auto_method_switches_to_approximate_above_the_limit() -> None:
     x = clustered(5000, seed=4)
     assert build_graph(x, 5, exact_max_n=10_000).method == "exact"
