@@ -461,15 +461,11 @@ class Collection:
                 return old
             if old is None:
                 rows, vectors = self._first_read()
-            else:
+            else:  # the previous snapshot's vectors, a page at a time; the new ones are fetched
                 rows = read_analysis_rows(self.backends.catalog)
-                ids = rows.frame["id"].tolist()
-                position = {image_id: row for row, image_id in enumerate(old.ids)}
-                new = [i for i in ids if i not in position]
-                fetched = dict(zip(new, self.backends.vectors.fetch(new), strict=True)) if new else {}
-                vectors = np.zeros((len(ids), self.backends.vectors.dim), vector_dtype(len(ids)))
-                for row, image_id in enumerate(ids):
-                    vectors[row] = old.vectors[position[image_id]] if image_id in position else fetched[image_id]
+                kept = ((old.ids[s:s + VECTOR_PAGE], old.vectors[s:s + VECTOR_PAGE])
+                        for s in range(0, len(old.ids), VECTOR_PAGE))
+                vectors = self._all_vectors(rows.frame["id"].tolist(), kept)
             shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors)
             return shared.snapshot
 
@@ -489,10 +485,11 @@ class Collection:
         return rows, vectors
 
     def _all_vectors(self, ids: list[str], pages: Iterable[tuple[list[str], np.ndarray]]) -> np.ndarray:
-        """The vectors of ``ids``, in that order, from the store's ``pages`` (a full scroll), written
-        a page at a time into one array (in `vector_dtype`): never a second copy of the collection's
-        vectors, nor a dict of them. Images the scroll had passed when they became visible (an
-        ingest finishing meanwhile) are fetched afterwards."""
+        """The vectors of ``ids``, in that order, from ``pages`` of (ids, vectors): the store's full
+        scroll, or the previous snapshot's. Written a page at a time into one array (in
+        `vector_dtype`): never a second copy of the collection's vectors, nor a dict of them. The
+        images the pages lack (added since the previous snapshot, or visible only once the scroll
+        had passed them) are fetched by id."""
         row_of = {image_id: row for row, image_id in enumerate(ids)}
         vectors = np.zeros((len(ids), self.backends.vectors.dim), vector_dtype(len(ids)))
         found = np.zeros(len(ids), dtype=bool)

@@ -87,9 +87,10 @@ def search_tensors(queries: torch.Tensor, vectors: torch.Tensor, k: int,
             r1 = min(n_q, r0 + rows)
             best_sim = torch.full((r1 - r0, k), -math.inf, device=x.device)
             best_idx = torch.full((r1 - r0, k), -1, dtype=torch.int64, device=x.device)
+            block = q[r0:r1].float()
             for c0 in range(0, n, cols):
                 c1 = min(n, c0 + cols)
-                sims = q[r0:r1].float() @ x[c0:c1].float().T
+                sims = block @ x[c0:c1].float().T
                 if self_offset is not None:
                     _mask_self(sims, self_offset + r0, c0)
                 top_sim, top_idx = torch.topk(sims, min(k, c1 - c0), dim=1)
