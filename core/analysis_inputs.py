@@ -4,7 +4,8 @@ At a million images the sketches alone are ~0.8 GB as Python bytes, and the hash
 again as Python strings; read into one frame, they all were in memory at once, beside the arrays
 built from them. Here each page of :meth:`Catalog.ready_pages` is packed into arrays allocated once
 for the whole collection (sketches by `sketch_arrays`, hashes as fixed-width digests and integers),
-and only the columns views show (names, sources, sizes, arrival, properties) are kept as a frame.
+the properties into one matrix, and only the columns views show (ids, names, sources, sizes) are
+kept as a frame.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from core.analysis.crops import PACKED_BYTES
 from core.analysis.details import DETAIL_SIDE
 from core.analysis.duplicates import DIGEST_HEX, hash_groups, hex_digests, sketch_arrays
 from core.analysis.hamming import hashes_from_hex
+from core.image_properties import PROPERTY_NAMES
 from core.images import detail_picture
 from core.storage.blobs import BlobStore, thumbnail_key
 from core.storage.catalog import READY, READY_PAGE_ROWS, Catalog
+from core.storage.catalog_properties import COLUMN_PREFIX
 
 log = logging.getLogger(__name__)
 DETAIL_THUMBNAIL_MAX_BYTES = 4 * 2**20  # a thumbnail is a 256-pixel JPEG: anything larger was not written by ingest
@@ -36,15 +39,18 @@ DETAIL_THUMBNAIL_MAX_BYTES = 4 * 2**20  # a thumbnail is a 256-pixel JPEG: anyth
 # collections, which memory never binds, keep float32 and exact cosines.
 HALF_PRECISION_MIN_IMAGES = 200_000
 
-SIGNAL_COLUMNS = ("sha256", "pixel_sha256", "phash", "phash_mirror", "dhash", "sketch")  # not kept in the frame
+PROPERTY_COLUMNS = tuple(COLUMN_PREFIX + name for name in PROPERTY_NAMES)  # kept as AnalysisRows.properties
+VIEW_COLUMNS = ("id", "file_name", "source", "width", "height")  # kept as AnalysisRows.frame: what views show
 
 
 @dataclass(frozen=True)
 class AnalysisRows:
-    """Every visible image in arrival order: row i of ``frame`` is entry i of ``signals``."""
+    """Every visible image in arrival order: row i of ``frame`` is entry i of ``signals`` and row i
+    of ``properties``."""
 
-    frame: pd.DataFrame  # the catalog's columns but SIGNAL_COLUMNS
+    frame: pd.DataFrame  # the catalog's VIEW_COLUMNS
     signals: ImageSignals
+    properties: np.ndarray  # (n, len(PROPERTY_NAMES)) float64, NaN rows for unmeasured images
 
 
 def read_analysis_rows(catalog: Catalog, page_rows: int = READY_PAGE_ROWS) -> AnalysisRows:
@@ -53,8 +59,8 @@ def read_analysis_rows(catalog: Catalog, page_rows: int = READY_PAGE_ROWS) -> An
     frames = []
     for page in catalog.ready_pages(page_rows):
         columns.add(page)
-        frames.append(page.drop(columns=list(SIGNAL_COLUMNS)))
-    return AnalysisRows(pd.concat(frames, ignore_index=True), columns.signals())
+        frames.append(page[list(VIEW_COLUMNS)])
+    return AnalysisRows(pd.concat(frames, ignore_index=True), columns.signals(), columns.arrays["properties"][: columns.count])
 
 
 class _SignalColumns:
@@ -72,6 +78,7 @@ class _SignalColumns:
             "created": np.zeros(expected, dtype=np.float64),
             "sketch": np.zeros((expected, PACKED_BYTES), dtype=np.uint8),
             "has_sketch": np.zeros(expected, dtype=bool),
+            "properties": np.zeros((expected, len(PROPERTY_COLUMNS))),
         }
 
     def add(self, page: pd.DataFrame) -> None:
@@ -87,10 +94,11 @@ class _SignalColumns:
         a["pixels"][rows] = page["width"].to_numpy(np.int64) * page["height"].to_numpy(np.int64)
         a["created"][rows] = page["created_at"].to_numpy(np.float64)
         a["sketch"][rows], a["has_sketch"][rows] = sketch_arrays(page["sketch"].tolist())
+        a["properties"][rows] = page[list(PROPERTY_COLUMNS)].to_numpy(np.float64, na_value=np.nan)
         self.count = end
 
     def signals(self) -> ImageSignals:
-        a = {name: array[: self.count] for name, array in self.arrays.items()}
+        a = {name: array[: self.count] for name, array in self.arrays.items() if name != "properties"}
         return ImageSignals(bytes_group=hash_groups(a["sha256"]), pixels_group=hash_groups(a["pixel_sha256"]),
                             phash=a["phash"], phash_mirror=a["phash_mirror"], pixels=a["pixels"],
                             created=a["created"], sketch=a["sketch"], has_sketch=a["has_sketch"])

@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -47,7 +48,6 @@ from core.analysis.quality import (
     DEFAULT_Z,
     FLAG_NAMES,
     QualityFlags,
-    property_matrix,
     quality_flags,
     robust_z,
 )
@@ -66,7 +66,6 @@ from core.cache_codec import (
     CodecError,
     LatestGraph,
 )
-from core.image_properties import PROPERTY_NAMES
 from core.images import detail_picture
 from core.observability import observe_analysis
 from core.paging import Page, page_of
@@ -85,12 +84,12 @@ from core.reports import (
 )
 from core.storage.cache import Cache
 from core.storage.catalog import Catalog, ImageRecord, Label
-from core.storage.catalog_properties import COLUMN_PREFIX
 
 CACHE_TTL_S = 7 * 24 * 3600
 MAX_THRESHOLD_VIEWS = 16  # clusterings kept per version: the latest slider positions
 ARRIVAL_NEIGHBOURS = 5
 MIN_CALIBRATION_IMAGES = 2 * 10 + 1  # the scale's reference rank needs that many images
+REF_CHUNK = 65536  # image references built at once for a long listing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -106,19 +105,27 @@ class VectorSnapshot:
     signals: ImageSignals  # entry i is frame row i: hashes, sizes and packed sketches
     vectors: np.ndarray  # (n, dim) L2-normalised, row i is frame row i; float16 from analysis_inputs.HALF_PRECISION_MIN_IMAGES images
 
-    # Converted from the frame once per snapshot: every threshold view reads them for each of its
-    # clusters, and a conversion costs as much as a view's whole clustering at 10k images.
+    properties: np.ndarray  # (n, len(PROPERTY_NAMES)) measured properties, NaN rows for unmeasured images
+
+    # Converted from the frame once per snapshot: every view and the graph's cache key read them.
     @functools.cached_property
     def ids(self) -> list[str]:
         return self.frame["id"].tolist()
 
-    @functools.cached_property
-    def ref_columns(self) -> tuple[list, ...]:
-        return tuple(self.frame[c].tolist() for c in ("id", "file_name", "source", "width", "height"))
-
     def refs(self, rows: np.ndarray | list[int] | range) -> list[ImageRef]:
-        ids, names, sources, widths, heights = self.ref_columns
-        return [ImageRef(str(ids[r]), str(names[r]), str(sources[r]), int(widths[r]), int(heights[r])) for r in rows]
+        """The rows' references, their columns taken from the frame for these rows only: at a
+        million images each column as a list of Python objects held 50-90 MB."""
+        rows = np.asarray(rows, dtype=np.int64)
+        names = self.frame["file_name"].take(rows).tolist()
+        sources, widths, heights = (_shared(self.frame[c].take(rows).tolist()) for c in ("source", "width", "height"))
+        return [ImageRef(self.ids[r], *ref) for r, *ref in zip(rows.tolist(), names, sources, widths, heights, strict=True)]
+
+
+def _shared(values: list[T]) -> list[T]:
+    """``values`` with equal ones as one object: a folder name or a size repeats across many rows,
+    and each converted value is otherwise its own object (28-60 bytes)."""
+    seen: dict[T, T] = {}
+    return [seen.setdefault(v, v) for v in values]
 
 
 class CollectionAnalysis:
@@ -252,7 +259,7 @@ class CollectionAnalysis:
         if len(snap.ids) < 2:
             return DuplicatesView((), thresholds, self._empty_scale(), 0, len(snap.ids))
         report = self._report(snap, thresholds)
-        groups = tuple(_group(snap, number, cluster) for number, cluster in enumerate(report.clusters, 1))
+        groups = _groups(snap, report.clusters, 1)
         return DuplicatesView(groups, thresholds, report.scale, report.pair_count, len(snap.ids),
                               hamming_searched=report.hamming_searched)
 
@@ -261,7 +268,7 @@ class CollectionAnalysis:
         snap = self.snapshot()
         clusters = self._report(snap, thresholds).clusters if len(snap.ids) >= 2 else ()
         page = page_of(clusters, offset, limit)
-        groups = tuple(_group(snap, number, c) for number, c in enumerate(page.items, offset + 1))
+        groups = _groups(snap, page.items, offset + 1)
         return Page(groups, offset, limit, page.total)
 
     def cluster_ids(self, snap: VectorSnapshot, thresholds: DuplicateThresholds) -> np.ndarray:
@@ -297,8 +304,7 @@ class CollectionAnalysis:
     # image quality --------------------------------------------------------------------------------
     def properties(self, snap: VectorSnapshot) -> np.ndarray:
         """(n, len(PROPERTY_NAMES)) the images' measured properties, NaN rows for unmeasured ones."""
-        return self._cached(snap, "properties", lambda: property_matrix(
-            {name: snap.frame[COLUMN_PREFIX + name].to_numpy() for name in PROPERTY_NAMES}), None)
+        return snap.properties
 
     def quality(self, snap: VectorSnapshot, z_threshold: float) -> QualityFlags:
         """Every image's issue flags at this cut-off, kept for the version."""
@@ -330,7 +336,7 @@ class CollectionAnalysis:
             for row, ref in zip(found, snap.refs(found), strict=True):
                 raised = next(f for f in flags.of(int(row)) if f.name == name)
                 rows.append(IssueRow(ref, raised.name, raised.explanation, raised.property,
-                                     float(flags.values[row, j]), float(flags.z[row, j])))
+                                     flags.value(int(row), j), float(flags.z[row, j])))
         return IssuesView(z_threshold, tuple(rows), len(snap.ids))
 
     def _ranked(self, snap: VectorSnapshot, method: str, k: int | None) -> tuple[AnomalyScores, np.ndarray]:
@@ -365,7 +371,9 @@ class CollectionAnalysis:
                        label.label if label else None, bool(selected[row]),
                        label.labelled_by if label else None, label.labelled_at if label else None,
                        reasons[row], flags.of(int(row)))
-            for row, ref in zip(page, snap.refs(page), strict=True)
+            # references a chunk at a time: an export's million rows hold only their own columns' objects
+            for c0 in range(0, len(page), REF_CHUNK)
+            for row, ref in zip(page[c0:c0 + REF_CHUNK], snap.refs(page[c0:c0 + REF_CHUNK]), strict=True)
             for label in (labels.get(ref.image_id),)
         )
         return scores, Page(rows, offset, limit, len(listed))
@@ -391,7 +399,7 @@ class CollectionAnalysis:
                 snap.vectors, self.graph(snap)), PROJECTION)
             coordinates, fitted = projection.coordinates, len(projection.fitted)
         scores = self.anomaly_scores(snap, DEFAULT_METHOD, None)
-        ids, names, sources, _, _ = snap.ref_columns
+        ids, names, sources = snap.ids, snap.frame["file_name"].tolist(), snap.frame["source"].tolist()
         return MapView(
             image_id=tuple(ids), file_name=tuple(names), source=tuple(sources),
             x=np.ascontiguousarray(coordinates[:, 0], dtype=np.float32),
@@ -433,8 +441,15 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
-def _group(snap: VectorSnapshot, number: int, cluster: DuplicateCluster) -> DuplicateGroup:
-    refs = snap.refs(list(cluster.members))
+def _groups(snap: VectorSnapshot, clusters: Sequence[DuplicateCluster], first: int) -> tuple[DuplicateGroup, ...]:
+    """The clusters as groups numbered from ``first``, their members' references taken in one call
+    (a call per cluster cost more than the clustering for thousands of clusters)."""
+    refs = iter(snap.refs([row for cluster in clusters for row in cluster.members]))
+    return tuple(_group(snap, number, cluster, list(itertools.islice(refs, len(cluster.members))))
+                 for number, cluster in enumerate(clusters, first))
+
+
+def _group(snap: VectorSnapshot, number: int, cluster: DuplicateCluster, refs: list[ImageRef]) -> DuplicateGroup:
     members = tuple(
         DuplicateMember(ref, i == 0, sim, cos, dist, crop, sig)
         for i, (ref, sim, cos, dist, crop, sig) in enumerate(

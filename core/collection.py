@@ -466,7 +466,8 @@ class Collection:
                 kept = ((old.ids[s:s + VECTOR_PAGE], old.vectors[s:s + VECTOR_PAGE])
                         for s in range(0, len(old.ids), VECTOR_PAGE))
                 vectors = self._all_vectors(rows.frame["id"].tolist(), kept)
-            shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors)
+            shared.snapshot = VectorSnapshot(version=version, frame=rows.frame, signals=rows.signals, vectors=vectors,
+                                             properties=rows.properties)
             return shared.snapshot
 
     def _first_read(self) -> tuple[AnalysisRows, np.ndarray]:

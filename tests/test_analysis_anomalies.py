@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.analysis.anomalies import METHODS, USES_PROPERTIES, anomaly_scores, select_anomalies
+from core.analysis.anomalies import (
+    METHODS,
+    USES_PROPERTIES,
+    anomaly_scores,
+    knn_distance,
+    kth_distance,
+    select_anomalies,
+)
 from core.analysis.neighbours import exact_graph
 from core.analysis.quality import property_combination_scores, property_outlier_scores, quality_flags
 from core.errors import InvalidRequest
@@ -156,6 +163,29 @@ def test_copies_of_an_outlier_do_not_hide_each_other() -> None:
     aware = anomaly_scores(x, graph, method="knn", k=2, same_image=labels)
     assert blind.scores[300] < 1e-5  # its nearest neighbours are its own copies
     assert set(aware.ranking()[:3]) == {300, 301, 302}
+
+
+@pytest.mark.parametrize("distance", [kth_distance, knn_distance])
+def test_graph_distances_read_in_row_blocks_equal_a_direct_reading(distance) -> None:
+    """Blocks of 7 rows (a large collection's 65,536, scaled down) give each row the distance a
+    direct reading of its own neighbour list gives, duplicates skipped, unlisted slots ignored."""
+    normal, rng = normal_collection(100, seed=4)
+    x = unit(normal)
+    graph = exact_graph(x, 6)
+    graph.indices[::9, 4:] = -1  # fewer listed than k for some rows
+    graph.similarities[::9, 4:] = -np.inf
+    labels = rng.integers(0, 40, len(x))  # many rows share a label with a listed neighbour
+    k = 3
+    expected = []
+    for row in range(len(x)):
+        listed = [(j, s) for j, s in zip(graph.indices[row], graph.similarities[row], strict=True) if j >= 0]
+        kept = [1.0 - s for j, s in listed if labels[j] != labels[row]][:k]
+        if not kept:
+            expected.append(max(1.0 - s for _, s in listed))
+        else:
+            expected.append(kept[-1] if distance is kth_distance else float(np.mean(kept)))
+    np.testing.assert_allclose(distance(graph, k, labels, block=7), expected, rtol=1e-6)
+    np.testing.assert_array_equal(distance(graph, k, labels, block=7), distance(graph, k, labels))
 
 
 def test_selection_by_threshold_top_or_contamination() -> None:

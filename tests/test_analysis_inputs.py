@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from core.analysis import ImageSignals
-from core.analysis_inputs import SIGNAL_COLUMNS, read_analysis_rows
+from core.analysis_inputs import VIEW_COLUMNS, read_analysis_rows
+from core.image_properties import PROPERTY_NAMES, ImageProperties
 from core.storage.catalog import Catalog, ImageRecord, sqlite_url
 
 pytest_plugins = ("fixtures_servers",)
@@ -39,9 +40,15 @@ def _record(n: int) -> ImageRecord:
     )
 
 
+def _properties(n: int) -> ImageProperties:
+    return ImageProperties(**{name: (100 + n if name in ("width", "pixels") else n / 7 + j)
+                              for j, name in enumerate(PROPERTY_NAMES)})
+
+
 def _fill(catalog: Catalog, count: int) -> list[ImageRecord]:
     records = [_record(n) for n in range(count)]
-    catalog.add_pending(records, [])
+    # every third image unmeasured (as before a repair): a NaN row
+    catalog.add_pending(records, [], properties={r.id: _properties(n) for n, r in enumerate(records) if n % 3})
     catalog.mark_ready([r.id for r in records])
     return records
 
@@ -55,11 +62,15 @@ def _assert_same_signals(found: ImageSignals, expected: ImageSignals) -> None:
 
 
 def test_paged_rows_match_the_whole_frame(catalog: Catalog) -> None:
-    _fill(catalog, 23)
+    number = {r.id: n for n, r in enumerate(_fill(catalog, 23))}
     frame = catalog.ready_frame()
     rows = read_analysis_rows(catalog, page_rows=5)
-    assert rows.frame.equals(frame.drop(columns=list(SIGNAL_COLUMNS)))
-    assert not set(SIGNAL_COLUMNS) & set(rows.frame.columns)  # no sketch held as bytes, no hash as text
+    # no sketch held as bytes, no hash as text, no property twice: only what views show
+    assert rows.frame.equals(frame[list(VIEW_COLUMNS)]) and list(rows.frame.columns) == list(VIEW_COLUMNS)
+    expected = np.array([[np.nan] * len(PROPERTY_NAMES) if n % 3 == 0 else
+                         [getattr(_properties(n), name) for name in PROPERTY_NAMES]
+                         for n in (number[i] for i in rows.frame["id"])])
+    np.testing.assert_array_equal(rows.properties, expected)
     _assert_same_signals(rows.signals, ImageSignals.from_columns(
         sha256=frame["sha256"].tolist(), pixel_sha256=frame["pixel_sha256"].tolist(), phash=frame["phash"].tolist(),
         phash_mirror=frame["phash_mirror"].tolist(), width=frame["width"].tolist(), height=frame["height"].tolist(),

@@ -60,6 +60,27 @@ def test_small_blocks_give_the_same_graph(monkeypatch: pytest.MonkeyPatch) -> No
     assert np.allclose(whole.similarities, blocked.similarities, atol=1e-6)
 
 
+def test_float16_vectors_are_searched_in_small_converted_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Halves are converted a column block at a time, in smaller blocks than float32 is searched in
+    (memory at a million images); many such blocks give the graph of their rounded values."""
+    half = clustered(700, seed=1).astype(np.float16)
+    rounded = exact_graph(half.astype(np.float32), 8)
+    converted: list[int] = []
+    real_float = torch.Tensor.float
+
+    def counted(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dtype == torch.float16:
+            converted.append(tensor.shape[0])
+        return real_float(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "float", counted)
+    monkeypatch.setattr(exact_module, "HALF_BLOCK_ELEMENTS", 256 * 64)
+    blocked = exact_graph(half, 8)
+    assert np.array_equal(rounded.indices, blocked.indices)
+    assert np.allclose(rounded.similarities, blocked.similarities, atol=1e-6)
+    assert max(converted) <= 256 * 64 // half.shape[1] and len(converted) > 20
+
+
 def test_fewer_images_than_k_are_padded() -> None:
     graph = exact_graph(clustered(4), 10)
     assert (graph.indices[:, :3] >= 0).all() and (graph.indices[:, 3:] == -1).all()

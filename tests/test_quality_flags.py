@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from core.analysis.quality import FLAG_NAMES, property_matrix, property_outlier_scores, quality_flags
+from core.analysis.quality import FLAG_NAMES, property_outlier_scores, quality_flags
 from core.analysis.reasons import image_reasons
 from core.errors import InvalidRequest
 from core.image_properties import PROPERTY_NAMES, ImageProperties
@@ -19,7 +19,7 @@ def measure(image: Image.Image) -> ImageProperties:
 
 
 def matrix(found: list[ImageProperties]) -> np.ndarray:
-    return property_matrix({name: [getattr(p, name) for p in found] for name in PROPERTY_NAMES})
+    return np.array([[getattr(p, name) for name in PROPERTY_NAMES] for p in found], dtype=np.float64)
 
 
 def scene(seed: int, *, background: tuple[int, int, int] | None = None, level: float = 1.0,
@@ -135,6 +135,10 @@ def test_reasons_name_the_flags_and_the_embedding_evidence(collection: tuple[np.
     assert "blank" in reasons[names.index("blank")]
     assert reasons[2] == ()
     assert reasons[3] == ("unusual combination of properties",)  # no property unusual alone
+    # rows with the same reasons share one tuple: a million rows hold a few distinct lists, not a million
+    again = image_reasons(np.r_[near, near], np.r_[far, far], quality_flags(np.r_[properties, properties]),
+                          np.zeros((2 * n, len(PROPERTY_NAMES))), np.r_[combination, combination])
+    assert all(again[row] is again[row + n] for row in range(n))
 
 
 def drawing(seed: int, *, panel: tuple[int, int, int] | None = None) -> Image.Image:

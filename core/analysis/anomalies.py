@@ -40,6 +40,7 @@ expected contamination percentage.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ def anomaly_scores(vectors: np.ndarray, graph: NeighbourGraph, *, method: str = 
 
     `k` defaults to the graph's k and cannot exceed it. `same_image` gives each row a group label
     (equal labels = exact duplicates, e.g. the same SHA-256) so that "knn" skips those neighbours.
-    `properties` is the rows' property matrix (:func:`core.analysis.quality.property_matrix`),
+    `properties` is the rows' property matrix (columns in `PROPERTY_NAMES` order, NaN rows unmeasured),
     which "fused" and "properties" read; without it every image's properties count as typical.
     """
     if method not in METHODS:
@@ -172,19 +173,15 @@ def combination_p_values(properties: np.ndarray) -> np.ndarray:
     return property_p_values(property_combination_scores(properties))
 
 
-def kth_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None) -> np.ndarray:
+def kth_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None,
+                 block: int = 65536) -> np.ndarray:
     """Cosine distance to the k-th neighbour that is not an exact duplicate of the row (the farthest
     listed one when fewer are listed)."""
-    labels = None if same_image is None else np.asarray(same_image)
-    idx = graph.indices
-    listed = idx >= 0
-    valid = listed if labels is None else listed & (labels[np.maximum(idx, 0)] != labels[:, None])
-    distance = np.where(valid, 1.0 - graph.similarities.astype(np.float64), -np.inf)
-    taken = valid & (np.cumsum(valid, axis=1) <= k)
-    out = np.where(taken, distance, -np.inf).max(axis=1)
-    fallback = np.where(listed, 1.0 - graph.similarities.astype(np.float64), -np.inf).max(axis=1)
-    out = np.where(np.isfinite(out), out, fallback)
-    return np.where(np.isfinite(out), out, 0.0)
+    out = np.empty(graph.n)
+    for rows, distance, listed, taken in _taken_neighbours(graph, k, same_image, block):
+        kth = np.where(taken, distance, -np.inf).max(axis=1)
+        out[rows] = np.where(np.isfinite(kth), kth, _farthest_listed(distance, listed))
+    return out
 
 
 def knn_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = None,
@@ -194,20 +191,32 @@ def knn_distance(graph: NeighbourGraph, k: int, same_image: np.ndarray | None = 
     A row whose listed neighbours are all its own duplicates scores the distance to the farthest
     listed one (a lower bound).
     """
-    labels = None if same_image is None else np.asarray(same_image)
     out = np.empty(graph.n)
-    for s in range(0, graph.n, block):
-        idx = graph.indices[s:s + block]
-        distance = 1.0 - graph.similarities[s:s + block].astype(np.float64)
-        listed = idx >= 0
-        valid = listed if labels is None else listed & (labels[np.maximum(idx, 0)] != labels[s:s + block, None])
-        taken = valid & (np.cumsum(valid, axis=1) <= k)
+    for rows, distance, listed, taken in _taken_neighbours(graph, k, same_image, block):
         count = taken.sum(axis=1)
-        fallback = np.where(listed, distance, -np.inf).max(axis=1)
-        fallback = np.where(np.isfinite(fallback), fallback, 0.0)
-        out[s:s + block] = np.where(count > 0, np.where(taken, distance, 0.0).sum(axis=1) / np.maximum(count, 1),
-                                    fallback)
+        out[rows] = np.where(count > 0, np.where(taken, distance, 0.0).sum(axis=1) / np.maximum(count, 1),
+                             _farthest_listed(distance, listed))
     return out
+
+
+def _taken_neighbours(graph: NeighbourGraph, k: int, same_image: np.ndarray | None, block: int
+                      ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per block of rows: (rows, cosine distances, listed, taken), taken marking the first k listed
+    neighbours that are not exact duplicates of the row (equal ``same_image`` labels). In blocks:
+    at a million images and k = 30 each whole-graph float64 temporary is 240 MB."""
+    labels = None if same_image is None else np.asarray(same_image)
+    for s in range(0, graph.n, block):
+        rows = slice(s, min(s + block, graph.n))
+        idx = graph.indices[rows]
+        listed = idx >= 0
+        valid = listed if labels is None else listed & (labels[np.maximum(idx, 0)] != labels[rows, None])
+        yield rows, 1.0 - graph.similarities[rows].astype(np.float64), listed, valid & (np.cumsum(valid, axis=1) <= k)
+
+
+def _farthest_listed(distance: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """Each row's distance to its farthest listed neighbour, 0 with none listed."""
+    farthest = np.where(listed, distance, -np.inf).max(axis=1)
+    return np.where(np.isfinite(farthest), farthest, 0.0)
 
 
 def mahalanobis(vectors: np.ndarray, shrinkage: float = SHRINKAGE, block: int = 4096) -> np.ndarray:

@@ -472,11 +472,12 @@ def sketch_neighbour_pairs(sketches: np.ndarray, has_sketch: np.ndarray, k: int 
         return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
     side = SKETCH_SIDE // SKETCH_POOL
     vectors = np.empty((n, 3 * side * side), dtype=np.float16)  # they only propose: pixel scores judge
+    blank = ~np.asarray(has_sketch, dtype=bool)
     with torch.inference_mode():
         for b0 in range(0, n, block):
-            pooled = torch.nn.functional.avg_pool2d(_prepared(s[b0:b0 + block]), SKETCH_POOL)
-            vectors[b0:b0 + block] = _normalise(pooled).flatten(1).numpy()
-    blank = ~np.asarray(has_sketch, dtype=bool) | (np.abs(vectors).sum(axis=1) == 0)
+            pooled = _normalise(torch.nn.functional.avg_pool2d(_prepared(s[b0:b0 + block]), SKETCH_POOL)).flatten(1)
+            vectors[b0:b0 + block] = pooled.numpy()
+            blank[b0:b0 + block] |= (pooled.abs().sum(1) == 0).numpy()  # flat: nothing to compare
     noise = np.random.default_rng(0).standard_normal((int(blank.sum()), vectors.shape[1])).astype(np.float32)
     vectors[blank] = noise / np.linalg.norm(noise, axis=1, keepdims=True)
     graph = build_graph(vectors, k, device=device)

@@ -18,6 +18,10 @@ import torch
 from core.devices import check_device
 
 BLOCK_ELEMENTS = 1 << 25  # CPU: 32M float32 = 128 MiB of similarities at once
+# float16 vectors on the CPU (a large collection's snapshot): a quarter of that, and no more converted
+# columns than similarities. The vectors' float32 copies were the larger part: a block of 131,072
+# 512-d columns is 256 MB, beside the 1 GB of halves kept small to save memory in the first place
+HALF_BLOCK_ELEMENTS = 1 << 23
 CUDA_BLOCK_ELEMENTS = 1 << 28  # GPU: 1 GiB of similarities, when a sixteenth of free memory allows
 CUDA_BYTES_PER_ELEMENT = 16  # a similarity plus top-k's working space for it
 
@@ -81,6 +85,9 @@ def search_tensors(queries: torch.Tensor, vectors: torch.Tensor, k: int,
         return out_idx, out_sim
     budget = block_elements(x.device)
     cols = min(n, budget // 256)
+    if x.dtype == torch.float16 and x.device.type == "cpu":
+        budget = HALF_BLOCK_ELEMENTS
+        cols = min(n, budget // 256, budget // x.shape[1])
     rows = max(1, min(n_q, budget // cols))
     with torch.inference_mode():
         for r0 in range(0, n_q, rows):

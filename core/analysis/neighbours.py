@@ -95,10 +95,10 @@ def approximate_graph(vectors: np.ndarray, k: int = DEFAULT_K, *, target_recall:
     if n <= max(4 * sample, 4 * k):
         return exact_graph(x, k, device=device)
     result = ivf_neighbours(x, k, target_recall=target_recall, seed=seed, sample=sample, device=device)
-    release_free_memory()  # the inverted file's freed working copies
     check_rows = np.random.default_rng(seed + 1).choice(n, size=sample, replace=False)
     measured = graph_recall(NeighbourGraph(result.indices, result.similarities, "", 0.0), x, rows=check_rows,
                             device=device)
+    release_free_memory()  # the inverted file's and the recall check's freed working copies
     return NeighbourGraph(result.indices, result.similarities, result.description, measured, sample)
 
 

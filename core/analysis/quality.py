@@ -31,7 +31,7 @@ score as typical.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,9 +119,10 @@ FLAG_RULES: tuple[FlagRule, ...] = (
              "are not: it shows as an empty page", lambda share: share >= 0.5),
 )
 FLAG_NAMES: tuple[str, ...] = tuple(rule.name for rule in FLAG_RULES)
+FLAG_COLUMNS: tuple[int, ...] = tuple(PROPERTY_NAMES.index(rule.property) for rule in FLAG_RULES)  # in the property matrix
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Flag:
     """One issue found on one image."""
 
@@ -137,13 +138,17 @@ class QualityFlags:
     """Every flag of every image of one collection, at one cut-off."""
 
     z_threshold: float
-    values: np.ndarray  # (n, len(FLAG_RULES)) the triggering property's raw value, NaN when unmeasured
+    properties: np.ndarray  # (n, len(PROPERTY_NAMES)) the property matrix flagged (shared, not copied)
     z: np.ndarray  # (n, len(FLAG_RULES)) signed robust z-scores, 0 when unmeasured
     flagged: np.ndarray  # (n, len(FLAG_RULES)) bool
 
+    def value(self, row: int, j: int) -> float:
+        """The raw value of flag ``j``'s property for one image, NaN when unmeasured."""
+        return float(self.properties[row, FLAG_COLUMNS[j]])
+
     def of(self, row: int) -> tuple[Flag, ...]:
         """The flags of one image, strongest first."""
-        found = [Flag(rule.name, rule.explanation, rule.property, float(self.values[row, j]), float(self.z[row, j]))
+        found = [Flag(rule.name, rule.explanation, rule.property, self.value(row, j), float(self.z[row, j]))
                  for j, rule in enumerate(FLAG_RULES) if self.flagged[row, j]]
         return tuple(sorted(found, key=lambda f: -abs(f.z)))
 
@@ -164,14 +169,6 @@ def check_threshold(z_threshold: float) -> float:
     if not np.isfinite(z_threshold) or z_threshold <= 0:
         raise InvalidRequest("z_threshold", f"{z_threshold} is not a positive number of MADs")
     return float(z_threshold)
-
-
-def property_matrix(columns: Mapping[str, object]) -> np.ndarray:
-    """(n, len(PROPERTY_NAMES)) float64 from one sequence per property name (NaN where unmeasured)."""
-    missing = [name for name in PROPERTY_NAMES if name not in columns]
-    if missing:
-        raise ValueError(f"properties missing: {', '.join(missing)}")
-    return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in PROPERTY_NAMES])
 
 
 def robust_z(properties: np.ndarray) -> np.ndarray:
@@ -196,21 +193,18 @@ def robust_z(properties: np.ndarray) -> np.ndarray:
 
 
 def quality_flags(properties: np.ndarray, z_threshold: float = DEFAULT_Z) -> QualityFlags:
-    """Every image's issue flags against this collection (rows of :func:`property_matrix`)."""
+    """Every image's issue flags against this collection (rows: images; columns: `PROPERTY_NAMES`, NaN where unmeasured)."""
     z_threshold = check_threshold(z_threshold)
     x = np.asarray(properties, dtype=np.float64)
-    z_all = robust_z(x)
-    columns = [PROPERTY_NAMES.index(rule.property) for rule in FLAG_RULES]
-    values = x[:, columns]
-    z = z_all[:, columns]
+    z = robust_z(x)[:, FLAG_COLUMNS]
     flagged = np.zeros(z.shape, dtype=bool)
     for j, rule in enumerate(FLAG_RULES):
         directed = z[:, j] * rule.direction if rule.direction else np.abs(z[:, j])
         hit = directed >= z_threshold
         if rule.requires is not None:  # NaN (unmeasured) compares false
-            hit &= rule.requires(values[:, j])
+            hit &= rule.requires(x[:, FLAG_COLUMNS[j]])
         flagged[:, j] = hit
-    return QualityFlags(z_threshold, values, z, flagged)
+    return QualityFlags(z_threshold, x, z, flagged)
 
 
 def property_outlier_scores(properties: np.ndarray) -> np.ndarray:

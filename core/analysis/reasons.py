@@ -34,6 +34,7 @@ def image_reasons(near_percentile: np.ndarray, far_percentile: np.ndarray, flags
     reaches.
     """
     out = []
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # one object per distinct list: few at any size
     for row in range(len(near_percentile)):
         reasons: list[str] = []
         if near_percentile[row] >= REASON_PERCENTILE:
@@ -49,5 +50,6 @@ def image_reasons(near_percentile: np.ndarray, far_percentile: np.ndarray, flags
                 reasons.append(f"{'high' if z > 0 else 'low'} {PROPERTY_NAMES[j].replace('_', ' ')}")
             elif combination_p[row] <= 1.0 - REASON_PERCENTILE / 100.0:
                 reasons.append(UNUSUAL_COMBINATION)
-        out.append(tuple(reasons))
+        found = tuple(reasons)
+        out.append(shared.setdefault(found, found))
     return tuple(out)
