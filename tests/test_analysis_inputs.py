@@ -76,6 +76,7 @@ def test_paged_rows_match_the_whole_frame(catalog: Catalog) -> None:
                          [getattr(_properties(n), name) for name in PROPERTY_NAMES]
                          for n in (number[i] for i in rows.frame["id"])])
     np.testing.assert_array_equal(rows.properties, expected)
+    assert read_analysis_rows(catalog).frame.equals(rows.frame)  # one page: already one chunk
     _assert_same_signals(rows.signals, ImageSignals.from_columns(
         sha256=frame["sha256"].tolist(), pixel_sha256=frame["pixel_sha256"].tolist(), phash=frame["phash"].tolist(),
         phash_mirror=frame["phash_mirror"].tolist(), width=frame["width"].tolist(), height=frame["height"].tolist(),
