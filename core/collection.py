@@ -834,22 +834,21 @@ class Collection:
     def _analysis_of(self, image_id: str) -> dict:
         """A visible image's analysis fields, from the version's graph, scores, clusters and map."""
         snap = self.snapshot()
-        rows = np.flatnonzero(snap.frame["id"].to_numpy() == image_id)
-        if len(snap.ids) < 2 or not len(rows):
+        if len(snap.ids) < 2:
             return {}
-        row = int(rows[0])
+        try:
+            row = snap.ids.index(image_id)
+        except ValueError:  # not visible (removed, or not ready yet)
+            return {}
         graph = self.analysis.graph(snap)
         scale = self.analysis.scale(snap)
         scores = self.analysis.anomaly_scores(snap, DEFAULT_METHOD, None).scores
         score = scores[row]
         rank = int(np.sum(scores > score) + np.sum(scores[:row] == score)) + 1  # as AnomalyScores.ranking()
-        names = snap.frame["file_name"].to_numpy()
-        neighbours = tuple(
-            Neighbour(snap.ids[col], str(names[col]), float(scale.similarity(cos)), float(cos))
-            for col, cos in zip(graph.indices[row][:DETAIL_NEIGHBOURS], graph.similarities[row][:DETAIL_NEIGHBOURS],
-                                strict=True)
-            if col >= 0
-        )
+        listed = graph.indices[row][:DETAIL_NEIGHBOURS] >= 0
+        cols, cosines = graph.indices[row][:DETAIL_NEIGHBOURS][listed], graph.similarities[row][:DETAIL_NEIGHBOURS][listed]
+        neighbours = tuple(Neighbour(ref.image_id, ref.file_name, float(scale.similarity(cos)), float(cos))
+                           for ref, cos in zip(snap.refs(cols), cosines, strict=True))
         group = next((g for g in self.analysis.duplicates(DuplicateThresholds()).groups
                       if any(m.image.image_id == image_id for m in g.members)), None)
         fields = {
