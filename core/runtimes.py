@@ -28,10 +28,12 @@ import json
 import os
 import platform
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # preprocessed float32 batch (n, 3, size, size) on the model's device -> unnormalised features
@@ -253,21 +255,58 @@ def _onnx_model(model: torch.nn.Module, image_size: int, folder: Path, model_tag
     return int8
 
 
+STREAM_PART = 4  # images per part: as fast per image as 16 on a stream, and a straggler holds few
+
+
+def _in_streams(run_parts: Callable[[Sequence[np.ndarray]], list[np.ndarray]]) -> ImageEncoder:
+    """An encoder that cuts each batch into parts of ``STREAM_PART`` images for ``run_parts`` to run
+    on single-threaded streams, one per core, each stream taking the next part when it is done.
+    On 2 cores of an AVX2 EPYC this embeds 13.5 images/s with ONNX Runtime against 11.9 for one
+    stream on both cores: no stream waits for the other core at each layer's barrier, so a decode
+    or store thread that takes a core for a moment slows one stream instead of stalling both."""
+
+    def encode(batch: torch.Tensor) -> torch.Tensor:
+        pixels = batch.cpu().numpy()
+        parts = [pixels[i:i + STREAM_PART] for i in range(0, len(pixels), STREAM_PART)] or [pixels]
+        return torch.from_numpy(np.concatenate(run_parts(parts)))
+
+    return encode
+
+
 def _onnxruntime_encoder(path: Path, threads: int) -> ImageEncoder:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1  # one session, run from one thread per stream (Run is thread-safe)
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda batch: torch.from_numpy(session.run(None, {"pixels": batch.cpu().numpy()})[0])
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="encoder-stream")
+
+    def run_parts(parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return list(pool.map(lambda part: session.run(None, {"pixels": part})[0], parts))
+
+    return _in_streams(run_parts)
 
 
 def _openvino_encoder(path: Path, threads: int) -> ImageEncoder:
     import openvino
 
     # OpenVINO would silently run bf16 on CPUs with AMX: fp32 means fp32 here (int8 weights stay int8)
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": threads,
+              "PERFORMANCE_HINT": "THROUGHPUT"}
     compiled = openvino.Core().compile_model(str(path), "CPU", config)
-    request = compiled.create_infer_request()
-    return lambda batch: torch.from_numpy(request.infer({0: batch.cpu().numpy()})[0].copy())
+    streams = openvino.AsyncInferQueue(compiled, threads)
+
+    def run_parts(parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        outputs: list[np.ndarray] = [np.empty(0)] * len(parts)
+
+        def done(request: openvino.InferRequest, index: int) -> None:
+            outputs[index] = request.get_output_tensor(0).data.copy()
+
+        streams.set_callback(done)
+        for index, part in enumerate(parts):
+            streams.start_async({0: part}, index)  # waits for a free stream
+        streams.wait_all()
+        return outputs
+
+    return _in_streams(run_parts)

@@ -70,10 +70,15 @@ def test_runtime_auto_follows_the_recorded_decision(tmp_path: Path, embedder: Em
     assert float((chosen.embed_tensors(batch) * reference).sum(axis=1).min()) > 0.99
 
 
-def test_onnxruntime_gives_the_embeddings_torch_gives(tmp_path: Path, embedder: Embedder) -> None:
-    forced = Embedder(Settings(data_dir=tmp_path, model_pretrained="none", runtime="onnxruntime", precision="fp32"))
-    assert (forced.info.runtime, forced.info.precision) == ("onnxruntime", "fp32")
-    batch = torch.randn(3, 3, forced.image_size, forced.image_size)
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_runtime_on_parallel_streams_gives_the_embeddings_torch_gives(
+    tmp_path: Path, embedder: Embedder, runtime: str
+) -> None:
+    """The batch is cut into parts that streams take as they come free: more parts than streams,
+    the last one short, each image's embedding back in its own row."""
+    forced = Embedder(Settings(data_dir=tmp_path, model_pretrained="none", runtime=runtime, precision="fp32"))
+    assert (forced.info.runtime, forced.info.precision) == (runtime, "fp32")
+    batch = torch.randn(2 * runtimes.STREAM_PART + 1, 3, forced.image_size, forced.image_size)
     reference = embedder.encode_with(embedder.encoder_for(TORCH_FP32), batch).numpy()  # the session's may be bf16
     np.testing.assert_allclose(forced.embed_tensors(batch), reference, atol=1e-4)
     assert list((tmp_path / "runtime").glob("image-tower-*.onnx"))  # exported once, reused next start

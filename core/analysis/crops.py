@@ -27,6 +27,7 @@ crop that is not among an image's nearest embeddings is missed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from itertools import product
 
 import numba
@@ -149,25 +150,33 @@ def _dct_rows(n: int = _PHASH_SIDE, k: int = _PHASH_LOW) -> torch.Tensor:
     return (2 * torch.cos(torch.pi * freq * (2 * pos + 1) / (2 * n))).float()
 
 
+@cache
+def _window_transforms() -> tuple[torch.Tensor, torch.Tensor]:
+    """The DCT of every window's rows (W, 8, side), and of all windows' columns at once (side, W * 8).
+    Constants, made once: building them took most of a single sketch's window hashes (4 ms of the
+    5 an arrival spent on two calls)."""
+    w = torch.tensor(WINDOWS, dtype=torch.float32)
+    dct = _dct_rows()
+    left = dct @ _resample(w[:, 1], w[:, 3], SKETCH_SIDE, _PHASH_SIDE)  # (W, 8, side): rows of the window
+    right = dct @ _resample(w[:, 0], w[:, 2], SKETCH_SIDE, _PHASH_SIDE)  # (W, 8, side): columns
+    return left, right.permute(2, 0, 1).reshape(SKETCH_SIDE, -1).contiguous()
+
+
 def window_hashes(sketches: np.ndarray) -> np.ndarray:
     """(n, len(WINDOWS)) uint64: the pHash of each window of each sketch, in `WINDOWS` order."""
     s = check_sketches(sketches)
-    n, side = len(s), SKETCH_SIDE
-    w = torch.tensor(WINDOWS, dtype=torch.float32)
-    dct = _dct_rows()
-    left = dct @ _resample(w[:, 1], w[:, 3], side, _PHASH_SIDE)  # (W, 8, side): rows of the window
-    right = dct @ _resample(w[:, 0], w[:, 2], side, _PHASH_SIDE)  # (W, 8, side): columns
-    every_right = right.permute(2, 0, 1).reshape(side, -1)  # (side, W * 8): all windows' columns at once
-    out = np.empty((n, len(WINDOWS)), dtype=np.uint64)
+    n, side, windows = len(s), SKETCH_SIDE, len(WINDOWS)
+    left, every_right = _window_transforms()
+    out = np.empty((n, windows), dtype=np.uint64)
     with torch.inference_mode():
         for c0 in range(0, n, _CHUNK):
             block = grey(s[c0:c0 + _CHUNK])
             c = len(block)
             # two large products instead of W * c small ones: columns of every window, then rows
-            cols = (block.reshape(c * side, side) @ every_right).reshape(c, side, len(w), _PHASH_LOW)
-            cols = cols.permute(2, 1, 0, 3).reshape(len(w), side, c * _PHASH_LOW)
-            coeffs = torch.bmm(left, cols).reshape(len(w), _PHASH_LOW, c, _PHASH_LOW)
-            coeffs = coeffs.permute(2, 0, 1, 3).reshape(c, len(w), -1)  # (c, W, 64), row-major as pHash
+            cols = (block.reshape(c * side, side) @ every_right).reshape(c, side, windows, _PHASH_LOW)
+            cols = cols.permute(2, 1, 0, 3).reshape(windows, side, c * _PHASH_LOW)
+            coeffs = torch.bmm(left, cols).reshape(windows, _PHASH_LOW, c, _PHASH_LOW)
+            coeffs = coeffs.permute(2, 0, 1, 3).reshape(c, windows, -1)  # (c, W, 64), row-major as pHash
             coeffs = coeffs.numpy()
             # the lower median of the 64 (torch.median's), by a partial sort: three times faster
             bits = coeffs > np.partition(coeffs, _LOWER_MEDIAN, axis=2)[:, :, _LOWER_MEDIAN, None]
