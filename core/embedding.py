@@ -41,6 +41,7 @@ from core.runtimes import (
     Decision,
     ImageEncoder,
     RuntimeUnavailable,
+    bf16_emulated,
     build_encoder,
     machine_key,
     read_decision,
@@ -255,7 +256,7 @@ class Embedder:
                 return decision.chosen, decision.note()
             decision = self._measure_precision()
             if decision is None:
-                return TORCH_FP32, "torch fp32: no oneDNN for bf16 on this CPU"
+                return TORCH_FP32, "torch fp32: this CPU has no native bf16 (or torch no oneDNN for it)"
             if recorded:
                 try:
                     write_decision(self.runtime_folder, key, decision)
@@ -276,9 +277,10 @@ class Embedder:
     def _measure_precision(self) -> Decision | None:
         """fp32 against the device's lower precision on the probe images, judged as ``make bench``
         judges runtimes: the lower one wins only if clearly faster *and* an analyst would see the same
-        duplicate pairs, top anomalies and search results. None where this CPU has no bf16 kernels."""
+        duplicate pairs, top anomalies and search results. None where this CPU has no native bf16 (or
+        torch no bf16 kernels for it): nothing to measure, fp32 it is."""
         low = Candidate("torch", "fp16" if self.device == "cuda" else "bf16")
-        if low.precision == "bf16" and not torch.backends.mkldnn.is_available():
+        if low.precision == "bf16" and (bf16_emulated() or not torch.backends.mkldnn.is_available()):
             return None
         prepared = probe_images(PROBE_ORIGINALS)
         tensors = torch.stack([self.preprocess_image(p.model_image) for p in prepared])

@@ -1,9 +1,15 @@
-"""The compute floor's FLOP count matches the architecture, and the eval-mode counter would not."""
+"""The compute floor's FLOP count matches the architecture, and the eval-mode counter would not; every
+library whose GEMM peak the floor may use multiplies what it is given."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from benchmarks.flops import counted_flops, vit_tower_flops
+from benchmarks.gemm import LIBRARIES
 from core.embedding import Embedder
+from core.runtimes import available
 
 
 def test_vit_b32_flops_match_the_architecture(embedder: Embedder) -> None:
@@ -30,3 +36,14 @@ def test_counter_sees_every_linear_layer_only_with_the_fused_path_off(embedder: 
     assert sum(plain.values()) == flops.total - flops.attention
     # fused path (how inference runs): QKV and output projections vanish, a third of the work
     assert sum(fused.values()) < 0.7 * flops.total
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_each_gemm_peak_is_timed_on_the_product_it_claims(library: str) -> None:
+    """A rectangular product, so swapped or transposed operands cannot pass."""
+    if not available(library):
+        pytest.fail(f"{library} is part of make test's environment (the runtimes extra)")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((48, 80), dtype=np.float32), rng.standard_normal((80, 24), dtype=np.float32)
+    product = LIBRARIES[library](a, b, 2)()
+    np.testing.assert_allclose(np.asarray(product), a @ b, rtol=1e-4, atol=1e-4)

@@ -118,6 +118,7 @@ def _inject_lower_precision(monkeypatch: pytest.MonkeyPatch, low: Callable[[Imag
 
     monkeypatch.setattr(embedding, "build_encoder", build)
     monkeypatch.setattr(embedding, "PROBE_ORIGINALS", 12)
+    monkeypatch.setattr(embedding, "bf16_emulated", lambda: False)  # as on a CPU with AMX or AVX-512 BF16
 
 
 def test_auto_precision_refuses_a_faster_precision_that_changes_what_an_analyst_sees(
@@ -158,3 +159,30 @@ def test_auto_precision_takes_a_faster_precision_that_agrees_and_records_it_for_
     again = Embedder(settings)
     assert (again.runtime, again.precision) == (chosen.runtime, chosen.precision)
     assert "recorded measurement" in again.info.precision_note
+
+
+def test_auto_precision_does_not_measure_bf16_where_the_cpu_would_emulate_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedding, "bf16_emulated", lambda: True)
+    monkeypatch.setattr(embedding, "compare_in_turn", lambda *args: pytest.fail("bf16 measured on an emulating CPU"))
+    chosen = Embedder(Settings(data_dir=tmp_path, model_pretrained="none"))
+    assert (chosen.runtime, chosen.precision) == ("torch", "fp32")
+    assert "no native bf16" in chosen.info.precision_note
+
+
+@pytest.mark.parametrize(("machine", "flags", "emulated"), [
+    ("x86_64", "fpu avx2 fma", True),
+    ("x86_64", "fpu avx2 avx512f avx512_bf16", False),
+    ("x86_64", "fpu avx2 avx512f amx_bf16 amx_tile", False),
+    ("aarch64", "", False),  # other architectures are measured
+])
+def test_bf16_counts_as_emulated_on_x86_without_its_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine: str, flags: str, emulated: bool
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"model name\t: Some CPU\nflags\t\t: {flags}\n")
+    real_path = runtimes.Path
+    monkeypatch.setattr(runtimes, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(runtimes.platform, "machine", lambda: machine)
+    assert runtimes.bf16_emulated() is emulated
