@@ -16,7 +16,10 @@ Prints markdown tables, every figure beside its reference measured in the same r
    ``RUNTIME=auto`` now picks, each as a share of both floors. A small ingest runs first, untimed:
    what a process pays once (loading compiled kernels, creating the stores) is not an image's cost;
 4. per ingest step, milliseconds per image, from the pipeline's own timers, and the share of the wall
-   clock the encoder was busy (what the overlapped stages leave it).
+   clock the encoder was busy (what the overlapped stages leave it);
+5. what the arrival check's scans over the whole stored collection (pHash matches, crop windows
+   either way) cost an arriving image in a collection of 100,000 and 1,000,000 images, wall and
+   CPU, beside what the encoder costs it: the benchmark's own ingests start from an empty one.
 
 Run: ``python -m benchmarks.ingest [--images 500] [--pngs 500] [--agreement-images 0 (all)]``.
 """
@@ -33,11 +36,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.dataset_images import build_folder
 from benchmarks.flops import counted_flops, vit_tower_flops
 from benchmarks.gemm import cpu_gemm_peaks
+from core.analysis.arrival import crop_candidates_for, hash_matches
+from core.analysis.crops import WINDOWS
+from core.analysis.duplicates import DuplicateThresholds
 from core.collection import Collection
 from core.embedding import Embedder
 from core.images import PreparedImage, prepare_image
@@ -59,6 +66,8 @@ from core.synthetic import encode, photo
 
 BATCH = 32
 WARM_UP_IMAGES = 16
+ARRIVALS = 20
+ARRIVAL_COLLECTIONS = (100_000, 1_000_000)
 MAX_BYTES, MAX_PIXELS = 50 * 2**20, 10**8
 
 
@@ -154,6 +163,22 @@ def ingest_rate(files_dir: Path, embedder: Embedder, count: int) -> tuple[float,
     return count / elapsed, steps
 
 
+def arrival_scan_ms(stored: int, arrivals: list[PreparedImage]) -> tuple[float, float]:
+    """Wall and CPU milliseconds per arriving image of the arrival check's collection-wide scans
+    (``hash_matches``, ``crop_candidates_for``) against ``stored`` random pHashes and crop windows:
+    the part of an arrival's cost that grows with the collection (the rest looks at a few proposed
+    images)."""
+    rng = np.random.default_rng(0)
+    phash, mirror = (rng.integers(0, 2**63, stored, dtype=np.uint64) for _ in range(2))
+    windows = rng.integers(0, 2**63, (stored, len(WINDOWS)), dtype=np.uint64)
+    radius = DuplicateThresholds().highest_hamming
+    wall, cpu = time.perf_counter(), time.process_time()
+    for image in arrivals:
+        hash_matches(image.phash, image.phash_mirror, phash, mirror, radius)
+        crop_candidates_for(image.sketch, image.phash, image.phash_mirror, phash, mirror, windows)
+    return (1000 * (time.perf_counter() - wall) / len(arrivals), 1000 * (time.process_time() - cpu) / len(arrivals))
+
+
 # main --------------------------------------------------------------------------------------------
 def write_jpegs(folder: Path, count: int) -> None:
     folder.mkdir(parents=True)
@@ -229,6 +254,10 @@ def main() -> None:
             for name, embedder in (("torch fp32", fp32), (f"{chosen} (auto)", auto)):
                 rate, steps[f"{label}, {name}"] = ingest_rate(folder, embedder, count)
                 rows.append([f"end-to-end ingest, {label}, {name}", f"{rate:.1f}"])
+        arrivals = [prepare_image(path.read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+                    for path in jpegs[:ARRIVALS]]
+        scans = {stored: arrival_scan_ms(stored, arrivals) for stored in ARRIVAL_COLLECTIONS}
+        auto_ms = 1000 / embed_rate(auto, BATCH)
     load_after = os.getloadavg()
 
     model, flags = cpu_description()
@@ -263,6 +292,10 @@ def main() -> None:
           "the last row says how much of the wall clock the encoder was busy)\n")
     print(table(["step", *steps], [[op, *(f"{s[op]:.1f}" for s in steps.values())]
                                    for op in (*PROCESSING_OPERATIONS, "wall clock", "encoder busy, % of wall clock")]))
+    print(f"\n## The arrival check's scans over a larger collection (ms per arriving image, {ARRIVALS} "
+          f"arrivals; the encoder ({chosen}) takes {auto_ms:.0f} ms of wall clock per image on every core)\n")
+    print(table(["images stored", "wall ms", "CPU ms", "wall, share of the encoder's"],
+                [[f"{n:,}", f"{w:.1f}", f"{c:.1f}", f"{w / auto_ms:.0%}"] for n, (w, c) in scans.items()]))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ from core.analysis.crops import (
     DEFAULT_CROP_MATCH,
     PACKED_BYTES,
     WINDOWS,
+    _closest_block,
     colour,
+    contained,
+    containing,
     crop_candidates,
     crop_matches,
     grey,
@@ -238,3 +241,26 @@ def test_a_flipped_crop_is_found_verified_and_judged_on_arrival(scene: list[Prep
     assert 0 in crop_candidates_for(flipped_crop.sketch, flipped_crop.phash, flipped_crop.phash_mirror,
                                     phashes(images[:1] + images[2:]), mirrors(images[:1] + images[2:]),
                                     window_hashes(sketches(images[:1] + images[2:])))
+
+
+def test_closest_windows_match_a_direct_count_ties_going_to_the_first_window() -> None:
+    """The window search every crop check runs on (one image against a collection, a collection
+    against one image, blocks against blocks), against popcounts taken one by one."""
+    rng = np.random.default_rng(3)
+    windows = rng.integers(0, 2**63, (5, len(WINDOWS)), dtype=np.uint64)
+    windows[1, 7] = windows[1, 40]  # equal windows: the first one is reported
+    hashes = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    hashes[:40] = windows[rng.integers(0, 5, 40), rng.integers(0, len(WINDOWS), 40)] ^ np.uint64(0b1011)
+    hashes[40] = windows[1, 40]
+    every = popcount(windows[:, :, None] ^ hashes[None, None, :])  # (rows, W, n)
+    for rows in (slice(0, 1), slice(0, 5)):
+        distance, window = _closest_block(windows[rows], hashes)
+        np.testing.assert_array_equal(distance, every[rows].min(axis=1))
+        np.testing.assert_array_equal(window, every[rows].argmin(axis=1))  # argmin: the first of equals
+    assert _closest_block(windows[1:2], hashes)[1][0, 40] == 7
+    mirrors = hashes[::-1].copy()
+    near = np.minimum(every[0], popcount(windows[0][:, None] ^ mirrors[None, :])).min(axis=0) <= 12
+    np.testing.assert_array_equal(contained(windows[0], hashes, mirrors, radius=12), np.flatnonzero(near))
+    own, own_mirror = int(hashes[3]), int(hashes[5])
+    holds = np.minimum(popcount(windows ^ np.uint64(own)), popcount(windows ^ np.uint64(own_mirror))).min(axis=1) <= 12
+    np.testing.assert_array_equal(containing(windows, own, own_mirror, radius=12), np.flatnonzero(holds))

@@ -20,7 +20,7 @@ from core.analysis.duplicates import (
     neighbour_scores,
     threshold_examples,
 )
-from core.analysis.hamming import hashes_from_hex, pairs_within, popcount, search_plan
+from core.analysis.hamming import distances_to, hashes_from_hex, pairs_within, popcount, search_plan
 from core.analysis.neighbours import exact_graph
 from core.analysis.similarity import similarity_scale
 from core.errors import InvalidRequest
@@ -147,6 +147,19 @@ def test_pairs_beyond_the_searched_radius_come_from_the_graph() -> None:
     pairs = {(int(a), int(b)) for a, b in zip(narrow.left, narrow.right, strict=True)}
     assert (original, copy) in pairs and (original, stranger) not in pairs
     assert (original, stranger) in set(zip(full.left.tolist(), full.right.tolist(), strict=True))
+
+
+def test_distances_to_one_image_take_the_closer_of_direct_and_mirrored() -> None:
+    rng = np.random.default_rng(5)
+    stored, mirrors = rng.integers(0, 2**63, (2, 500), dtype=np.uint64)
+    own, own_mirror = np.uint64(stored[7] ^ np.uint64(0b101)), np.uint64(mirrors[9] ^ np.uint64(1))
+    stored[11] = own_mirror  # a flipped copy: distance 0 through the mirror
+    distance, mirrored = distances_to(int(own), int(own_mirror), stored, mirrors)
+    direct = popcount(stored ^ own)
+    flipped = np.minimum(popcount(mirrors ^ own), popcount(stored ^ own_mirror))
+    np.testing.assert_array_equal(distance, np.minimum(direct, flipped))
+    np.testing.assert_array_equal(mirrored, flipped < direct)
+    assert (distance[7], mirrored[7]) == (2, False) and (distance[11], mirrored[11]) == (0, True)
 
 
 def test_hashes_from_hex_refuses_malformed_hashes() -> None:

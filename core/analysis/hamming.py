@@ -77,11 +77,24 @@ def pair_distances(phash: np.ndarray, phash_mirror: np.ndarray, left: np.ndarray
 
 def distances_to(phash: int, phash_mirror: int, stored_phash: np.ndarray,
                  stored_phash_mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, mirrored) from one image's hashes to every stored image."""
-    direct = popcount(stored_phash ^ np.uint64(phash))
-    flipped = np.minimum(popcount(stored_phash_mirror ^ np.uint64(phash)),
-                         popcount(stored_phash ^ np.uint64(phash_mirror)))
-    return np.minimum(direct, flipped), flipped < direct
+    """(distance, mirrored) from one image's hashes to every stored image: every arrival asks it of
+    the whole collection, so it is one compiled pass (the numpy popcount made three, ten array
+    operations each: 55 ms at a million images on an AVX2 EPYC)."""
+    stored, mirrors = _check_hashes(stored_phash, stored_phash_mirror)
+    return _distances_to(np.uint64(phash), np.uint64(phash_mirror), stored, mirrors)
+
+
+@numba.njit(parallel=True, cache=True)
+def _distances_to(phash, phash_mirror, stored, mirrors):  # pragma: no cover - compiled
+    n = stored.shape[0]
+    distance = np.empty(n, dtype=np.uint8)
+    mirrored = np.empty(n, dtype=np.bool_)
+    for j in numba.prange(n):
+        direct = popcount_u64(stored[j] ^ phash)
+        flipped = min(popcount_u64(mirrors[j] ^ phash), popcount_u64(stored[j] ^ phash_mirror))
+        distance[j] = np.uint8(min(direct, flipped))
+        mirrored[j] = flipped < direct
+    return distance, mirrored
 
 
 def search_plan(phash: np.ndarray, phash_mirror: np.ndarray, radius_max: int,
