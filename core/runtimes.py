@@ -11,7 +11,8 @@ sees, so no fixed choice is right everywhere and a cosine between embeddings is 
 duplicate pairs, the same top of the anomaly ranking and search top-10 overlap >= 0.95 against torch
 fp32 on the analysis benchmark's labelled images (:mod:`core.runtime_agreement`). Until make bench
 has run, the first start measures torch bf16 (fp16 on a GPU) against fp32 the same way on a small
-probe set and records that. The fastest candidate that changes nothing is
+probe set and records that (not where the CPU would emulate bf16: fp32 at once). Exported ONNX
+models run on one single-threaded stream per core (`_in_streams`). The fastest candidate that changes nothing is
 recorded in ``DATA_DIR/runtime/decision-<machine>.json``, the machine key being a digest of the CPU
 model, its vector/matrix flags, the runtime versions and the model. Start-up only reads that file
 (no measuring), so it stays cheap; a DATA_DIR shared by different machines holds one file per CPU.
