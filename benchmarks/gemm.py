@@ -21,8 +21,8 @@ from core.runtimes import available
 SHAPES = ((2048, 2048, 2048), (1600, 768, 3072))
 
 
-def best_rate(run: Callable[[], np.ndarray], flops: float, repeats: int = 5) -> float:
-    """Best GFLOP/s of ``repeats`` timed calls after one warm-up call."""
+def best_rate(run: Callable[[], object], flops: float, repeats: int = 5) -> float:
+    """Best GFLOP/s of ``repeats`` timed calls of ``run`` (which does ``flops``) after one warm-up call."""
     run()
     best = 0.0
     for _ in range(repeats):

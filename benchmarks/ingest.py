@@ -42,7 +42,7 @@ import torch
 
 from benchmarks.dataset_images import build_folder
 from benchmarks.flops import counted_flops, vit_tower_flops
-from benchmarks.gemm import cpu_gemm_peaks
+from benchmarks.gemm import best_rate, cpu_gemm_peaks
 from core.analysis.arrival import crop_candidates_for, hash_matches
 from core.analysis.crops import WINDOWS
 from core.analysis.duplicates import DuplicateThresholds
@@ -78,15 +78,12 @@ def matmul_peak(dtype: torch.dtype, device: str, repeats: int = 5) -> float:
     n = 8192 if device == "cuda" else 2048
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
+
+    def run() -> None:
         a @ b
-        _synchronize(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return best
+        _synchronize(device)  # a GPU's product is timed when done, not when queued
+
+    return best_rate(run, 2 * n**3, repeats)
 
 
 def _synchronize(device: str) -> None:
