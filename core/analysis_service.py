@@ -87,7 +87,6 @@ from core.storage.catalog import Catalog, ImageRecord, Label
 
 CACHE_TTL_S = 7 * 24 * 3600
 MAX_THRESHOLD_VIEWS = 16  # clusterings kept per version: the latest slider positions
-ARRIVAL_NEIGHBOURS = 5
 MIN_CALIBRATION_IMAGES = 2 * 10 + 1  # the scale's reference rank needs that many images
 REF_CHUNK = 65536  # image references built at once for a long listing
 
@@ -416,15 +415,21 @@ class CollectionAnalysis:
         """What ingest needs to judge new images against the visible ones, read from ``catalog`` as
         the snapshot reads it (pages packed into arrays), without loading vectors or building a graph
         that is not there yet: the scale is the latest one computed (it drifts slowly), or computed
-        now where that is quick. Crop windows are made only for the images the last ingest had not seen."""
+        now where that is quick. Crop windows are made only where every stored image's are searched
+        (`searches_crop_windows`), and only for the images the last ingest had not seen."""
         rows = read_analysis_rows(catalog)
         ids = rows.frame["id"].tolist()
+        windows = None
         with self._windows_lock:
-            known, windows = self._windows
-            if ids[: len(known)] != known:
-                known, windows = [], windows[:0]
-            windows = np.concatenate([windows, window_hashes(rows.signals.sketch[len(known):])])
-            self._windows = (ids, windows)
+            known, cached = self._windows
+            if not analysis.searches_crop_windows(len(ids)):
+                known, cached = [], cached[:0]  # not searched: 512 MB at a million images, not kept either
+            else:
+                if ids[: len(known)] != known:
+                    known, cached = [], cached[:0]
+                windows = np.concatenate([cached, window_hashes(rows.signals.sketch[len(known):])])
+                known, cached = ids, windows
+            self._windows = (known, cached)
         return ArrivalContext(ids, self._latest_scale(len(ids)), rows.signals.phash, rows.signals.phash_mirror, windows,
                               functools.partial(catalog.get, ready_only=True), self.pictures)
 
@@ -476,15 +481,20 @@ def stored_image(record: ImageRecord, cosine: float) -> StoredImage:
 class ArrivalContext:
     """The images visible when an ingest started, as arrays; the catalog rows of the few that a
     pHash or crop check proposes are read when proposed (one that was removed since is skipped).
-    Kept in the process between ingests, the crop windows cost ~1 min at 1M images the first time."""
+    Kept in the process between ingests, the crop windows (up to `EXHAUSTIVE_MAX_N` images) are made once."""
 
     ids: list[str]
     scale: SimilarityScale | None  # None while the collection is too small to calibrate
     phash: np.ndarray
     phash_mirror: np.ndarray
-    windows: np.ndarray  # (n, W) crop-window hashes of the images
+    windows: np.ndarray | None  # (n, W) crop-window hashes of the images; None: not searched (`searches_crop_windows`)
     records: Callable[[list[str]], list[ImageRecord]]  # visible rows of these ids
     pictures: Callable[[list[str]], np.ndarray] | None = None  # close-up pictures of stored images, by id
+
+    @property
+    def neighbour_count(self) -> int:
+        """How many nearest stored vectors ingest gives `judge` (`arrival_neighbour_count`)."""
+        return analysis.arrival_neighbour_count(len(self.ids))
 
     def judge(self, *, sha256: str, pixel_sha256: str, phash: str, phash_mirror: str, sketch: bytes,
               neighbours: list[StoredImage], thresholds: DuplicateThresholds,
@@ -492,9 +502,9 @@ class ArrivalContext:
         """Verdict for one new image from its vector neighbours, stored pHash matches and crop
         candidates; with its ``thumbnail``, near duplicates its sketch confirms get a close look."""
         stored = {s.image_id: s for s in neighbours}
-        rows, _ = analysis.hash_matches(phash, phash_mirror, self.phash, self.phash_mirror, thresholds.highest_hamming)
-        crops = analysis.crop_candidates_for(sketch, phash, phash_mirror, self.phash, self.phash_mirror, self.windows)
-        proposed = [self.ids[r] for r in [*rows[:ARRIVAL_NEIGHBOURS], *crops[:ARRIVAL_NEIGHBOURS]]]
+        rows, crops = analysis.arrival_proposals(sketch, phash, phash_mirror, self.phash, self.phash_mirror,
+                                                 self.windows, thresholds.highest_hamming)
+        proposed = [self.ids[r] for r in [*rows[:self.neighbour_count], *crops[:self.neighbour_count]]]
         missing = [i for i in dict.fromkeys(proposed) if i not in stored]
         for record in self.records(missing) if missing else []:
             stored[record.id] = stored_image(record, math.nan)

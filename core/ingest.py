@@ -38,7 +38,7 @@ import torch
 
 from core import validation
 from core.analysis import DuplicateThresholds
-from core.analysis_service import ARRIVAL_NEIGHBOURS, ArrivalContext, stored_image
+from core.analysis_service import ArrivalContext, stored_image
 from core.backends import Backends
 from core.devices import resolve_device
 from core.embedding import Embedder
@@ -607,7 +607,7 @@ class Ingestor:
         # until this run has stored vectors itself
         if not self.arrival.ids and not self._stored_vectors and self.backends.vectors.count() == 0:
             return {}
-        hits = [self.backends.vectors.search(v, ARRIVAL_NEIGHBOURS) for v in embeddings]
+        hits = [self.backends.vectors.search(v, self.arrival.neighbour_count) for v in embeddings]
         known = {r.id: r for r in self.backends.catalog.get(list({h.id for row in hits for h in row}))}
         matches = {}
         for p, row in zip(prepared, hits, strict=True):

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from core.analysis.arrival import StoredImage, check_arrival, crop_candidates_for
+from core.analysis.arrival import (
+    ARRIVAL_NEIGHBOURS,
+    StoredImage,
+    arrival_neighbour_count,
+    arrival_proposals,
+    check_arrival,
+    crop_candidates_for,
+)
 from core.analysis.crops import (
     DEFAULT_CROP_MATCH,
+    EXHAUSTIVE_MAX_N,
     PACKED_BYTES,
     WINDOWS,
     _closest_block,
@@ -30,7 +38,7 @@ from core.analysis.duplicates import (
     sketch_arrays,
 )
 from core.analysis.hamming import hashes_from_hex, popcount
-from core.analysis.neighbours import exact_graph
+from core.analysis.neighbours import DEFAULT_K, exact_graph
 from core.analysis.similarity import SimilarityScale
 from core.errors import InvalidRequest
 from core.images import PreparedImage, prepare_image
@@ -202,6 +210,15 @@ def test_arrival_calls_a_crop_of_a_stored_image_a_near_duplicate_either_way_roun
                                     mirrors(stored), window_hashes(sketches(stored)))
     assert 0 in crop_candidates_for(scene[6].sketch, scene[6].phash, scene[6].phash_mirror, phashes(scene[:2]),
                                     mirrors(scene[:2]), window_hashes(sketches(scene[:2])))
+    # beyond the exhaustive size no windows are scanned: the pHash matches alone are proposed
+    stored += [scene[0]]
+    for windows, crops in ((window_hashes(sketches(stored)), {2}), (None, set())):
+        rows, found = arrival_proposals(scene[0].sketch, scene[0].phash, scene[0].phash_mirror, phashes(stored),
+                                        mirrors(stored), windows, 16)
+        assert crops <= set(found.tolist()) and (windows is not None or len(found) == 0)
+        assert rows[0] == 3  # the same picture, 0 bits away
+    assert (arrival_neighbour_count(EXHAUSTIVE_MAX_N), arrival_neighbour_count(EXHAUSTIVE_MAX_N + 1)) == (
+        ARRIVAL_NEIGHBOURS, DEFAULT_K)
 
 
 def test_pairs_that_fail_the_first_screen_keep_their_starting_score(scene: list[PreparedImage]) -> None:

@@ -91,6 +91,23 @@ def test_copies_arrive_flagged_and_form_one_cluster_with_their_signals(analysed:
     assert not group.exact  # near copies are in it, not only same bytes or pixels
 
 
+def test_beyond_the_exhaustive_size_an_arrival_finds_its_crop_among_its_nearest_vectors(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", model_pretrained="none")
+    with Collection.open(settings, embedder=embedder) as collection:
+        collection.ingest_uploads([(f"drawing{i:02d}.png", encode(drawing(i), "PNG")) for i in range(12)])
+        assert collection.analysis.arrival_context(collection.backends.catalog).windows.shape[0] == 12
+        monkeypatch.setattr(analysis.arrival, "EXHAUSTIVE_MAX_N", 11)  # as if the collection were large
+        context = collection.analysis.arrival_context(collection.backends.catalog)
+        assert context.windows is None and context.neighbour_count == analysis.neighbours.DEFAULT_K
+        assert collection.analysis._windows[1].shape[0] == 0  # nor kept for the next ingest
+        report = collection.ingest_uploads([("cropped.png", encode(drawing(3).crop((30, 10, 300, 214)), "PNG"))])
+        cropped = report.outcomes[0].nearest
+        assert (cropped.verdict, cropped.image_id, cropped.signals) == ("near", _id_of(collection, "drawing03.png"),
+                                                                        ("crop",))
+
+
 def test_repair_gives_older_images_sketches_and_their_crops_are_found(tmp_path: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=tmp_path / "data", model_pretrained="none")
     with Collection.open(settings, embedder=embedder) as collection:

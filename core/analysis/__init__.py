@@ -6,7 +6,14 @@ duplicates, anomalies and the map from it; all results are picklable numpy/datac
 """
 
 from core.analysis.anomalies import METHODS, AnomalyScores, anomaly_scores, select_anomalies
-from core.analysis.arrival import ArrivalCheck, StoredImage, check_arrival, crop_candidates_for, hash_matches
+from core.analysis.arrival import (
+    ArrivalCheck,
+    StoredImage,
+    arrival_neighbour_count,
+    arrival_proposals,
+    check_arrival,
+    searches_crop_windows,
+)
 from core.analysis.duplicates import (
     DuplicateCandidates,
     DuplicateCluster,
@@ -39,16 +46,17 @@ __all__ = [
     "SimilarityScale",
     "StoredImage",
     "anomaly_scores",
+    "arrival_neighbour_count",
+    "arrival_proposals",
     "build_graph",
     "check_arrival",
-    "crop_candidates_for",
     "duplicate_candidates",
     "duplicate_clusters",
     "duplicate_pairs",
     "graph_recall",
-    "hash_matches",
     "hashes_from_hex",
     "pairs_within",
+    "searches_crop_windows",
     "select_anomalies",
     "similarity_scale",
     "threshold_examples",

@@ -2,10 +2,18 @@
 
 Ingest gives the new image's hashes, plus stored images found two ways: its nearest neighbours in
 the vector store (with their cosine) and the stored images within `HAMMING_MAX` pHash bits
-(`hash_matches` over the catalog's hash arrays; their cosine may be unknown), and the crop
-candidates of `crop_candidates_for`: stored images matching a window of the new one, and stored
-images with a window matching it. Crops are verified against each of them in both directions. The verdict uses the
-collection's cached `SimilarityScale` and the same thresholds as the duplicate view.
+(`hash_matches` over the catalog's hash arrays; their cosine may be unknown), and, in a
+collection of up to `EXHAUSTIVE_MAX_N` images, the crop candidates of `crop_candidates_for`:
+stored images matching a window of the new one, and stored images with a window matching it
+(`arrival_proposals`). Crops are verified against each of them in both directions. The verdict
+uses the collection's cached `SimilarityScale` and the same thresholds as the duplicate view.
+
+Beyond `EXHAUSTIVE_MAX_N` images the duplicate view no longer searches crops among every pair but
+among the neighbour graph's edges and the pHash pairs; the arrival check then does the same
+(`searches_crop_windows`): its crops are verified among the `arrival_neighbour_count` nearest
+vectors and the pHash matches. Scanning every stored image's 64 crop windows both ways cost an
+arrival 142 ms of wall clock at a million stored images on 2 AVX2 cores, twice the encoder's
+71 ms, and the windows themselves take 512 MB.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.analysis.crops import contained, containing, crop_matches, window_hashes
+from core.analysis.crops import EXHAUSTIVE_MAX_N, contained, containing, crop_matches, window_hashes
 from core.analysis.details import local_differences
 from core.analysis.duplicates import (
     DEFAULT_THRESHOLDS,
@@ -29,9 +37,11 @@ from core.analysis.duplicates import (
     sketch_arrays,
 )
 from core.analysis.hamming import distances_to, hashes_from_hex
+from core.analysis.neighbours import DEFAULT_K
 from core.analysis.similarity import SimilarityScale
 
 VERDICTS = ("exact", "near", "none")
+ARRIVAL_NEIGHBOURS = 5  # nearest stored vectors judged where every stored image's crop windows are searched
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,31 @@ def crop_candidates_for(sketch: bytes | None, phash: str, phash_mirror: str, sto
               else np.zeros(0, dtype=np.int64))
     own, own_mirror = (int(h) for h in hashes_from_hex([phash, phash_mirror]))
     return np.union1d(inside, containing(stored_windows, own, own_mirror))
+
+
+def searches_crop_windows(stored: int) -> bool:
+    """Whether an arrival's crops are searched among every one of `stored` images' windows (as the
+    duplicate view searches every pair, up to `EXHAUSTIVE_MAX_N`), rather than among its nearest
+    vectors and pHash matches only (as the view searches the graph's edges and pHash pairs beyond)."""
+    return stored <= EXHAUSTIVE_MAX_N
+
+
+def arrival_neighbour_count(stored: int) -> int:
+    """How many nearest stored vectors an arrival is judged against: as many as the neighbour graph
+    links where they are the crop search's only partners, else `ARRIVAL_NEIGHBOURS`."""
+    return ARRIVAL_NEIGHBOURS if searches_crop_windows(stored) else DEFAULT_K
+
+
+def arrival_proposals(sketch: bytes | None, phash: str, phash_mirror: str, stored_phash: np.ndarray,
+                      stored_phash_mirror: np.ndarray, stored_windows: np.ndarray | None,
+                      radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the stored images that the collection-wide scans propose to an arrival: within
+    `radius` pHash bits (closest first, `hash_matches`), and crop candidates either way
+    (`crop_candidates_for`; none where `stored_windows` is None: see `searches_crop_windows`)."""
+    rows, _ = hash_matches(phash, phash_mirror, stored_phash, stored_phash_mirror, radius)
+    crops = (np.empty(0, dtype=np.int64) if stored_windows is None else
+             crop_candidates_for(sketch, phash, phash_mirror, stored_phash, stored_phash_mirror, stored_windows))
+    return rows, crops
 
 
 def _crop_scores(sketch: bytes | None, own_hashes: np.ndarray, stored: Sequence[StoredImage],
