@@ -111,17 +111,19 @@ def _quality(workdir: Path, title: str, labels: list, folder: Path) -> None:
     rows = [_dup_row(f"ours (default: pHash<={t.hamming} or crop>={t.crop}, confirmed by pixels>={t.pixels}"
                      f" + {t.pixels_per_bit} per pHash bit, by {t.neighbour_margin} over each image's "
                      f"typical neighbour and by a local difference <= {t.local_difference} - "
-                     f"{t.local_difference_per_bit} per pHash bit, a crop's <= "
-                     f"{t.crop_local_difference}; similarity>={t.similarity})",
+                     f"{t.local_difference_per_bit} per pHash bit with fine details correlating >= "
+                     f"{t.detail_agreement}, a crop's <= {t.crop_local_difference}; similarity>={t.similarity})",
                      [c.members for c in report.clusters], truth, truth_no_crop, labels, gather_s + cluster_s,
                      gather_s + cluster_s + features.hash_seconds + features.embed_seconds)]
     unconfirmed = {"pixels": -1.0, "pixels_per_bit": 0.0, "neighbour_margin": -1.0}
     nothing = np.full(len(candidates.left), np.nan, dtype=np.float32)  # as if no picture was looked at
-    unlooked = replace(candidates, local_difference=nothing, crop_local_difference=nothing)
+    unlooked = replace(candidates, local_difference=nothing, detail=nothing, crop_local_difference=nothing)
     variants = {"ours + embedding (similarity>=0.95)": (candidates, DuplicateThresholds(similarity=0.95)),
                 "ours, no per-image calibration (neighbour_margin=-1)":
                     (candidates, DuplicateThresholds(neighbour_margin=-1.0)),
                 "ours, flat pixel bar (pixels_per_bit=0)": (candidates, DuplicateThresholds(pixels_per_bit=0.0)),
+                "ours, no fine-detail check (detail_agreement=-1)":
+                    (candidates, DuplicateThresholds(detail_agreement=-1.0)),
                 "ours, no close look (local differences off)": (unlooked, DuplicateThresholds()),
                 "ours, no pixel confirmation": (unlooked, DuplicateThresholds(**unconfirmed)),
                 "ours before (similarity>=0.95, pHash<=8, no confirmation)":

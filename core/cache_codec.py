@@ -24,7 +24,7 @@ import numpy as np
 
 from core.analysis import AnomalyScores, DuplicateCandidates, NeighbourGraph, Projection, SimilarityScale
 
-FORMAT = "v6"
+FORMAT = "v7"
 _MAGIC = b"VAC3"
 _HEADER = struct.Struct("<I")
 
@@ -146,7 +146,7 @@ LATEST_GRAPH: Codec[LatestGraph] = Codec(
 # duplicate candidates -----------------------------------------------------------------------------
 _CANDIDATE_ARRAYS = {"left": "iu", "right": "iu", "cosine": "f", "phash_distance": "iu", "mirrored": "b",
                      "same_bytes": "b", "same_pixels": "b", "crop_score": "f", "pixel_score": "f",
-                     "neighbour_score": "f", "local_difference": "f", "crop_local_difference": "f"}
+                     "neighbour_score": "f", "local_difference": "f", "detail": "f", "crop_local_difference": "f"}
 
 
 def _candidates_from(fields: Fields, arrays: Arrays) -> DuplicateCandidates:

@@ -14,7 +14,7 @@ from core.analysis.hamming import hashes_from_hex
 from core.analysis.similarity import SimilarityScale
 from core.images import PreparedImage, detail_picture, prepare_image
 from core.synthetic import save_as
-from tests.drawings import folder_icon
+from tests.drawings import badge, folder_icon
 
 COSINE = DuplicateThresholds(similarity=0.95)  # the embedding signal on (it is off by default)
 SCALE = SimilarityScale(reference_cosine=0.8, reference_rank=10, histogram_edges=(), histogram_counts=())
@@ -109,3 +109,22 @@ def test_an_arrival_twenty_pHash_bits_away_is_near_by_sketch_only_once_looked_at
     assert (near.verdict, near.image_id, near.phash_distance, near.signals) == ("near", "copy", 20, ("sketch",))
     assert check("sibling", look=True).verdict == "none"
     assert asked == [["copy"], ["sibling"]]
+
+
+def test_an_arrival_sharing_only_a_silhouette_with_a_stored_image_is_refused_by_its_fine_details() -> None:
+    def prepared(img: Image.Image) -> PreparedImage:
+        return prepare_image(save_as(img, "PNG"), max_bytes=10 << 20, max_pixels=10**8)
+
+    knob, dice = prepared(badge("knob")), prepared(badge("dice"))
+    scale = SimilarityScale(reference_cosine=0.5, reference_rank=10, histogram_edges=(), histogram_counts=())
+    stored_dice = StoredImage("dice", math.nan, dice.sha256, dice.pixel_sha256, dice.phash, dice.phash_mirror,
+                              dice.sketch)
+
+    def check(look: bool) -> ArrivalCheck:
+        return check_arrival(sha256=knob.sha256, pixel_sha256=knob.pixel_sha256, phash=knob.phash,
+                             phash_mirror=knob.phash_mirror, sketch=knob.sketch, stored=[stored_dice], scale=scale,
+                             picture=(lambda: detail_picture(knob.thumbnail, DETAIL_SIDE)) if look else None,
+                             pictures=lambda ids: np.stack([detail_picture(dice.thumbnail, DETAIL_SIDE)] * len(ids)))
+
+    assert (check(look=False).verdict, check(look=False).signals) == ("near", ("phash",))  # hashes and sketch agree
+    assert check(look=True).verdict == "none"

@@ -9,12 +9,18 @@ import pytest
 from PIL import Image
 
 from core.analysis import ImageSignals, duplicate_candidates, duplicate_clusters
-from core.analysis.details import DEFAULT_LOCAL_DIFFERENCE, DETAIL_SIDE, local_differences
+from core.analysis.details import (
+    DEFAULT_DETAIL_AGREEMENT,
+    DEFAULT_LOCAL_DIFFERENCE,
+    DEFAULT_LOCAL_DIFFERENCE_PER_BIT,
+    DETAIL_SIDE,
+    close_looks,
+)
 from core.analysis.duplicates import DuplicateThresholds, judge_pairs
 from core.analysis.neighbours import exact_graph
 from core.images import detail_picture, prepare_image
 from core.synthetic import save_as, transform
-from tests.drawings import folder_icon
+from tests.drawings import badge, folder_icon
 
 COPY_KINDS = ("resize", "jpeg", "brightness", "rotation", "watermark", "flip")
 
@@ -45,8 +51,8 @@ def test_copies_show_little_local_difference_and_a_sibling_shows_much() -> None:
     original = folder_icon("note")
     copies = [picture(transform(original, kind, rng), "JPEG" if kind == "jpeg" else "PNG") for kind in COPY_KINDS]
     base = picture(original)
-    copy_diff = local_differences(np.stack([base] * len(copies)), np.stack(copies))
-    sibling_diff = local_differences(base[None], picture(folder_icon("fox"))[None])
+    copy_diff = close_looks(np.stack([base] * len(copies)), np.stack(copies)).difference
+    sibling_diff = close_looks(base[None], picture(folder_icon("fox"))[None]).difference
     assert (copy_diff <= DEFAULT_LOCAL_DIFFERENCE).all(), dict(zip(COPY_KINDS, copy_diff.round(2), strict=True))
     assert sibling_diff[0] > DEFAULT_LOCAL_DIFFERENCE
     # the whole pictures still agree closely: only a look at one place tells them apart
@@ -57,9 +63,9 @@ def test_copies_show_little_local_difference_and_a_sibling_shows_much() -> None:
 def test_a_flat_picture_is_not_compared_and_bad_shapes_are_refused() -> None:
     flat = np.full((1, DETAIL_SIDE, DETAIL_SIDE), 200, dtype=np.uint8)
     drawn = picture(folder_icon("note"))[None]
-    assert np.isnan(local_differences(flat, drawn)).all() and np.isnan(local_differences(drawn, flat)).all()
+    assert np.isnan(close_looks(flat, drawn).difference).all() and np.isnan(close_looks(drawn, flat).difference).all()
     with pytest.raises(ValueError, match="same shape"):
-        local_differences(drawn, drawn[:, :32, :32])
+        close_looks(drawn, drawn[:, :32, :32])
 
 
 def test_the_close_look_rejects_a_sibling_pair_the_sketches_confirm_and_keeps_the_copy() -> None:
@@ -82,6 +88,30 @@ def test_the_close_look_rejects_a_sibling_pair_the_sketches_confirm_and_keeps_th
     assert asked and set(np.concatenate(asked)) <= {0, 1, 2}  # only pairs the sketches confirm are looked at
     off = duplicate_clusters(looked, x, signals, DuplicateThresholds(local_difference=1e9))
     assert {c.members for c in off.clusters} == clusters_blind
+
+
+def test_look_alikes_sharing_a_silhouette_differ_in_their_fine_details_and_copies_do_not() -> None:
+    dice, knob = picture(badge("dice")), picture(badge("knob"))
+    look = close_looks(dice[None], knob[None])
+    assert np.corrcoef(dice.ravel().astype(float), knob.ravel().astype(float))[0, 1] > 0.95
+    assert look.difference[0] < DEFAULT_LOCAL_DIFFERENCE - 16 * DEFAULT_LOCAL_DIFFERENCE_PER_BIT  # passes at 16 bits
+    assert look.detail[0] < DEFAULT_DETAIL_AGREEMENT
+    rng = np.random.default_rng(0)
+    for face in ("dice", "knob"):
+        copies = [picture(transform(badge(face), kind, rng), "JPEG" if kind == "jpeg" else "PNG")
+                  for kind in COPY_KINDS]
+        agreement = close_looks(np.stack([picture(badge(face))] * len(copies)), np.stack(copies)).detail
+        assert not (agreement < DEFAULT_DETAIL_AGREEMENT).any(), dict(zip(COPY_KINDS, agreement.round(2), strict=True))
+    # judged: the fine details refuse what the local difference alone would accept, unless turned off
+    args = (np.zeros(3), np.full(3, 12, np.uint8), np.full(3, np.nan), np.zeros(3, bool))
+    pixels, local = np.full(3, 0.99, np.float32), np.full(3, 0.1, np.float32)
+    detail = np.array([look.detail[0], 0.95, np.nan], np.float32)
+    assert judge_pairs(*args, DuplicateThresholds(), pixels, None, local, detail=detail).accepted.tolist() == [
+        False, True, True]
+    assert judge_pairs(*args, DuplicateThresholds(detail_agreement=-1.0), pixels, None, local,
+                       detail=detail).accepted.all()
+    with pytest.raises(Exception, match="detail_agreement"):
+        DuplicateThresholds(detail_agreement=1.5)
 
 
 def test_local_difference_is_judged_only_where_it_was_measured() -> None:
@@ -112,7 +142,7 @@ def test_a_crop_is_looked_at_in_its_window_and_judged_by_its_own_bar() -> None:
     looked = duplicate_candidates(exact_graph(x, 5), x, signals, details=pictures.__getitem__)
     pair = int(np.flatnonzero((looked.left == 0) & (looked.right == 1))[0])
     assert looked.crop_score[pair] >= looked.pixel_score[pair] - 1e-6  # the crop scored this pair
-    unaligned = local_differences(pictures[:1], pictures[1:2])[0]
+    unaligned = close_looks(pictures[:1], pictures[1:2]).difference[0]
     assert looked.crop_local_difference[pair] < 0.3 < DEFAULT_LOCAL_DIFFERENCE < unaligned  # the window aligns it
     assert np.isnan(looked.local_difference[pair]) or looked.local_difference[pair] == pytest.approx(unaligned, abs=1e-4)
     assert {c.members for c in duplicate_clusters(looked, x, signals).clusters} == {(0, 1)}
@@ -210,8 +240,8 @@ def test_a_crop_window_placed_at_sketch_resolution_is_refined_before_the_close_l
     grown = np.array([[0.8 * 1.06, 0.8 * 1.06, 0.25, 0.75]], np.float32)
     for off in (moved, grown):
         for crop in (inner, inner[:, :, ::-1].copy()):
-            placed = local_differences(window_pictures(outer, off), crop)[0]
-            refined = local_differences(window_pictures(outer, refine_windows(outer, crop, off)), crop)[0]
+            placed = close_looks(window_pictures(outer, off), crop).difference[0]
+            refined = close_looks(window_pictures(outer, refine_windows(outer, crop, off)), crop).difference[0]
             assert refined < DuplicateThresholds().crop_local_difference < placed
     assert np.allclose(refine_windows(outer, inner, true), true, atol=1e-6)
 

@@ -144,6 +144,10 @@ def test_duplicates_slider_changes_the_clusters_shown_and_the_csv(seeded: Path,
     loose = metric(at, "Images")
     at.slider(key="dup-local").set_value(3.0).run()  # a lenient close look can only add pairs
     assert not at.exception and metric(at, "Images") >= loose
+    lenient = metric(at, "Images")
+    # fine details that must agree perfectly can only remove pairs (these photos hold too few to compare)
+    at.slider(key="dup-detail").set_value(1.0).run()
+    assert not at.exception and metric(at, "Images") <= lenient
 
 
 def test_anomaly_label_persists_and_the_csv_holds_the_selection(seeded: Path,

@@ -142,13 +142,14 @@ def test_every_cached_type_comes_back_equal() -> None:
         pixel_score=np.array([0.99, np.nan, 0.7, 0.95], np.float32),
         neighbour_score=np.array([0.9, -np.inf, 0.8, 0.85], np.float32),
         local_difference=np.array([0.4, np.nan, np.nan, 1.7], np.float32),
+        detail=np.array([0.9, np.nan, np.nan, 0.2], np.float32),
         crop_local_difference=np.array([np.nan, 0.9, np.nan, 1.1], np.float32), scale=scale, similarity_floor=0.5,
         hamming_max=12, hamming_searched=7, crop_floor=0.6)
     got = CANDIDATES.decode(CANDIDATES.encode(candidates))
     assert got.scale == scale
     assert (got.similarity_floor, got.hamming_max, got.hamming_searched, got.crop_floor) == (0.5, 12, 7, 0.6)
     for name in ("left", "right", "cosine", "phash_distance", "mirrored", "same_bytes", "same_pixels", "crop_score",
-                 "pixel_score", "neighbour_score", "local_difference", "crop_local_difference"):
+                 "pixel_score", "neighbour_score", "local_difference", "detail", "crop_local_difference"):
         assert np.array_equal(getattr(got, name), getattr(candidates, name), equal_nan=True), name
     assert np.array_equal(VECTOR.decode(VECTOR.encode(np.ones(4, np.float32))), np.ones(4))
 

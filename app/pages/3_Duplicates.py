@@ -40,6 +40,10 @@ CLOSE_LOOK_HELP = ("Pairs whose pictures agree as a whole are compared up close,
                    "how much they differ in the place they differ most. Lower keeps fewer pairs: icons that share "
                    "a template but differ in one emblem or letter are not copies. This is the most allowed where "
                    "the pHashes agree; each bit they are apart allows {per_bit} less.")
+DETAIL_HELP = ("Pairs compared up close must also agree in their fine details (strokes, dots, edges; the "
+               "correlation of what is left once each picture's local mean is taken away). Icons that share a "
+               "silhouette, a dice and a knob, pass the close look but not this. Pictures with too little fine "
+               "detail (soft shapes, heavily compressed photos) skip it; -1 turns it off.")
 INSPECT_WIDTH = 420
 FOCUS_KEY = "dup-focus"  # the cluster "Next undecided" went to
 
@@ -50,7 +54,7 @@ may_decide = may(current, Action.DECIDE)
 def thresholds_controls() -> DuplicateThresholds:
     defaults = DuplicateThresholds()
     sim, bits, crop, rule = st.columns(4)
-    pixels, close, _ = st.columns([1, 1, 2])  # the confirmations: six controls in one row cut labels at 1024 px
+    pixels, close, detail, _ = st.columns(4)  # the confirmations: seven controls in one row cut labels at 1024 px
     return DuplicateThresholds(
         similarity=sim.slider("Similarity (calibrated: 1 = identical)", SIMILARITY_FLOOR, 1.0, defaults.similarity,
                               0.005, key="dup-similarity"),
@@ -60,6 +64,8 @@ def thresholds_controls() -> DuplicateThresholds:
         local_difference=close.slider("Close look (most local difference)", 0.25, 3.0, defaults.local_difference,
                                       0.05, key="dup-local",
                                       help=CLOSE_LOOK_HELP.format(per_bit=defaults.local_difference_per_bit)),
+        detail_agreement=detail.slider("Fine details agree (least correlation)", -1.0, 1.0, defaults.detail_agreement,
+                                       0.05, key="dup-detail", help=DETAIL_HELP),
         crop=crop.slider("Crop correlation (above 1: crops off)", CROP_FLOOR, 1.01, defaults.crop, 0.01,
                          key="dup-crop"),
         rule=rule.selectbox("Rule", DUPLICATE_RULES, key="dup-rule", help=RULE_HELP),

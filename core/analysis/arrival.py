@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.analysis.crops import EXHAUSTIVE_MAX_N, contained, containing, crop_matches, window_hashes
-from core.analysis.details import local_differences
+from core.analysis.details import close_looks
 from core.analysis.duplicates import (
     DEFAULT_THRESHOLDS,
     LOCAL_CHECK_FLOOR,
@@ -173,10 +173,11 @@ def check_arrival(*, sha256: str, pixel_sha256: str | None, phash: str, phash_mi
         hopeful = judge(np.zeros(len(stored), dtype=np.float32))  # as if every close look agreed
         look = np.flatnonzero(hopeful.accepted & ~exact & (whole >= LOCAL_CHECK_FLOOR))
         if len(look):
-            local = np.full(len(stored), np.nan, dtype=np.float32)
-            local[look] = local_differences(np.repeat(picture()[None], len(look), axis=0),
-                                            pictures([stored[i].image_id for i in look]))
-            verdicts = judge(local)
+            local, detail = (np.full(len(stored), np.nan, dtype=np.float32) for _ in range(2))
+            looks = close_looks(np.repeat(picture()[None], len(look), axis=0),
+                                pictures([stored[i].image_id for i in look]))
+            local[look], detail[look] = looks.difference, looks.detail
+            verdicts = judge(local, detail=detail)
     strength = pair_strength(comparable, distance, crop, exact, thresholds) + same_bytes  # same bytes before same pixels
     if verdicts.accepted.any():
         best = int(np.flatnonzero(verdicts.accepted)[np.argmax(strength[verdicts.accepted])])

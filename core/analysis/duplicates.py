@@ -55,10 +55,12 @@ from core.analysis.crops import (
 )
 from core.analysis.details import (
     DEFAULT_CROP_LOCAL_DIFFERENCE,
+    DEFAULT_DETAIL_AGREEMENT,
     DEFAULT_LOCAL_DIFFERENCE,
     DEFAULT_LOCAL_DIFFERENCE_PER_BIT,
+    CloseLooks,
     DetailSource,
-    local_differences,
+    close_looks,
     refine_windows,
     window_pictures,
 )
@@ -202,6 +204,7 @@ class DuplicateThresholds:
     local_difference: float = DEFAULT_LOCAL_DIFFERENCE
     local_difference_per_bit: float = DEFAULT_LOCAL_DIFFERENCE_PER_BIT
     crop_local_difference: float = DEFAULT_CROP_LOCAL_DIFFERENCE
+    detail_agreement: float = DEFAULT_DETAIL_AGREEMENT
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -218,6 +221,9 @@ class DuplicateThresholds:
                 or not 0.0 <= self.local_difference_per_bit <= 0.2):
             raise InvalidRequest("local_difference_per_bit", f"{self.local_difference_per_bit!r} is not a number "
                                  "from 0 to 0.2")
+        if not isinstance(self.detail_agreement, (int, float, np.floating)) or not -1.0 <= self.detail_agreement <= 1.0:
+            raise InvalidRequest("detail_agreement", f"{self.detail_agreement!r} is not a correlation from -1 to 1 "
+                                 "(-1 turns the fine-detail check off)")
         if not isinstance(self.neighbour_margin, (int, float, np.floating)) or not -1.0 <= self.neighbour_margin <= 1.0:
             raise InvalidRequest("neighbour_margin", f"{self.neighbour_margin!r} is not a number from -1 to 1 "
                                  "(-1 turns the per-image calibration off)")
@@ -260,6 +266,7 @@ class DuplicateCandidates:
     pixel_score: np.ndarray  # (m,) float32: the pictures' agreement (`pixel_scores`, crops included; NaN: no sketch)
     neighbour_score: np.ndarray  # (m,) float32: the higher of its images' typical neighbours (`neighbour_scores`)
     local_difference: np.ndarray  # (m,) float32: `core.analysis.details` of the whole pictures; NaN: not looked at
+    detail: np.ndarray  # (m,) float32: the whole pictures' fine-detail agreement (`close_looks`); NaN: none to compare
     crop_local_difference: np.ndarray  # (m,) float32: the same of the crop's window, where a crop scored the pair
     scale: SimilarityScale
     similarity_floor: float
@@ -385,7 +392,7 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
     whole = np.where(signals.has_sketch[left] & signals.has_sketch[right],
                      pixel_scores(signals.sketch, left, right), np.nan)
     pixels = np.fmax(whole, crop_score)
-    local, crop_local = (np.full(len(left), np.nan, dtype=np.float32) for _ in range(2))
+    local, detail, crop_local = (np.full(len(left), np.nan, dtype=np.float32) for _ in range(3))
     if details is not None:
         differs = ~(same_bytes | same_pixels)
         compared = np.flatnonzero(differs & (whole >= LOCAL_CHECK_FLOOR))
@@ -393,15 +400,16 @@ def duplicate_candidates(graph: NeighbourGraph, vectors: np.ndarray, signals: Im
         crop = best_crop[np.searchsorted(crop_pairs, keys[cropped])]
         windows = np.full((len(compared) + len(cropped), 4), np.nan, dtype=np.float32)
         windows[len(compared):] = crops.window[crop]
-        looks = _local_differences(details, np.concatenate([left[compared], crops.outer[crop]]),
-                                   np.concatenate([right[compared], crops.inner[crop]]), windows)
-        local[compared], crop_local[cropped] = np.split(looks, [len(compared)])
+        looks = _close_looks(details, np.concatenate([left[compared], crops.outer[crop]]),
+                             np.concatenate([right[compared], crops.inner[crop]]), windows)
+        local[compared], crop_local[cropped] = np.split(looks.difference, [len(compared)])
+        detail[compared] = looks.detail[:len(compared)]
     counted = ~(same_bytes | same_pixels) & (distance > CALIBRATION_EXEMPT_BITS) & ~np.isnan(pixels)
     typical = neighbour_scores(n, left[counted], right[counted], pixels[counted])
     return DuplicateCandidates(
         left=left, right=right, cosine=_row_dots(x, left, right), phash_distance=distance, mirrored=mirrored,
         same_bytes=same_bytes, same_pixels=same_pixels, crop_score=crop_score, pixel_score=pixels,
-        neighbour_score=np.maximum(typical[left], typical[right]), local_difference=local,
+        neighbour_score=np.maximum(typical[left], typical[right]), local_difference=local, detail=detail,
         crop_local_difference=crop_local,
         scale=scale, similarity_floor=float(similarity_floor), hamming_max=int(hamming_max),
         hamming_searched=plan.radius, crop_floor=float(crop_floor))
@@ -414,12 +422,12 @@ def crop_scored(crop: np.ndarray, whole: np.ndarray) -> np.ndarray:
     return ~np.isnan(crop) & (np.nan_to_num(crop, nan=-np.inf) >= np.nan_to_num(whole, nan=-np.inf))
 
 
-def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarray, windows: np.ndarray,
-                       chunk: int = 8192) -> np.ndarray:
-    """`local_differences` of the pairs, each image's picture fetched once per chunk of pairs
-    (a cluster's representative is in many pairs); where a pair has a window (`CropMatches.window`;
+def _close_looks(details: DetailSource, left: np.ndarray, right: np.ndarray, windows: np.ndarray,
+                 chunk: int = 8192) -> CloseLooks:
+    """`close_looks` of the pairs, each image's picture fetched once per chunk of pairs (a
+    cluster's representative is in many pairs); where a pair has a window (`CropMatches.window`;
     NaN rows: none), `right` is compared with that window of `left`."""
-    out = np.empty(len(left), dtype=np.float32)
+    difference, detail = (np.empty(len(left), dtype=np.float32) for _ in range(2))
     for c0 in range(0, len(left), chunk):
         rows, where = np.unique(np.concatenate([left[c0:c0 + chunk], right[c0:c0 + chunk]]), return_inverse=True)
         pictures = details(rows)
@@ -428,8 +436,9 @@ def _local_differences(details: DetailSource, left: np.ndarray, right: np.ndarra
         framed = np.flatnonzero(~np.isnan(windows[c0:c0 + chunk, 0]))
         refined = refine_windows(first[framed], second[framed], windows[c0:c0 + chunk][framed])
         first[framed] = window_pictures(first[framed], refined)
-        out[c0:c0 + chunk] = local_differences(first, second)
-    return out
+        looks = close_looks(first, second)
+        difference[c0:c0 + chunk], detail[c0:c0 + chunk] = looks.difference, looks.detail
+    return CloseLooks(difference, detail)
 
 
 def neighbour_scores(n: int, left: np.ndarray, right: np.ndarray, score: np.ndarray,
@@ -583,7 +592,8 @@ class PairVerdicts:
 
 def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, exact: np.ndarray,
                 t: DuplicateThresholds, pixels: np.ndarray, neighbour: np.ndarray | None = None,
-                local: np.ndarray | None = None, crop_local: np.ndarray | None = None) -> PairVerdicts:
+                local: np.ndarray | None = None, crop_local: np.ndarray | None = None,
+                detail: np.ndarray | None = None) -> PairVerdicts:
     """Which pairs the thresholds accept, and by which signals (vectorised over pairs; crop NaN =
     none); a signal counts only where the pair's pixel score confirms it.
 
@@ -606,7 +616,10 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     signal needs the crop window's (`crop_local`, where the crop scored the pair; else the whole
     pictures') within `crop_local_difference`, a flat bar: the window is refined at the close
     look's resolution (`refine_windows`) before it is looked at, and a crop that the whole sketches
-    score better is a slight one, which the whole pictures show a little shifted.
+    score better is a slight one, which the whole pictures show a little shifted. Where the whole
+    pictures' fine details (`detail`, from `close_looks`; NaN: too few to compare) correlate less
+    than `detail_agreement`, their look fails whatever its local difference: look-alikes sharing a
+    silhouette pass the difference bar.
 
     Beyond `HAMMING_MAX` bits, where no pHash threshold reaches, a pair confirmed that way whose
     pictures were looked at up close and agree within that bar is a `by_sketch` duplicate: a
@@ -620,6 +633,8 @@ def judge_pairs(similarity: np.ndarray, distance: np.ndarray, crop: np.ndarray, 
     confirmed = (score >= t.pixels + t.pixels_per_bit * bits) & calibrated
     not_looked = np.full(len(score), np.nan)
     whole_look = not_looked if local is None else local
+    if detail is not None:
+        whole_look = np.where(detail < t.detail_agreement, np.inf, whole_look)
     window_look = not_looked if crop_local is None else crop_local
     look_bar = t.local_difference - t.local_difference_per_bit * bits
     windowed = crop_scored(crop, pixels)  # pixels holds the better of whole and crop: the same test
@@ -680,7 +695,7 @@ def duplicate_pairs(candidates: DuplicateCandidates, thresholds: DuplicateThresh
 
 def _judge_candidates(c: DuplicateCandidates, t: DuplicateThresholds) -> PairVerdicts:
     return judge_pairs(c.similarity, c.phash_distance, c.crop_score, c.same_bytes | c.same_pixels, t, c.pixel_score,
-                       c.neighbour_score, c.local_difference, c.crop_local_difference)
+                       c.neighbour_score, c.local_difference, c.crop_local_difference, c.detail)
 
 
 def _pair(c: DuplicateCandidates, i: int, verdicts: PairVerdicts) -> DuplicatePair:
