@@ -177,7 +177,8 @@ def test_process_killed_mid_ingest_leaves_nothing_visible_and_rerun_completes(
         from core.collection import Collection
         from core.settings import Settings
         from core.storage.catalog import Catalog
-        settings = Settings(data_dir={str(settings.data_dir)!r}, model_pretrained="none", embed_batch_size=8)
+        settings = Settings(data_dir={str(settings.data_dir)!r}, model_pretrained="none", embed_batch_size=8,
+                            precision={settings.precision!r})
         real = Catalog.mark_ready
         calls = []
         def mark_ready_then_die(self, ids):
