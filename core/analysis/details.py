@@ -134,12 +134,9 @@ def fine_detail_agreement(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     -0.04 to 0.48 on the real-image benchmarks; every true copy there, rotated, brightened,
     watermarked or re-encoded, 0.58 or more.
     """
-    box = _box_matrix()
     def details(pictures: np.ndarray) -> np.ndarray:
-        side = DETAIL_SIDE
-        square = pictures.reshape(-1, side, side)
-        local_mean = np.swapaxes(np.swapaxes(square @ box.T, 1, 2) @ box.T, 1, 2)
-        return (square - local_mean).reshape(len(pictures), -1)
+        square = pictures.reshape(-1, DETAIL_SIDE, DETAIL_SIDE)
+        return (square - _separable(square, _box_matrix())).reshape(len(pictures), -1)
 
     x, y = details(first), details(second)
     share = np.minimum(np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1))
@@ -220,13 +217,18 @@ def _moved_windows(windows: np.ndarray, shift: tuple[float, float], rescale: flo
 
 
 def _soften(pictures: np.ndarray) -> np.ndarray:
-    """(m, side, side) float32: `SOFTEN_PASSES` [1, 2, 1] blurs along both axes, edges repeated
-    (each axis one matrix product over all rows of all pictures: a batch of small products is 5
-    times slower)."""
+    """(m, side, side) float32: `SOFTEN_PASSES` [1, 2, 1] blurs along both axes, edges repeated."""
+    return _separable(pictures, _blur_matrix())
+
+
+def _separable(pictures: np.ndarray, along: np.ndarray) -> np.ndarray:
+    """(m, side, side) float32: `along` (side, side) applied along both axes of every picture, each
+    axis one matrix product over all rows of all pictures (a batch of small products is 5 times
+    slower)."""
     side = DETAIL_SIDE
-    blur_t = _blur_matrix().T
-    along_x = (pictures.astype(np.float32).reshape(-1, side) @ blur_t).reshape(-1, side, side)
-    along_y = (np.ascontiguousarray(along_x.transpose(0, 2, 1)).reshape(-1, side) @ blur_t).reshape(-1, side, side)
+    along_t = along.T
+    along_x = (pictures.astype(np.float32).reshape(-1, side) @ along_t).reshape(-1, side, side)
+    along_y = (np.ascontiguousarray(along_x.transpose(0, 2, 1)).reshape(-1, side) @ along_t).reshape(-1, side, side)
     return along_y.transpose(0, 2, 1)
 
 
