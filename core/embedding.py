@@ -43,6 +43,7 @@ from core.runtimes import (
     RuntimeUnavailable,
     bf16_emulated,
     build_encoder,
+    can_record,
     machine_key,
     read_decision,
     write_decision,
@@ -254,13 +255,17 @@ class Embedder:
             decision = read_decision(self.runtime_folder, key) if recorded else None
             if decision is not None:
                 return decision.chosen, decision.note()
+            if recorded and not can_record(self.runtime_folder):
+                # a read-only collection would measure again at every start: half a minute a command
+                return TORCH_FP32, ("torch fp32: this collection is read-only, so nothing is measured at start-up "
+                                    "(it could not be recorded and would be repeated at every start)")
             decision = self._measure_precision()
             if decision is None:
                 return TORCH_FP32, "torch fp32: this CPU has no native bf16 (or torch no oneDNN for it)"
             if recorded:
                 try:
                     write_decision(self.runtime_folder, key, decision)
-                except OSError as exc:  # a read-only collection: the choice stands, measured again next start
+                except OSError as exc:  # a full disk, say: the choice stands, measured again next start
                     log_event("runtime_decision_not_recorded", logging.WARNING, error=str(exc))
             return decision.chosen, f"{decision.note()}; measured at start-up on {PROBE_ORIGINALS * 2} probe images"
         if settings.runtime in ("auto", "torch"):

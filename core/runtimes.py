@@ -190,6 +190,13 @@ def read_decision(folder: Path, key: str) -> Decision | None:
         return None  # none recorded (or from an older layout): measure again with make bench
 
 
+def can_record(folder: Path) -> bool:
+    """Whether this process could write a decision under ``folder``: the nearest existing path at
+    or above it is a folder it may write to (a read-only collection's is not)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return existing is not None and existing.is_dir() and os.access(existing, os.W_OK)
+
+
 def write_decision(folder: Path, key: str, decision: Decision) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = decision_path(folder, key)

@@ -195,12 +195,11 @@ def _obey_file_modes() -> None:
 
 
 def _as_another_user(args: list[str], data_dir: Path, scratch: Path) -> subprocess.CompletedProcess[str]:
-    """The CLI run by a user who may read but not write the collection's files (at the suite's fixed
-    precision: with `auto`, a collection that cannot record its measurement measures again at every
-    start, half a minute a command on a CPU with native bf16)."""
+    """The CLI run by a user who may read but not write the collection's files, with the product's
+    own settings (`PRECISION=auto`: a collection that cannot record a start-up measurement takes
+    none, where it used to measure bf16 again at every start, half a minute a command)."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "DATA_DIR": str(data_dir),
-           "MODEL_PRETRAINED": "none", "HOME": str(scratch), "NUMBA_CACHE_DIR": str(scratch / "numba"),
-           "PRECISION": os.environ["PRECISION"]}
+           "MODEL_PRETRAINED": "none", "HOME": str(scratch), "NUMBA_CACHE_DIR": str(scratch / "numba")}
     return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300, preexec_fn=_obey_file_modes)
 

@@ -171,6 +171,18 @@ def test_auto_precision_does_not_measure_bf16_where_the_cpu_would_emulate_it(
     assert "no native bf16" in chosen.info.precision_note
 
 
+def test_auto_precision_on_a_collection_that_cannot_record_it_takes_fp32_without_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedding, "bf16_emulated", lambda: False)  # a CPU where bf16 would be measured
+    monkeypatch.setattr(embedding, "compare_in_turn", lambda *args: pytest.fail("measured where nothing can keep it"))
+    (tmp_path / "runtime").write_text("")  # no folder can be made there, whoever runs this (root included)
+    chosen = Embedder(Settings(data_dir=tmp_path, model_pretrained="none"))
+    assert (chosen.runtime, chosen.precision) == ("torch", "fp32")
+    assert "read-only" in chosen.info.precision_note
+    assert runtimes.can_record(tmp_path / "elsewhere" / "runtime") and not runtimes.can_record(tmp_path / "runtime")
+
+
 @pytest.mark.parametrize(("machine", "flags", "emulated"), [
     ("x86_64", "fpu avx2 fma", True),
     ("x86_64", "fpu avx2 avx512f avx512_bf16", False),
