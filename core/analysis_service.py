@@ -419,17 +419,13 @@ class CollectionAnalysis:
         (`searches_crop_windows`), and only for the images the last ingest had not seen."""
         rows = read_analysis_rows(catalog)
         ids = rows.frame["id"].tolist()
-        windows = None
+        searched = analysis.searches_crop_windows(len(ids))  # if not: 512 MB at a million images, not kept either
         with self._windows_lock:
             known, cached = self._windows
-            if not analysis.searches_crop_windows(len(ids)):
-                known, cached = [], cached[:0]  # not searched: 512 MB at a million images, not kept either
-            else:
-                if ids[: len(known)] != known:
-                    known, cached = [], cached[:0]
-                windows = np.concatenate([cached, window_hashes(rows.signals.sketch[len(known):])])
-                known, cached = ids, windows
-            self._windows = (known, cached)
+            if not searched or ids[: len(known)] != known:
+                known, cached = [], cached[:0]
+            windows = np.concatenate([cached, window_hashes(rows.signals.sketch[len(known):])]) if searched else None
+            self._windows = (ids, windows) if windows is not None else (known, cached)
         return ArrivalContext(ids, self._latest_scale(len(ids)), rows.signals.phash, rows.signals.phash_mirror, windows,
                               functools.partial(catalog.get, ready_only=True), self.pictures)
 
