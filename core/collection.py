@@ -472,9 +472,10 @@ class Collection:
 
     def _first_read(self) -> tuple[AnalysisRows, np.ndarray]:
         """The catalog's rows and every vector, for a first snapshot. The first page of vectors is
-        scrolled before the catalog is read: an Edge shard maps in its whole vector file while it
-        loads (2.7 GB at a million images, handed back after each page), so it loads while little
-        else is in memory, and is kept loaded until the scroll ends."""
+        scrolled before the catalog is read: an Edge shard made before its vectors were kept cold
+        maps in its whole vector file while it loads (2.7 GB at a million images, handed back after
+        each page), so it loads while little else is in memory, and is kept loaded until the scroll
+        ends."""
         store = self.backends.vectors
         with store.kept_open():
             pages = store.iter_all(batch=VECTOR_PAGE)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,35 @@ def test_a_kept_open_store_outlasts_its_idle_delay_yet_yields_to_a_waiting_proce
     time.sleep(0.6)
     assert not _held(tmp_path / "v")  # out of kept_open, idle time counts again
     store.close()
+
+
+def _resident_vector_files_mb(shard: Path) -> float:
+    """Resident size of this process's mappings of the shard's vector storage files."""
+    resident, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                inside = len(fields) == 6 and fields[5].startswith(str(shard)) and "vector_storage" in fields[5]
+            elif inside and fields[0] == "Rss:":
+                resident += int(fields[1])
+    return resident / 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the resident size from /proc")
+def test_loading_a_shard_leaves_its_vectors_on_disk_until_a_search_reads_them(tmp_path: Path) -> None:
+    dim, n = 2048, 10_000  # an 80 MB vector file
+    vectors = _unit(n, dim)
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(n)]
+    store = EdgeVectorStore(tmp_path / "v", dim)
+    for s in range(0, n, 2_000):
+        store.upsert(ids[s:s + 2_000], vectors[s:s + 2_000], [{}] * 2_000)
+    store.close()
+
+    reopened = EdgeVectorStore(tmp_path / "v", dim)
+    assert reopened.count() == n  # loads the shard
+    assert _resident_vector_files_mb(tmp_path.resolve()) < 8  # warmed, the whole 80 MB file would be resident
+    hits = reopened.search(vectors[1234], 3, exact=True)
+    assert hits[0].id == ids[1234] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert _resident_vector_files_mb(tmp_path.resolve()) > 40  # an exact search read them all
+    reopened.close()

@@ -1,8 +1,8 @@
 """Handing back the pages of memory-mapped files that a full read has touched (Linux).
 
-Qdrant Edge maps its vector file into the process and populates it when a shard loads: 2.7 GB at a
-million images, counted in the process's resident memory beside the array the analysis reads the
-vectors into. Those pages are the page cache's, not the process's: unmapping them here keeps them
+Qdrant Edge maps its vector file into the process: a full scroll touches every page of it (2 GB at a
+million images; shards made before vectors were kept cold also populate it when they load), counted
+in the process's resident memory beside the array the analysis reads the vectors into. Those pages are the page cache's, not the process's: unmapping them here keeps them
 cached, and the next access maps them again.
 """
 

@@ -14,6 +14,13 @@ in proportion to the shard's size, and every write raises :class:`StorageError`.
 
 Edge runs nothing in the background: :meth:`optimize` builds the HNSW index, and is called by the
 ingest pipeline when enough new points have arrived.
+
+The vectors are kept *cold* (`VECTOR_MEMORY`): memory-mapped, read from the page cache as a search
+touches them, not warmed into the process when the shard loads. Qdrant's default warms them, and a
+process that loaded a million images' shard held its 2 GB vector file before doing anything else:
+the analysis, which reads the vectors once a page at a time, peaked there, and an app that only
+searched kept them all resident. A search reads a few thousand vectors through the HNSW graph.
+Shards made before this keep the placement they were made with.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from core.storage.vectors import (
 )
 
 VECTOR_NAME = "image"
+VECTOR_MEMORY = qe.Memory.Cold  # see the module docstring
 # Loading a shard of 100,000 images takes 0.8 s (2 cores), and the app asks for it on every page
 # visit: a lease handed back after 1 s idle made that most of the Home page's server time. Kept
 # longer, it costs nothing to others: a waiting process still gets it within about 50 ms.
@@ -194,7 +202,8 @@ class EdgeVectorStore(VectorStore):
 
     def _config(self) -> qe.EdgeConfig:
         return qe.EdgeConfig(
-            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
+            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine,
+                                                           memory=VECTOR_MEMORY)},
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
         )
 
@@ -331,8 +340,9 @@ class EdgeVectorStore(VectorStore):
 
     @contextmanager
     def kept_open(self) -> Iterator[None]:
-        """The shard stays loaded however long the caller is idle (reloading it maps its whole
-        vector file in again: 2.7 GB at a million images); another process waiting still gets it."""
+        """The shard stays loaded however long the caller is idle (reloading a shard made before
+        vectors were kept cold maps its whole vector file in again: 2.7 GB at a million images;
+        any reload costs seconds); another process waiting still gets it."""
         with self._mutex:
             self._kept += 1
         try:
