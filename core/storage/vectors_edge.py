@@ -97,8 +97,10 @@ class EdgeVectorStore(VectorStore):
         lock_timeout_s: float = 60.0,
         idle_release_s: float = IDLE_RELEASE_S,
         hnsw_ef: int = 128,
+        vector_memory: qe.Memory = VECTOR_MEMORY,
     ) -> None:
         self.path = path
+        self.vector_memory = vector_memory  # where a new shard's vectors live (`VECTOR_MEMORY`)
         self.dim = dim
         self.lock_timeout_s = lock_timeout_s
         self.idle_release_s = idle_release_s
@@ -203,7 +205,7 @@ class EdgeVectorStore(VectorStore):
     def _config(self) -> qe.EdgeConfig:
         return qe.EdgeConfig(
             vectors={VECTOR_NAME: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine,
-                                                           memory=VECTOR_MEMORY)},
+                                                           memory=self.vector_memory)},
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
         )
 
