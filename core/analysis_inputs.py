@@ -11,7 +11,7 @@ kept as a frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -57,12 +57,20 @@ class AnalysisRows:
 def read_analysis_rows(catalog: Catalog, page_rows: int = READY_PAGE_ROWS) -> AnalysisRows:
     """The visible images' rows and signals, read ``page_rows`` at a time (see module docstring)."""
     columns = _SignalColumns(catalog.counts()[READY])
+    frame = _view_frame(catalog.ready_pages(page_rows), columns)
+    # Arrow's allocator keeps what the pages freed for its next allocation: 0.13 GiB at a million
+    # images, held through the whole analysis, which allocates nothing more from it.
+    pa.default_memory_pool().release_unused()
+    return AnalysisRows(frame, columns.signals(), columns.arrays["properties"][: columns.count])
+
+
+def _view_frame(pages: Iterable[pd.DataFrame], columns: _SignalColumns) -> pd.DataFrame:
+    """The VIEW_COLUMNS of every page, in one frame, as each page's signals are packed into ``columns``."""
     frames = []
-    for page in catalog.ready_pages(page_rows):
+    for page in pages:
         columns.add(page)
         frames.append(page[list(VIEW_COLUMNS)])
-    frame = _one_chunk(pd.concat(frames, ignore_index=True))
-    return AnalysisRows(frame, columns.signals(), columns.arrays["properties"][: columns.count])
+    return _one_chunk(pd.concat(frames, ignore_index=True))
 
 
 def _one_chunk(frame: pd.DataFrame) -> pd.DataFrame:

@@ -67,7 +67,7 @@ from core.analysis.details import (
 from core.analysis.exact import as_float32, check_vectors
 from core.analysis.hamming import hashes_from_hex, pair_distances, pairs_within, search_plan
 from core.analysis.heap import release_free_memory
-from core.analysis.neighbours import NeighbourGraph, build_graph
+from core.analysis.neighbours import NeighbourGraph, neighbour_rows
 from core.analysis.similarity import SimilarityScale, similarity_scale
 from core.errors import InvalidRequest
 from core.images import SKETCH_SIDE
@@ -469,31 +469,38 @@ def sketch_neighbour_pairs(sketches: np.ndarray, has_sketch: np.ndarray, k: int 
 
     Where the pHash search cannot cover every pair within `HAMMING_MAX`, these propose the copies it
     would have found: a rotated, brightened or watermarked copy has the same sketch give or take
-    noise, whatever its hash. Compared at 8 x 8 colour (the sketch's preparation, then pooled),
-    held in float16 (a million images take 0.4 GB), prepared `block` sketches at a time (each of
-    the preparation's copies holds 3 KB an image). Images without a sketch, or with a flat one, get a random
-    direction: neighbours whose pixel scores then reject them.
+    noise, whatever its hash. Compared at 8 x 8 colour (`_sketch_vectors`); only which images are
+    linked matters here (pixel scores judge), so a large collection's search drops the vectors
+    once its int8 codes are made (`neighbour_rows`).
     """
     s = check_sketches(sketches)
     n = len(s)
     k = min(k, n - 1)
     if k < 1:
         return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
+    linked = neighbour_rows(lambda: _sketch_vectors(s, has_sketch, block), n, k, device=device)
+    rows = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], linked.shape)
+    found = linked >= 0
+    return rows[found], linked[found].astype(np.int32)
+
+
+def _sketch_vectors(s: np.ndarray, has_sketch: np.ndarray, block: int) -> np.ndarray:
+    """(n, 192) float16 unit vectors: the sketch's preparation, pooled to 8 x 8 colour (a million
+    images take 0.4 GB), `block` sketches at a time (each of the preparation's copies holds 3 KB an
+    image). Images without a sketch, or with a flat one, get a random direction: neighbours whose
+    pixel scores then reject them."""
     side = SKETCH_SIDE // SKETCH_POOL
-    vectors = np.empty((n, 3 * side * side), dtype=np.float16)  # they only propose: pixel scores judge
+    vectors = np.empty((len(s), 3 * side * side), dtype=np.float16)  # they only propose: pixel scores judge
     blank = ~np.asarray(has_sketch, dtype=bool)
     with torch.inference_mode():
-        for b0 in range(0, n, block):
+        for b0 in range(0, len(s), block):
             pooled = _normalise(torch.nn.functional.avg_pool2d(_prepared(s[b0:b0 + block]), SKETCH_POOL)).flatten(1)
             vectors[b0:b0 + block] = pooled.numpy()
             blank[b0:b0 + block] |= (pooled.abs().sum(1) == 0).numpy()  # flat: nothing to compare
     noise = np.random.default_rng(0).standard_normal((int(blank.sum()), vectors.shape[1])).astype(np.float32)
     vectors[blank] = noise / np.linalg.norm(noise, axis=1, keepdims=True)
-    graph = build_graph(vectors, k, device=device)
-    del vectors
-    rows = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], graph.indices.shape)
-    found = graph.indices >= 0
-    return rows[found], graph.indices[found].astype(np.int32)
+    release_free_memory()  # the blocks' freed temporaries: 0.4 GiB of heap kept at a million images otherwise
+    return vectors
 
 
 def _prepared(sketches: np.ndarray) -> torch.Tensor:

@@ -10,12 +10,13 @@ its products run on and returns the same numpy arrays whichever it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.analysis.approximate import ivf_neighbours
+from core.analysis.approximate import ivf_neighbour_rows, ivf_neighbours
 from core.analysis.exact import (
     check_vectors,
     device_vectors,
@@ -76,6 +77,19 @@ def build_graph(vectors: np.ndarray, k: int = DEFAULT_K, *, method: str = "auto"
     if method == "exact" or (method == "auto" and len(x) <= limit):
         return exact_graph(x, k, device=device)
     return approximate_graph(x, k, target_recall=target_recall, seed=seed, device=device)
+
+
+def neighbour_rows(make_vectors: Callable[[], np.ndarray], n: int, k: int, *, seed: int = 0,
+                   device: str = "cpu") -> np.ndarray:
+    """(n, k) int32: the rows `build_graph` (method "auto") would link each of the `n` rows of
+    `make_vectors()` to (-1 where fewer), in no order and without similarities: for a caller that
+    only proposes pairs. Where the graph would be approximate, the vectors are dropped before the
+    search (`ivf_neighbour_rows`) and no recall is measured."""
+    _check_k(k)
+    if n <= max(EXACT_MAX_N_BY_DEVICE[check_device(device).type], 4 * RECALL_SAMPLE, 4 * k):
+        return exact_graph(make_vectors(), k, device=device).indices
+    return ivf_neighbour_rows(lambda: check_vectors(make_vectors()), k, target_recall=TARGET_RECALL, seed=seed,
+                              sample=RECALL_SAMPLE, device=device)
 
 
 def exact_graph(vectors: np.ndarray, k: int = DEFAULT_K, *, device: str = "cpu") -> NeighbourGraph:
