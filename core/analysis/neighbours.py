@@ -86,7 +86,7 @@ def neighbour_rows(make_vectors: Callable[[], np.ndarray], n: int, k: int, *, se
     only proposes pairs. Where the graph would be approximate, the vectors are dropped before the
     search (`ivf_neighbour_rows`) and no recall is measured."""
     _check_k(k)
-    if n <= max(EXACT_MAX_N_BY_DEVICE[check_device(device).type], 4 * RECALL_SAMPLE, 4 * k):
+    if n <= EXACT_MAX_N_BY_DEVICE[check_device(device).type] or _too_few_to_sample(n, k, RECALL_SAMPLE):
         return exact_graph(make_vectors(), k, device=device).indices
     return ivf_neighbour_rows(lambda: check_vectors(make_vectors()), k, target_recall=TARGET_RECALL, seed=seed,
                               sample=RECALL_SAMPLE, device=device)
@@ -105,15 +105,19 @@ def approximate_graph(vectors: np.ndarray, k: int = DEFAULT_K, *, target_recall:
     """Approximate neighbours; exact when the collection is too small for sampling to mean much."""
     x = check_vectors(vectors)
     _check_k(k)
-    n = len(x)
-    if n <= max(4 * sample, 4 * k):
+    if _too_few_to_sample(len(x), k, sample):
         return exact_graph(x, k, device=device)
     result = ivf_neighbours(x, k, target_recall=target_recall, seed=seed, sample=sample, device=device)
-    check_rows = np.random.default_rng(seed + 1).choice(n, size=sample, replace=False)
+    check_rows = np.random.default_rng(seed + 1).choice(len(x), size=sample, replace=False)
     measured = graph_recall(NeighbourGraph(result.indices, result.similarities, "", 0.0), x, rows=check_rows,
                             device=device)
     release_free_memory()  # the inverted file's and the recall check's freed working copies
     return NeighbourGraph(result.indices, result.similarities, result.description, measured, sample)
+
+
+def _too_few_to_sample(n: int, k: int, sample: int) -> bool:
+    """Whether `n` rows are too few for a recall sample of `sample` rows to mean much."""
+    return n <= max(4 * sample, 4 * k)
 
 
 def graph_recall(graph: NeighbourGraph, vectors: np.ndarray, *, rows: np.ndarray | None = None,
