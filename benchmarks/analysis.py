@@ -232,10 +232,19 @@ def peak_rss_gib() -> float:
     so a measuring child would report its parent's peak (2.5 GiB after the quality part).
     """
     try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 2**20
+        return _status_gib("VmHWM")
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def resident_gib() -> float:
+    """This process's resident size now, GiB (VmRSS; Linux)."""
+    return _status_gib("VmRSS")
+
+
+def _status_gib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 2**20
 
 
 def _generate(n: int, out: Path) -> None:

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.analysis import peak_rss_gib, table
+from benchmarks.analysis import peak_rss_gib, resident_gib, table
 
 
 def _build(n: int, data_dir: Path) -> None:
@@ -53,9 +53,7 @@ class _Stages(logging.Handler):
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            with open("/proc/self/status") as status:
-                rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 2**20
-            self.samples.append((time.time(), rss))
+            self.samples.append((time.time(), resident_gib()))
 
     def emit(self, record: logging.LogRecord) -> None:
         fields = getattr(record, "fields", {})

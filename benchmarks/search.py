@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
+from benchmarks.analysis import resident_gib
 from benchmarks.dataset_vectors import synthetic_collection
 from core.storage.vectors import VectorFilter
 from core.storage.vectors_edge import EdgeVectorStore
@@ -98,11 +99,11 @@ def _run(memory: qe.Memory, vectors: np.ndarray, queries: np.ndarray, ids: list[
         rows.append(("build HNSW index (optimize)", f"{time.perf_counter() - start:.1f} s"))
         start = time.perf_counter()
         store.close()
-        closed = _resident_mib()
+        closed = resident_gib()
         store = EdgeVectorStore(Path(tmp) / "v", vectors.shape[1], vector_memory=memory)
         store.count()
         rows.append(("flush + reopen", f"{time.perf_counter() - start:.2f} s"))
-        rows.append(("resident memory the loaded shard adds", f"{_resident_mib() - closed:,.0f} MiB"))
+        rows.append(("resident memory the loaded shard adds", f"{(resident_gib() - closed) * 1024:,.0f} MiB"))
         start = time.perf_counter()
         store.search(queries[0], 10)
         rows.append(("first top-10 after reopen", f"{(time.perf_counter() - start) * 1000:.1f} ms"))
@@ -114,11 +115,6 @@ def _run(memory: qe.Memory, vectors: np.ndarray, queries: np.ndarray, ids: list[
                 rows.append((f"top-10, {label}, hnsw_ef {ef}", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, recall@10 {recall:.3f}"))
         store.close()
     return rows
-
-
-def _resident_mib() -> float:
-    with open("/proc/self/status") as status:
-        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 if __name__ == "__main__":

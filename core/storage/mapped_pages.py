@@ -2,8 +2,9 @@
 
 Qdrant Edge maps its vector file into the process: a full scroll touches every page of it (2 GB at a
 million images; shards made before vectors were kept cold also populate it when they load), counted
-in the process's resident memory beside the array the analysis reads the vectors into. Those pages are the page cache's, not the process's: unmapping them here keeps them
-cached, and the next access maps them again.
+in the process's resident memory beside the array the analysis reads the vectors into. Those pages
+are the page cache's, not the process's: unmapping them here keeps them cached, and the next access
+maps them again.
 """
 
 from __future__ import annotations
